@@ -1,0 +1,119 @@
+"""Li|SE|cathode full cell for galvanostatic cycling (capacity, CE, fade)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from drivers.sim import fullcell, transport
+from drivers.sim import impedance as zel
+from drivers.sim.cellbase import COMPLIANCE_V, CellModel, CellState
+from drivers.sim.transport import MODES
+
+
+@dataclass(frozen=True, eq=False)
+class FullState(CellState):
+    modes: np.ndarray = dataclasses.field(default_factory=MODES.zeros)
+    stored: float = 0.0  # C charged into the cathode (0 = fully lithiated)
+    throughput: float = 0.0  # C passed, total (drives the fade)
+    charged: float = 0.0  # C of charge passed, total
+    discharged: float = 0.0  # C of discharge passed, total
+
+
+class FullCell(CellModel):
+    """Li|SE|cathode: OCV(SOC) + ohmic + Butler–Volmer (anode, cathode) + salt gradient.
+
+    Charging (I > 0) stores ce_full of the charge (the rest feeds side
+    reactions), so the coulombic efficiency of a full cycle is ce_full; the
+    capacity fades with throughput by ``fade`` per cycle.
+    """
+
+    kind = "full"
+
+    def initial_state(self, t_abs: float, celsius: float) -> FullState:
+        return FullState(t_abs=t_abs, temp=celsius, stored=self.p.soc0 * self.p.capacity_c)
+
+    def _stored_and_capacity(self, s: FullState, current: float, dt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = self.p
+        eff = p.ce_full if current > 0 else 1.0
+        stored = s.stored + eff * current * np.asarray(dt)
+        cap = fullcell.capacity(p.capacity_c, s.throughput + abs(current) * np.asarray(dt), p.fade)
+        return stored, cap
+
+    def soc(self, s: FullState) -> float:
+        return s.stored / float(fullcell.capacity(self.p.capacity_c, s.throughput, self.p.fade))
+
+    def cc_voltage(self, s: FullState, current: float, dt: np.ndarray, temp: np.ndarray) -> np.ndarray:
+        p = self.p
+        dt = np.asarray(dt, dtype=float)
+        temp = np.broadcast_to(np.asarray(temp, dtype=float), dt.shape)
+        stored, cap = self._stored_and_capacity(s, current, dt)
+        r_ohm = p.r_series + transport.ionic_resistance(p, temp)
+        eta = transport.bv_overpotential(
+            current, transport.exchange_current(p, temp), p.area, temp
+        ) + transport.bv_overpotential(current, transport.cathode_exchange_current(p, temp), p.area, temp)
+        tau = transport.tau_diffusion(p, s.temp)
+        conc = transport.diffusion_resistance(p, temp) * MODES.overpotential_factor(s.modes, current, dt, tau)
+        e = fullcell.ocv(stored / cap, p.cathode) + current * r_ohm + eta + conc
+        return np.clip(e, -COMPLIANCE_V, COMPLIANCE_V)
+
+    def cc_advance(self, s: FullState, current: float, dt: float, temp_end: float) -> FullState:
+        stored, _ = self._stored_and_capacity(s, current, np.asarray(dt))
+        tau = transport.tau_diffusion(self.p, s.temp)
+        q = abs(current) * dt
+        return dataclasses.replace(
+            s,
+            t_abs=s.t_abs + dt,
+            temp=temp_end,
+            modes=MODES.evolve(s.modes, current, dt, tau),
+            stored=float(stored),
+            throughput=s.throughput + q,
+            charged=s.charged + (q if current > 0 else 0.0),
+            discharged=s.discharged + (q if current < 0 else 0.0),
+        )
+
+    def impedance(self, s: FullState, freq: np.ndarray, celsius: float) -> np.ndarray:
+        p = self.p
+        w = zel.omega(freq)
+        r_ct_li = float(transport.charge_transfer_resistance(p, celsius))
+        r_ct_cat = float(transport.thermal_voltage(celsius) / (transport.cathode_exchange_current(p, celsius) * p.area))
+        tau_w = math.pi**2 / 4.0 * transport.tau_diffusion(p, celsius)
+        # Intercalation capacitance dQ/dV of the cathode closes the spectrum at low frequency.
+        x = self.soc(s)
+        dx = 1e-4
+        slope = float(fullcell.ocv(x + dx, p.cathode) - fullcell.ocv(x - dx, p.cathode)) / (2 * dx)
+        c_int = float(fullcell.capacity(p.capacity_c, s.throughput, p.fade)) / max(slope, 1e-3)
+        z = (
+            zel.bulk_arc(p, celsius, w)
+            + zel.r_cpe(r_ct_li, p.q_int * p.area, p.n_int, w)
+            + zel.r_cpe(r_ct_cat, p.q_cathode * p.area, p.n_cathode, w)
+            + zel.finite_length_diffusion(float(transport.diffusion_resistance(p, celsius)), tau_w, w)
+            + 1.0 / (1j * w * c_int)
+        )
+        return zel.series_front(p, w) + z
+
+    def dc_resistance(self, s: FullState, celsius: float) -> float:
+        p = self.p
+        return float(
+            p.r_series
+            + transport.ionic_resistance(p, celsius) / p.t_plus
+            + transport.charge_transfer_resistance(p, celsius)
+            + transport.thermal_voltage(celsius) / (transport.cathode_exchange_current(p, celsius) * p.area)
+        )
+
+    def truth(self, s: FullState) -> dict[str, Any]:
+        out = super().truth(s)
+        cap = float(fullcell.capacity(self.p.capacity_c, s.throughput, self.p.fade))
+        out.update(
+            soc=self.soc(s),
+            capacity_c=cap,
+            capacity_mah_cm2=cap / 3.6 / self.p.area,
+            charged_c=s.charged,
+            discharged_c=s.discharged,
+            ce_full=self.p.ce_full,
+        )
+        return out

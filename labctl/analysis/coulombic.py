@@ -1,0 +1,259 @@
+"""Coulombic efficiency of lithium plating/stripping on copper (Li‖Cu).
+
+Average CE by the reservoir protocol of Adams et al., "Accurate Determination of Coulombic
+Efficiency for Lithium Metal Anodes and Lithium Metal Batteries", Adv. Energy Mater. 8
+(2018) 1702097: after a preconditioning plate/strip, plate a reservoir Q_T on Cu, cycle n
+times (strip Q_C, plate Q_C), then strip everything to the cutoff (Q_S):
+
+    CE_avg = (Q_S + n·Q_C) / (Q_T + n·Q_C)
+
+The formula assumes the reservoir never ran out: every cycling strip delivered its full Q_C.
+A strip that ended on the voltage cutoff before passing Q_C means the reservoir was
+exhausted, fewer coulombs were cycled than the formula counts, and CE_avg is not valid.
+
+The nucleation overpotential is read from the first plating step on bare Cu: the voltage
+dips at the onset (nucleation) and relaxes to a growth plateau. Both numbers are stored,
+with η_nuc = V_dip − V_plateau (negative for cathodic plating, the usual sign of V in a
+Li‖Cu cell) and its magnitude.
+
+Charges may be in any unit (C, mAh, mAh/cm²), as long as all inputs share it; the unit
+string is recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from labctl.jsonable import to_jsonable
+
+#: End reasons (labctl.steps.EndReason values) meaning "the voltage hit a cutoff".
+VOLTAGE_CUTOFF_END_REASONS: frozenset[str] = frozenset({"voltage_above", "voltage_below"})
+_CE_FORMULA = "CE_avg = (Q_S + n*Q_C) / (Q_T + n*Q_C)  [Adams et al., Adv. Energy Mater. 8 (2018) 1702097]"
+
+
+@dataclass(frozen=True)
+class NucleationResult:
+    """Nucleation dip and growth plateau of the first plating step on Cu (volts)."""
+
+    dip_V: float
+    dip_time_s: float
+    plateau_V: float
+    overpotential_V: float
+    magnitude_V: float
+    has_dip: bool
+    conventions: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+
+@dataclass(frozen=True)
+class AverageCEResult:
+    """CE_avg (fraction, not %) and whether the protocol's assumption held."""
+
+    ce_avg: float
+    valid: bool
+    invalid_reasons: tuple[str, ...]
+    exhausted_cycles: tuple[int, ...]
+    Q_T: float
+    Q_C: float
+    Q_S: float
+    n_cycles: int
+    charge_unit: str
+    nucleation: NucleationResult | None
+    conventions: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+
+@dataclass(frozen=True)
+class CycleCEResult:
+    """Per-cycle CE = Q_strip / Q_plate for plain plating/stripping cycles."""
+
+    ce: tuple[float, ...]
+    mean: float
+    mean_excluding_first: float
+    plate_charges: tuple[float, ...]
+    strip_charges: tuple[float, ...]
+    charge_unit: str
+    conventions: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+
+def average_coulombic_efficiency(
+    Q_T: float,
+    Q_C: float,
+    Q_S: float,
+    cycle_strip_charges: Sequence[float],
+    cycle_strip_end_reasons: Sequence[str] | None = None,
+    *,
+    final_strip_end_reason: str | None = None,
+    charge_unit: str = "C",
+    tolerance: float = 0.005,
+    nucleation: NucleationResult | None = None,
+) -> AverageCEResult:
+    """CE_avg by Adams et al. (2018) with the reservoir-exhaustion check.
+
+    ``cycle_strip_charges`` are the charges (magnitudes) passed by the n cycling strip
+    steps, so n = len(cycle_strip_charges); ``cycle_strip_end_reasons`` their end reasons.
+    A cycling strip counts as exhausted when it passed less than Q_C·(1 − tolerance) and
+    (if reasons are given) ended on a voltage cutoff. ``final_strip_end_reason``, if given,
+    must be a voltage cutoff, or Q_S is not "everything that was left".
+    """
+    for name, v in (("Q_T", Q_T), ("Q_C", Q_C), ("Q_S", Q_S)):
+        if not math.isfinite(v):
+            raise ValueError(f"{name} must be finite, got {v!r}")
+    if Q_T <= 0:
+        raise ValueError(f"Q_T (reservoir charge) must be > 0, got {Q_T!r}")
+    if Q_C <= 0:
+        raise ValueError(f"Q_C (cycling charge) must be > 0, got {Q_C!r}")
+    if Q_S < 0:
+        raise ValueError(f"Q_S (final strip charge) must be >= 0, got {Q_S!r}")
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance!r}")
+    strips = np.abs(np.asarray(cycle_strip_charges, dtype=float))
+    if strips.ndim != 1 or strips.size == 0:
+        raise ValueError("cycle_strip_charges must be a non-empty 1-D sequence (one charge per cycle)")
+    if not np.all(np.isfinite(strips)):
+        raise ValueError("cycle_strip_charges contains NaN or infinite values")
+    n = int(strips.size)
+    if cycle_strip_end_reasons is not None and len(cycle_strip_end_reasons) != n:
+        raise ValueError(
+            f"cycle_strip_end_reasons has {len(cycle_strip_end_reasons)} entries, cycle_strip_charges has {n}"
+        )
+
+    short_of_qc = strips < Q_C * (1.0 - tolerance)
+    if cycle_strip_end_reasons is not None:
+        on_cutoff = np.array([_reason(r) in VOLTAGE_CUTOFF_END_REASONS for r in cycle_strip_end_reasons])
+        exhausted = short_of_qc & on_cutoff
+    else:
+        exhausted = short_of_qc
+    exhausted_idx = tuple(int(i) for i in np.flatnonzero(exhausted))
+    reasons: list[str] = []
+    if exhausted_idx:
+        reasons.append(
+            f"reservoir exhausted: cycling strip(s) {list(exhausted_idx)} ended on the cutoff before passing Q_C"
+        )
+    cut_short = np.flatnonzero(short_of_qc & ~exhausted)
+    if cut_short.size:
+        reasons.append(
+            f"cycling strip(s) {cut_short.tolist()} passed less than Q_C without reaching the voltage cutoff"
+        )
+    final_reason = None if final_strip_end_reason is None else _reason(final_strip_end_reason)
+    if final_reason is not None and final_reason not in VOLTAGE_CUTOFF_END_REASONS:
+        reasons.append(f"final strip ended by {final_strip_end_reason!r}, not the voltage cutoff")
+    if Q_T * (1.0 + tolerance) < Q_S:
+        reasons.append(f"Q_S ({Q_S:.6g}) exceeds Q_T ({Q_T:.6g}): more lithium recovered than plated")
+
+    ce = (Q_S + n * Q_C) / (Q_T + n * Q_C)
+    return AverageCEResult(
+        ce_avg=float(ce),
+        valid=not reasons,
+        invalid_reasons=tuple(reasons),
+        exhausted_cycles=exhausted_idx,
+        Q_T=float(Q_T),
+        Q_C=float(Q_C),
+        Q_S=float(Q_S),
+        n_cycles=n,
+        charge_unit=charge_unit,
+        nucleation=nucleation,
+        conventions={
+            "formula": _CE_FORMULA,
+            "exhausted": f"cycling strip passed < Q_C*(1-{tolerance}) "
+            + ("and ended on a voltage cutoff" if cycle_strip_end_reasons is not None else "(no end reasons given)"),
+            "charge_unit": charge_unit,
+        },
+    )
+
+
+def nucleation_overpotential(
+    t: np.ndarray,
+    V: np.ndarray,
+    *,
+    early_fraction: float = 0.1,
+    plateau_window: tuple[float, float] = (0.5, 1.0),
+) -> NucleationResult:
+    """Dip and plateau of a plating trace on Cu.
+
+    The dip is the extreme voltage in the plating direction within the first
+    ``early_fraction`` of the step; the plateau is the median over ``plateau_window``
+    (fractions of the step duration). The plating direction is the sign of the plateau
+    (negative for a Li‖Cu cell read as V_Cu − V_Li).
+    """
+    t = np.asarray(t, dtype=float)
+    V = np.asarray(V, dtype=float)
+    if t.ndim != 1 or V.ndim != 1 or t.size != V.size:
+        raise ValueError(f"t and V must be 1-D arrays of equal length, got shapes {t.shape} and {V.shape}")
+    if t.size < 10:
+        raise ValueError(f"t and V need at least 10 samples, got {t.size}")
+    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(V))):
+        raise ValueError("t or V contains NaN or infinite values")
+    if np.any(np.diff(t) <= 0):
+        raise ValueError("t must be strictly increasing")
+    if not 0 < early_fraction < 1:
+        raise ValueError(f"early_fraction must be in (0, 1), got {early_fraction!r}")
+    lo, hi = plateau_window
+    if not 0 <= lo < hi <= 1:
+        raise ValueError(f"plateau_window must be fractions 0 <= start < end <= 1, got {plateau_window!r}")
+    tau = (t - t[0]) / (t[-1] - t[0])
+    early = tau <= early_fraction
+    late = (tau >= lo) & (tau <= hi)
+    if np.count_nonzero(early) < 2 or np.count_nonzero(late) < 2:
+        raise ValueError("early part or plateau window holds fewer than 2 samples")
+    plateau = float(np.median(V[late]))
+    s = -1.0 if plateau <= 0 else 1.0
+    k = int(np.argmax(s * V[early]))
+    dip = float(V[early][k])
+    eta = dip - plateau
+    return NucleationResult(
+        dip_V=dip,
+        dip_time_s=float(t[early][k] - t[0]),
+        plateau_V=plateau,
+        overpotential_V=float(eta),
+        magnitude_V=float(abs(eta)),
+        has_dip=bool(s * eta > 0),
+        conventions={
+            "dip": f"extreme V in the plating direction over the first {early_fraction:.3g} of the step",
+            "plateau": f"median V over fractions {lo:.3g}..{hi:.3g} of the step",
+            "overpotential": "dip - plateau (signed); magnitude = |dip - plateau|",
+        },
+    )
+
+
+def cycle_coulombic_efficiency(
+    plate_charges: Sequence[float], strip_charges: Sequence[float], *, charge_unit: str = "C"
+) -> CycleCEResult:
+    """Per-cycle CE_i = Q_strip,i / Q_plate,i (magnitudes), for plain plate/strip cycling."""
+    p = np.abs(np.asarray(plate_charges, dtype=float))
+    s = np.abs(np.asarray(strip_charges, dtype=float))
+    if p.ndim != 1 or s.ndim != 1 or p.size == 0:
+        raise ValueError("plate_charges and strip_charges must be non-empty 1-D sequences")
+    if p.size != s.size:
+        raise ValueError(f"plate_charges ({p.size}) and strip_charges ({s.size}) must have the same length")
+    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(s))):
+        raise ValueError("plate_charges or strip_charges contains NaN or infinite values")
+    if np.any(p == 0):
+        raise ValueError(f"plate_charges must be non-zero, got zero at cycle(s) {np.flatnonzero(p == 0).tolist()}")
+    ce = s / p
+    return CycleCEResult(
+        ce=tuple(float(v) for v in ce),
+        mean=float(ce.mean()),
+        mean_excluding_first=float(ce[1:].mean()) if ce.size > 1 else float("nan"),
+        plate_charges=tuple(float(v) for v in p),
+        strip_charges=tuple(float(v) for v in s),
+        charge_unit=charge_unit,
+        conventions={"ce": "Q_strip / Q_plate per cycle (magnitudes)", "charge_unit": charge_unit},
+    )
+
+
+def _reason(r: Any) -> str:
+    """End reasons may come as labctl.steps.EndReason members or plain strings."""
+    return str(getattr(r, "value", r))

@@ -1,0 +1,200 @@
+"""Analysis after the fact: stored run files and spectra measured elsewhere.
+
+A stored run is re-analysed by *replaying* its protocol: the protocol
+generator is driven with the StepResults rebuilt from the file instead of a
+channel, so the analysis is exactly the code that ran live, and analysis-only
+parameters (an onset method, a threshold, the lead resistance) can be changed
+with ``-p``. Parameters that change the steps make the replay diverge from the
+recording, which is reported as an error rather than silently mixed.
+
+Impedance files from other software (ZPlot, EC-Lab, Gamry, CSV, text) go
+through the same conductivity analysis as the ``eis`` protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labctl import protocol as protocols
+from labctl.analysis.arrhenius import fit_arrhenius
+from labctl.analysis.eis_conductivity import conductivity_from_spectrum, sigma_from_resistance
+from labctl.params import Param, ParameterError, validate
+from labctl.steps import EndReason, StepResult
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+SPECTRUM_PARAMS = (
+    Param("thickness", None, "µm", "electrolyte thickness", minimum=0.1, maximum=1e5, default_text="required"),
+    Param("area", None, "cm²", "electrode area", minimum=1e-4, maximum=1e3, default_text="required"),
+    Param("r_leads", 0.0, "Ω", "lead resistance subtracted from the intercept", minimum=0.0, maximum=1e6),
+    Param(
+        "circuit",
+        "auto",
+        "",
+        "equivalent circuit",
+        kind="choice",
+        choices=("auto", "blocking", "blocking_gb"),
+    ),
+)
+
+
+def is_run_file(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(8) == HDF5_SIGNATURE
+
+
+def replay_run(path: Path, overrides: Mapping[str, str]) -> dict[str, Any]:
+    """Re-run the stored run's protocol analysis on its recorded steps."""
+    from labctl.protocol import Cell
+    from labctl.storage import open_run
+
+    with open_run(path) as run:
+        meta = run.meta
+        records = list(run.steps)
+        protocol = protocols.get(meta["protocol"])
+        stored = dict(meta.get("parameters") or {})
+        given = {**{k: v for k, v in stored.items() if v is not None}, **overrides}
+        values = protocol.validate(given)
+        cell_meta = meta.get("cell") or {}
+        cell = Cell(
+            type=cell_meta.get("type", protocol.cell_type),
+            area_cm2=float(cell_meta["area_cm2"]),
+            thickness_um=float(cell_meta["thickness_um"]),
+            id=cell_meta.get("id", ""),
+            ocv_V=cell_meta.get("ocv_V"),
+        )
+        results = [
+            StepResult(
+                index=rec.index,
+                step=rec.step,
+                end_reason=EndReason(rec.end_reason),
+                t_start=rec.t_start,
+                duration=rec.duration,
+                charge=rec.charge,
+                last={name: float(rec.data[name][-1]) for name in rec.data.dtype.names} if len(rec.data) else {},
+                spectrum=rec.spectrum,
+                data=rec.data,
+                message=rec.message,
+            )
+            for rec in records
+        ]
+        status = run.status
+    plan = protocol.plan(values, cell)
+    try:
+        step = next(plan)
+        for recorded in results:
+            if step.kind != recorded.step.kind:
+                raise ValueError(
+                    f"replay diverged at step {recorded.index}: the protocol now asks for {step.kind}, "
+                    f"the file recorded {recorded.step.kind} (a changed parameter alters the steps)"
+                )
+            step = plan.send(recorded)
+        raise ValueError(f"the run file ends after {len(results)} steps (status {status}); the protocol wanted more")
+    except StopIteration as stop:
+        out = dict(stop.value or {})
+    return {
+        "file": str(path),
+        "protocol": protocol.name,
+        "status": status,
+        "parameters": values,
+        "results": out,
+    }
+
+
+def analyze_spectrum_file(path: Path, given: Mapping[str, str]) -> dict[str, Any]:
+    """Conductivity of one imported spectrum."""
+    from labctl.importers import load_spectrum
+
+    values = validate(SPECTRUM_PARAMS, given, context="an impedance file")
+    _require_geometry(values)
+    spectrum = load_spectrum(path)
+    result = conductivity_from_spectrum(
+        spectrum.freq,
+        spectrum.z,
+        thickness_um=values["thickness"],
+        area_cm2=values["area"],
+        r_leads_ohm=values["r_leads"],
+        circuit=values["circuit"],
+    )
+    return {
+        "file": str(path),
+        "format": spectrum.format,
+        "points": len(spectrum.freq),
+        "metadata": spectrum.metadata,
+        "results": result.as_dict(),
+    }
+
+
+def _require_geometry(values: Mapping[str, Any]) -> None:
+    for name in ("thickness", "area"):
+        if values[name] is None:
+            param = next(p for p in SPECTRUM_PARAMS if p.name == name)
+            raise ParameterError(name, f"is required for an impedance file: -p {name}=… ({param.allowed})")
+
+
+def analyze_arrhenius_files(
+    paths: Sequence[Path],
+    temperatures_c: Sequence[float] | None,
+    given: Mapping[str, str],
+    form: str = "sigma",
+) -> dict[str, Any]:
+    """σ(T) and Ea from a set of spectra, one per temperature.
+
+    By default from the total electrolyte resistance (bulk + grain boundary);
+    where two arcs are resolved the bulk-only σ and Ea are reported as well.
+    """
+    from labctl.importers import load_spectrum
+
+    values = validate(SPECTRUM_PARAMS, given, context="arrhenius")
+    _require_geometry(values)
+    if temperatures_c is not None and len(temperatures_c) != len(paths):
+        raise ParameterError("temperatures", f"{len(temperatures_c)} temperatures given for {len(paths)} files")
+    rows = []
+    for k, path in enumerate(paths):
+        spectrum = load_spectrum(path)
+        temp = temperatures_c[k] if temperatures_c is not None else spectrum.metadata.get("temperature_C")
+        if temp is None:
+            raise ParameterError("temperatures", f"{path} carries no temperature: give --temperatures")
+        fit = conductivity_from_spectrum(
+            spectrum.freq,
+            spectrum.z,
+            thickness_um=values["thickness"],
+            area_cm2=values["area"],
+            r_leads_ohm=values["r_leads"],
+            circuit=values["circuit"],
+        )
+        bulk = fit.R_bulk_arc_ohm if fit.R_gb_ohm is not None else None
+        rows.append(
+            {
+                "file": str(path),
+                "T_C": float(temp),
+                "R_total_ohm": fit.R_total_ohm,
+                "sigma_S_cm": fit.sigma_S_cm,
+                "R_bulk_ohm": bulk,
+                "R_bulk_rel_err": fit.R_bulk_arc_rel_err if bulk is not None else None,
+                "R_gb_ohm": fit.R_gb_ohm,
+                "sigma_bulk_S_cm": None
+                if bulk is None
+                else sigma_from_resistance(bulk, values["thickness"], values["area"]),
+                "circuit": fit.circuit,
+            }
+        )
+    temps = np.array([r["T_C"] for r in rows])
+    total = fit_arrhenius(temps, [r["sigma_S_cm"] for r in rows], form=form)
+    out: dict[str, Any] = {
+        "ea_eV": total.Ea_eV,
+        "ea_stderr_eV": total.Ea_stderr_eV,
+        "r_squared": total.r_squared,
+        "form": form,
+        "basis": "total electrolyte resistance (bulk + grain boundary)",
+        "table": rows,
+    }
+    if all(r["sigma_bulk_S_cm"] is not None for r in rows) and len(rows) >= 2:
+        bulk_fit = fit_arrhenius(temps, [r["sigma_bulk_S_cm"] for r in rows], form=form)
+        out["ea_bulk_eV"] = bulk_fit.Ea_eV
+        out["ea_bulk_stderr_eV"] = bulk_fit.Ea_stderr_eV
+    return {"files": [str(p) for p in paths], "results": out}

@@ -1,0 +1,274 @@
+"""The ``labctl`` command line.
+
+Exit codes: 0 completed, 1 failed, 2 bad input (nothing ran, no file
+written), 130 aborted (Ctrl-C / SIGTERM, cell left in its safe state).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from labctl import __version__
+from labctl import protocol as protocols
+from labctl.jsonable import to_jsonable
+from labctl.params import ParameterError, parse_assignments
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ABORTED = 130
+
+
+def _console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+
+def _fail_usage(exc: Exception) -> None:
+    _console().print(f"[bold red]error:[/] {exc}")
+    sys.exit(EXIT_USAGE)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="labctl")
+def main() -> None:
+    """Run electrochemistry protocols on instruments or simulators."""
+
+
+@main.command("run")
+@click.argument("protocol_name", metavar="PROTOCOL")
+@click.option("--instrument", "-i", default="sim", show_default=True, help="instrument name; 'sim' = physics simulator")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="protocol parameter (lab units)")
+@click.option(
+    "--sim", "sim", multiple=True, metavar="NAME=VALUE", help="simulated-cell truth (see 'labctl sim-params')"
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="folder for the run file",
+)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object {file, status, results}")
+@click.option("--speed", default="max", show_default=True, help="simulation speed: max, or N x real time")
+@click.option("--cell-id", default="", help="cell identifier recorded in the run file")
+@click.option("--operator", default="", help="operator recorded in the run file")
+@click.option("--quiet", "-q", is_flag=True, help="no progress display")
+def run_command(
+    protocol_name: str,
+    instrument: str,
+    params: tuple[str, ...],
+    sim: tuple[str, ...],
+    out_dir: str,
+    as_json: bool,
+    speed: str,
+    cell_id: str,
+    operator: str,
+    quiet: bool,
+) -> None:
+    """Run PROTOCOL on an instrument, writing one HDF5 run file.
+
+    Protocol parameters are given in lab units with -p (see 'labctl protocols
+    PROTOCOL'); a simulated cell's truth with --sim (see 'labctl sim-params').
+    Ctrl-C aborts cleanly: the cell is put in its safe state and the file
+    records the run as aborted.
+    """
+    from labctl.runner import prepare_run
+
+    try:
+        prepared = prepare_run(
+            protocol_name,
+            params=parse_assignments(params, "-p"),
+            instrument=instrument,
+            sim=parse_assignments(sim, "--sim"),
+            speed=speed,
+            out_dir=Path(out_dir),
+            cell_id=cell_id,
+            operator=operator,
+        )
+    except (ParameterError, ValueError) as exc:
+        _fail_usage(exc)
+        return
+
+    from labctl.progress import ProgressDisplay
+
+    console = _console()
+    display = ProgressDisplay(console, enabled=not quiet)
+    outcome = prepared.execute(display, install_signal_handlers=True)
+    payload = {
+        "file": str(prepared.path),
+        "status": outcome.status.value,
+        "results": to_jsonable(outcome.results),
+    }
+    if outcome.error:
+        payload["error"] = outcome.error
+    if as_json:
+        click.echo(json.dumps(payload))
+    else:
+        _print_outcome(console, payload)
+    if outcome.status.value == "completed":
+        return
+    sys.exit(EXIT_ABORTED if outcome.status.value == "aborted" else EXIT_FAILED)
+
+
+def _print_outcome(console: Console, payload: dict[str, Any]) -> None:
+    status = payload["status"]
+    colour = {"completed": "green", "aborted": "yellow"}.get(status, "red")
+    console.print(f"[bold {colour}]{status}[/]  {payload['file']}")
+    if payload.get("error"):
+        console.print(f"[red]reason:[/] {payload['error']}")
+    results = payload["results"]
+    if results:
+        table = Table(title="results", show_header=False, box=None)
+        for key, value in results.items():
+            if isinstance(value, (dict, list)):
+                value = json.dumps(value)[:120]
+            elif isinstance(value, float):
+                value = f"{value:.6g}"
+            table.add_row(key, str(value))
+        Console(highlight=False).print(table)
+
+
+@main.command("show")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def show_command(path: str, as_json: bool) -> None:
+    """Print a run file's metadata, steps and results (also while it is written)."""
+    from labctl.storage import describe_run
+
+    try:
+        summary = describe_run(Path(path))
+    except OSError as exc:
+        _console().print(f"[bold red]error:[/] cannot read {path}: {exc}")
+        sys.exit(EXIT_FAILED)
+    if as_json:
+        click.echo(json.dumps(to_jsonable(summary)))
+        return
+    from labctl.progress import print_summary
+
+    print_summary(Console(highlight=False), summary)
+
+
+@main.command("analyze", context_settings={"ignore_unknown_options": False})
+@click.argument("target")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="analysis parameter (lab units)")
+@click.option("--temperatures", default=None, help="arrhenius: °C per file, in file order (comma-separated)")
+@click.option(
+    "--form",
+    type=click.Choice(["sigma", "sigmaT", "vtf"]),
+    default="sigma",
+    show_default=True,
+    help="arrhenius: the form fitted",
+)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def analyze_command(
+    target: str, files: tuple[str, ...], params: tuple[str, ...], temperatures: str | None, form: str, as_json: bool
+) -> None:
+    """Re-run a protocol's analysis on a run file, or analyse imported spectra.
+
+    \b
+    labctl analyze RUN.h5 [-p method=tangent]      replay the stored run's analysis
+    labctl analyze SPECTRUM.z -p thickness=500 -p area=0.5
+    labctl analyze arrhenius F1 F2 ... --temperatures 140,150,... -p thickness=2100 -p area=0.503
+    """
+    from labctl.analyze import analyze_arrhenius_files, analyze_spectrum_file, is_run_file, replay_run
+
+    try:
+        given = parse_assignments(params, "-p")
+        if target == "arrhenius":
+            if len(files) < 2:
+                raise ParameterError("files", "arrhenius needs at least two spectrum files")
+            temps = None
+            if temperatures is not None:
+                try:
+                    temps = [float(t) for t in temperatures.split(",") if t.strip()]
+                except ValueError:
+                    raise ParameterError("temperatures", f"cannot read {temperatures!r} as °C values") from None
+            report = analyze_arrhenius_files([Path(f) for f in files], temps, given, form=form)
+        else:
+            path = Path(target)
+            if not path.is_file():
+                raise ParameterError("FILE", f"{target} is not a file (or use 'labctl analyze arrhenius FILES...')")
+            if files:
+                raise ParameterError("FILE", "give one file (several spectra: 'labctl analyze arrhenius FILES...')")
+            report = replay_run(path, given) if is_run_file(path) else analyze_spectrum_file(path, given)
+    except (ParameterError, ValueError) as exc:
+        _fail_usage(exc)
+        return
+    if as_json:
+        click.echo(json.dumps(to_jsonable(report)))
+        return
+    console = Console(highlight=False)
+    results = report.get("results", {})
+    table = Table("result", "value", title=f"analysis of {report.get('file', ', '.join(report.get('files', [])))}")
+    for key, value in results.items():
+        if isinstance(value, (dict, list)):
+            text = json.dumps(to_jsonable(value))[:160]
+        elif isinstance(value, float):
+            text = f"{value:.6g}"
+        else:
+            text = str(value)
+        table.add_row(key, text)
+    console.print(table)
+
+
+@main.command("protocols")
+@click.argument("name", required=False)
+def protocols_command(name: str | None) -> None:
+    """List the protocols, or show one protocol's parameters."""
+    console = Console(highlight=False)
+    if name is None:
+        table = Table("protocol", "cell", "title")
+        for proto_name in protocols.available():
+            proto = protocols.get(proto_name)
+            table.add_row(proto.name, proto.cell_type, proto.title)
+        console.print(table)
+        return
+    try:
+        proto = protocols.get(name)
+    except ParameterError as exc:
+        _fail_usage(exc)
+        return
+    console.print(f"[bold]{proto.name}[/] v{proto.version}: {proto.title} (cell: {proto.cell_type})")
+    if proto.description:
+        console.print(proto.description)
+    table = Table("parameter", "unit", "default", "allowed", "meaning")
+    for p in proto.params:
+        table.add_row(p.name, p.unit, p.describe_default(), p.allowed, p.help)
+    console.print(table)
+
+
+@main.command("sim-params")
+def sim_params_command() -> None:
+    """List the simulated cell's truth parameters (set with --sim NAME=VALUE)."""
+    from drivers.sim import SimParams
+
+    table = Table("name", "unit", "default", "allowed", "meaning")
+    for spec in SimParams.specs():
+        table.add_row(spec.name, spec.unit, spec.describe_default(), spec.allowed, spec.help)
+    Console(highlight=False).print(table)
+
+
+def default_run_path(out_dir: Path, protocol_name: str, run_id: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return out_dir / f"{stamp}_{protocol_name}_{run_id}.h5"
+
+
+def install_abort_signals(abort: Any) -> None:
+    """SIGTERM/SIGHUP abort like Ctrl-C: safe state first, file closed as aborted."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: abort(f"aborted by signal {signal.Signals(signum).name}"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""The live event stream of a run, and the bus that fans it out.
+
+The engine emits one event per thing that happened; every sink (the HDF5 run
+file, the CLI progress bar, later the GUI and the queue) receives the same
+events. Sinks that write (the run file) are called synchronously in the engine
+thread; watchers subscribe to the ``EventBus``, which never blocks the engine:
+a slow subscriber loses old sample blocks, never the step/run events.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Union
+
+import numpy as np
+
+from labctl.steps import Step, StepResult
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Everything known about a run before it starts (goes to the file's root)."""
+
+    run_id: str
+    protocol: str
+    protocol_version: str
+    parameters: dict[str, Any]
+    cell: dict[str, Any]
+    instrument: dict[str, Any]
+    software: dict[str, Any]
+    operator: str = ""
+    started_at: str = ""
+    simulation: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    info: RunInfo
+
+
+@dataclass(frozen=True)
+class StepStarted:
+    index: int
+    step: Step
+    t_start: float
+
+
+@dataclass(frozen=True)
+class Samples:
+    index: int
+    block: np.ndarray
+
+
+@dataclass(frozen=True)
+class SpectrumPoints:
+    index: int
+    block: np.ndarray
+
+
+@dataclass(frozen=True)
+class StepEnded:
+    result: StepResult
+
+
+@dataclass(frozen=True)
+class StatusChanged:
+    """running / paused / aborting ... with the cell time it happened at."""
+
+    state: str
+    t_cell: float
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Emitted at least every half second of wall time, so sinks can flush
+    and write heartbeats even when no data arrives (a slow EIS point)."""
+
+    t_cell: float
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    status: str  # completed / aborted / failed
+    results: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    ended_at: str = ""
+
+
+Event = Union[RunStarted, StepStarted, Samples, SpectrumPoints, StepEnded, StatusChanged, Tick, RunEnded]
+
+
+class Sink(Protocol):
+    """Anything that consumes the event stream."""
+
+    def handle(self, event: Event) -> None: ...
+
+
+class Subscription:
+    """A bounded queue of events for one consumer thread."""
+
+    def __init__(self, bus: EventBus, maxsize: int) -> None:
+        self._bus = bus
+        self._queue: queue.Queue[Event] = queue.Queue(maxsize)
+        self.dropped = 0
+
+    def offer(self, event: Event) -> None:
+        try:
+            self._queue.put_nowait(event)
+            return
+        except queue.Full:
+            pass
+        if isinstance(event, (Samples, SpectrumPoints, Tick)):
+            self.dropped += 1  # data blocks are expendable for watchers; the file has them
+            return
+        # A control event must get through: make room by dropping the oldest.
+        try:
+            self._queue.get_nowait()
+            self.dropped += 1
+        except queue.Empty:
+            pass
+        self._queue.put_nowait(event)
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def drain(self) -> list[Event]:
+        events = []
+        while True:
+            try:
+                events.append(self._queue.get_nowait())
+            except queue.Empty:
+                return events
+
+    def close(self) -> None:
+        self._bus.unsubscribe(self)
+
+
+class EventBus:
+    """Fans events out to subscribers without ever blocking the publisher."""
+
+    def __init__(self) -> None:
+        self._subs: list[Subscription] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, maxsize: int = 10_000) -> Subscription:
+        sub = Subscription(self, maxsize)
+        with self._lock:
+            self._subs.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+
+    def handle(self, event: Event) -> None:
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            sub.offer(event)

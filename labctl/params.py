@@ -1,0 +1,151 @@
+"""Typed, range-checked parameters in the units labs use.
+
+A protocol declares its parameters once; the same declaration validates the
+command line (``-p name=value``), generates the GUI form and documents the
+protocol. Values stay in lab units (µm, cm², mV, Hz, mA/cm², mAh/cm², mV/s,
+°C) in the run file, exactly as the user gave them; protocols convert to SI
+once, with ``labctl.units``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ParamKind = Literal["float", "int", "bool", "choice", "floats", "str"]
+
+
+class ParameterError(ValueError):
+    """A bad parameter value, naming the parameter and what is allowed."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        super().__init__(f"parameter '{name}': {message}")
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: name, lab unit, default, allowed range, help."""
+
+    name: str
+    default: Any
+    unit: str = ""
+    help: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    kind: ParamKind = "float"
+    choices: tuple[str, ...] = ()
+    #: Shown instead of the default when the default is None, e.g.
+    #: "from the simulated cell".
+    default_text: str = ""
+
+    @property
+    def allowed(self) -> str:
+        """The allowed values, as said in error messages and help."""
+        unit = f" {self.unit}" if self.unit else ""
+        if self.kind == "choice":
+            return "one of " + ", ".join(self.choices)
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "str":
+            return "text"
+        lo = "-inf" if self.minimum is None else _fmt(self.minimum)
+        hi = "inf" if self.maximum is None else _fmt(self.maximum)
+        what = "a list of numbers, each" if self.kind == "floats" else "a number"
+        if self.kind == "int":
+            what = "a whole number"
+        return f"{what} from {lo} to {hi}{unit}"
+
+    def describe_default(self) -> str:
+        if self.default is None:
+            return self.default_text or "none"
+        if self.kind == "floats":
+            return ",".join(_fmt(v) for v in self.default)
+        return str(self.default)
+
+    def parse(self, raw: Any) -> Any:
+        """Convert a command-line string (or a Python value) and check it."""
+        if raw is None:
+            return None
+        try:
+            value = self._convert(raw)
+        except (TypeError, ValueError):
+            raise ParameterError(self.name, f"cannot read {raw!r} (allowed: {self.allowed})") from None
+        self._check(value)
+        return value
+
+    def _convert(self, raw: Any) -> Any:
+        if self.kind == "float":
+            return float(raw)
+        if self.kind == "int":
+            number = float(raw)
+            if not number.is_integer():
+                raise ValueError(raw)
+            return int(number)
+        if self.kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if self.kind == "floats":
+            if isinstance(raw, str):
+                parts = [p for p in raw.replace(";", ",").split(",") if p.strip()]
+                return tuple(float(p) for p in parts)
+            return tuple(float(v) for v in raw)
+        return str(raw)
+
+    def _check(self, value: Any) -> None:
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise ParameterError(self.name, f"{value!r} is not allowed (allowed: {self.allowed})")
+            return
+        if self.kind in ("bool", "str"):
+            return
+        values = value if self.kind == "floats" else (value,)
+        if self.kind == "floats" and not values:
+            raise ParameterError(self.name, f"needs at least one value (allowed: {self.allowed})")
+        for v in values:
+            out_of_range = (
+                not math.isfinite(v)
+                or (self.minimum is not None and v < self.minimum)
+                or (self.maximum is not None and v > self.maximum)
+            )
+            if out_of_range:
+                unit = f" {self.unit}" if self.unit else ""
+                raise ParameterError(self.name, f"{_fmt(v)}{unit} is out of range (allowed: {self.allowed})")
+
+
+def parse_assignments(items: Iterable[str], option: str) -> dict[str, str]:
+    """``["a=1", "b=2"]`` -> ``{"a": "1", "b": "2"}`` with clear errors."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ParameterError(item, f"expected {option} name=value")
+        if name in out:
+            raise ParameterError(name, f"given twice with {option}")
+        out[name] = value.strip()
+    return out
+
+
+def validate(params: Iterable[Param], given: Mapping[str, Any], *, context: str = "") -> dict[str, Any]:
+    """Every declared parameter with its value (given or default); an unknown
+    name is an error that lists the known ones."""
+    declared = {p.name: p for p in params}
+    unknown = [name for name in given if name not in declared]
+    if unknown:
+        where = f" for {context}" if context else ""
+        known = ", ".join(sorted(declared)) or "none"
+        raise ParameterError(unknown[0], f"unknown parameter{where} (known: {known})")
+    return {name: p.parse(given[name]) if name in given else p.default for name, p in declared.items()}

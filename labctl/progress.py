@@ -1,0 +1,186 @@
+"""Showing a run as it happens (rich), and a stored run's summary.
+
+The display is one more consumer of the engine's event bus: it redraws at a
+few hertz from whatever arrived, so it can never slow acquisition.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from labctl.engine import RunHandle
+from labctl.events import (
+    RunEnded,
+    Samples,
+    SpectrumPoints,
+    StatusChanged,
+    StepEnded,
+    StepStarted,
+    Subscription,
+)
+from labctl.steps import Impedance
+
+REFRESH_S = 0.2
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours >= 24:
+        return f"{hours // 24}d {hours % 24:02d}:{minutes:02d}:{secs:02d}"
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def _bar(fraction: float, width: int = 24) -> str:
+    fraction = min(max(fraction, 0.0), 1.0)
+    filled = round(fraction * width)
+    return "█" * filled + "░" * (width - filled)
+
+
+class ProgressDisplay:
+    """Step, cell time, latest reading and data counts, redrawn ~5 times a second."""
+
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.step_text = "starting"
+        self.step_index = -1
+        self.step = None
+        self.step_t0 = 0.0
+        self.t_cell = 0.0
+        self.rows = 0
+        self.points = 0
+        self.step_points = 0
+        self.last: dict[str, float] = {}
+        self.state = "running"
+        self.finished_steps: list[str] = []
+
+    def _apply(self, event: Any) -> bool:
+        """Update from one event; True when the run ended."""
+        if isinstance(event, StepStarted):
+            self.step_index = event.index
+            self.step = event.step
+            self.step_t0 = event.t_start
+            self.step_points = 0
+            label = f" {event.step.label}" if event.step.label else ""
+            self.step_text = f"step {event.index}: {event.step.kind}{label}"
+        elif isinstance(event, Samples):
+            self.rows += len(event.block)
+            row = event.block[-1]
+            self.t_cell = float(row["t"])
+            self.last = {"E": float(row["E"]), "I": float(row["I"]), "T": float(row["T"])}
+        elif isinstance(event, SpectrumPoints):
+            self.points += len(event.block)
+            self.step_points += len(event.block)
+            row = event.block[-1]
+            self.t_cell = float(row["t"])
+            self.last = {"f": float(row["freq"]), "Zre": float(row["z_re"]), "Zim": float(row["z_im"])}
+        elif isinstance(event, StatusChanged):
+            self.state = event.state
+        elif isinstance(event, StepEnded):
+            r = event.result
+            self.finished_steps.append(
+                f"step {r.index} {r.step.kind}: {r.end_reason.value} after {format_duration(r.duration)}"
+            )
+        elif isinstance(event, RunEnded):
+            return True
+        return False
+
+    def render(self) -> Table:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_row(Text(self.step_text, style="bold"), Text(f"cell time {format_duration(self.t_cell)}"))
+        step = self.step
+        if isinstance(step, Impedance):
+            total = len(step.frequencies())
+            grid.add_row(
+                Text(f"{_bar(self.step_points / max(total, 1))} {self.step_points}/{total} frequencies"),
+                Text(f"f = {self.last.get('f', float('nan')):.4g} Hz" if "f" in self.last else ""),
+            )
+        elif step is not None:
+            limits = step.effective_limits()
+            elapsed = self.t_cell - self.step_t0
+            if limits.max_time:
+                bar = (
+                    f"{_bar(elapsed / limits.max_time)} {format_duration(elapsed)} / {format_duration(limits.max_time)}"
+                )
+            else:
+                bar = f"{format_duration(elapsed)} in step"
+            reading = ""
+            if "E" in self.last:
+                reading = f"E = {self.last['E']:.4f} V  I = {self.last['I']:.4g} A"
+            grid.add_row(Text(bar), Text(reading))
+        grid.add_row(
+            Text(f"{self.rows} samples, {self.points} impedance points", style="dim"),
+            Text(self.state, style="yellow" if self.state != "running" else "green"),
+        )
+        return grid
+
+    def watch(self, subscription: Subscription, handle: RunHandle) -> None:
+        """Consume events until the run ends (KeyboardInterrupt propagates)."""
+        if not self.enabled:
+            while handle.wait(0.2) is None:
+                pass
+            return
+        with Live(self.render(), console=self.console, refresh_per_second=5, transient=True) as live:
+            done = False
+            while not done:
+                event = subscription.get(timeout=REFRESH_S)
+                events = [event, *subscription.drain()] if event is not None else []
+                for ev in events:
+                    if self._apply(ev):
+                        done = True
+                live.update(self.render())
+                if handle.wait(0) is not None and not events:
+                    done = True
+        for line in self.finished_steps[-20:]:
+            self.console.print(f"  {line}", style="dim")
+
+
+def print_summary(console: Console, summary: dict[str, Any]) -> None:
+    """Human-readable form of ``labctl.storage.describe_run``."""
+    meta = summary.get("meta", {})
+    status = summary.get("status", "?")
+    colour = {"completed": "green", "aborted": "yellow", "running": "cyan"}.get(status, "red")
+    console.print(f"[bold]{summary.get('path', '')}[/]")
+    console.print(
+        f"status: [bold {colour}]{status}[/]"
+        + (f"  ({summary['status_detail']})" if summary.get("status_detail") else "")
+    )
+    head = Table(show_header=False, box=None)
+    for key in ("protocol", "protocol_version", "run_id", "started_at", "ended_at", "operator", "error"):
+        if meta.get(key):
+            head.add_row(key, str(meta[key]))
+    for key in ("parameters", "cell", "instrument", "simulation"):
+        if meta.get(key):
+            head.add_row(key, json.dumps(meta[key]))
+    console.print(head)
+    steps = Table("#", "step", "label", "end reason", "duration", "charge / C", "rows")
+    for step in summary.get("steps", []):
+        steps.add_row(
+            str(step.get("index")),
+            str(step.get("kind")),
+            str(step.get("label", "")),
+            str(step.get("end_reason", "")),
+            format_duration(float(step.get("duration") or 0.0)),
+            f"{float(step.get('charge') or 0.0):.4g}",
+            str(step.get("rows", step.get("points", ""))),
+        )
+    console.print(steps)
+    results = summary.get("results") or {}
+    if results:
+        table = Table("result", "value", title="results")
+        for key, value in results.items():
+            text = (
+                json.dumps(value)
+                if isinstance(value, (dict, list))
+                else (f"{value:.6g}" if isinstance(value, float) else str(value))
+            )
+            table.add_row(key, text[:160])
+        console.print(table)

@@ -1,0 +1,173 @@
+"""What a protocol is, and how protocols are found by name.
+
+A protocol is a generator function (bluesky-style plans): it yields Steps,
+receives each StepResult and returns its headline results. It never sleeps,
+never talks to an instrument, never opens a file, so the same plan runs on a
+simulator, on hardware and in tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from labctl.params import Param, ParameterError, validate
+from labctl.steps import Step, StepResult
+
+Plan = Generator[Step, StepResult, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The cell under test, in lab units (what protocols convert from)."""
+
+    type: str
+    area_cm2: float
+    thickness_um: float
+    id: str = ""
+    notes: str = ""
+    geometry_source: str = "parameters"
+    #: Open-circuit voltage when known before the run (a simulator knows it),
+    #: so e.g. an LSV whose upper limit is below OCV is refused up front.
+    ocv_V: float | None = None
+
+    @property
+    def area_m2(self) -> float:
+        return self.area_cm2 * 1e-4
+
+    @property
+    def thickness_m(self) -> float:
+        return self.thickness_um * 1e-6
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "area_cm2": self.area_cm2,
+            "thickness_um": self.thickness_um,
+            "notes": self.notes,
+            "geometry_source": self.geometry_source,
+            "ocv_V": self.ocv_V,
+        }
+
+
+#: Parameters every protocol on a real cell needs; on a simulator they
+#: default to the simulated cell's geometry.
+GEOMETRY_PARAMS = (
+    Param(
+        "thickness",
+        None,
+        "µm",
+        "electrolyte thickness",
+        minimum=0.1,
+        maximum=1e5,
+        default_text="from the simulated cell; required on hardware",
+    ),
+    Param(
+        "area",
+        None,
+        "cm²",
+        "electrode area (the smaller of the two electrodes)",
+        minimum=1e-4,
+        maximum=1e3,
+        default_text="from the simulated cell; required on hardware",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named, versioned test procedure with declared parameters.
+
+    ``plan(params, cell)`` builds the generator; ``check(params, cell)`` does
+    the cross-parameter validation (Q_c <= Q_t, upper limit above OCV ...)
+    before anything runs (``cell`` is None when no cell is known yet);
+    ``step_kinds`` lets the engine refuse a channel that cannot do the steps
+    before the run starts. ``cell_type_for`` picks the cell type when it
+    depends on a parameter (cycling: symmetric or full cell).
+    """
+
+    name: str
+    version: str
+    title: str
+    cell_type: str
+    params: tuple[Param, ...]
+    plan: Callable[[Mapping[str, Any], Cell], Plan]
+    step_kinds: frozenset[str]
+    check: Callable[[Mapping[str, Any], Cell | None], None] | None = None
+    description: str = ""
+    result_keys: tuple[str, ...] = field(default=())
+    cell_type_from: Callable[[Mapping[str, Any]], str] | None = None
+
+    def validate(self, given: Mapping[str, Any], cell: Cell | None = None) -> dict[str, Any]:
+        values = validate(self.params, given, context=f"protocol '{self.name}'")
+        self.check_values(values, cell)
+        return values
+
+    def check_values(self, values: Mapping[str, Any], cell: Cell | None) -> None:
+        if self.check is not None:
+            self.check(values, cell)
+
+    def cell_type_for(self, values: Mapping[str, Any]) -> str:
+        return self.cell_type_from(values) if self.cell_type_from else self.cell_type
+
+    def resolve_cell(
+        self, values: Mapping[str, Any], channel_cell: Mapping[str, Any] | None, cell_id: str = ""
+    ) -> Cell:
+        """The cell geometry: from parameters, else from a simulator's truth."""
+        source = "parameters"
+        thickness = values.get("thickness")
+        area = values.get("area")
+        if (thickness is None or area is None) and channel_cell:
+            thickness = thickness if thickness is not None else channel_cell.get("thickness_um")
+            area = area if area is not None else channel_cell.get("area_cm2")
+            given_none = values.get("thickness") is None and values.get("area") is None
+            source = "simulated cell" if given_none else "parameters + simulated cell"
+        for name, value in (("thickness", thickness), ("area", area)):
+            if value is None:
+                param = next(p for p in GEOMETRY_PARAMS if p.name == name)
+                raise ParameterError(name, f"is required on this instrument (allowed: {param.allowed})")
+        ocv = (channel_cell or {}).get("ocv_V")
+        return Cell(
+            type=self.cell_type_for(values),
+            area_cm2=float(area),
+            thickness_um=float(thickness),
+            id=cell_id,
+            geometry_source=source,
+            ocv_V=None if ocv is None else float(ocv),
+        )
+
+
+def _protocol_modules() -> dict[str, str]:
+    import protocols
+
+    return {
+        info.name: f"protocols.{info.name}"
+        for info in pkgutil.iter_modules(protocols.__path__)
+        if not info.name.startswith("_")
+    }
+
+
+def available() -> list[str]:
+    """Names of the protocols shipped in ``protocols/``."""
+    return sorted(name for name in _protocol_modules() if _load(name) is not None)
+
+
+def _load(name: str) -> Protocol | None:
+    modules = _protocol_modules()
+    if name not in modules:
+        return None
+    module = importlib.import_module(modules[name])
+    protocol = getattr(module, "PROTOCOL", None)
+    return protocol if isinstance(protocol, Protocol) else None
+
+
+def get(name: str) -> Protocol:
+    protocol = _load(name)
+    if protocol is None:
+        known = ", ".join(available()) or "none"
+        raise ParameterError("protocol", f"unknown protocol {name!r} (known: {known})")
+    return protocol

@@ -1,0 +1,135 @@
+"""Conductivity over temperature and the activation energy (SS|SE|SS in a chamber).
+
+For each temperature: SetTemperature and wait until the reading is stable,
+then the same impedance sweep as ``eis``; σ(T) from the fit at the measured
+cell temperature, then an Arrhenius fit (σ form by default, σT or VTF on
+request; they differ by about kT, so the form is stored with the result).
+Default range -20…90 °C in 10 K steps (12 temperatures).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from labctl.analysis.arrhenius import fit_arrhenius
+from labctl.analysis.eis_conductivity import conductivity_from_spectrum
+from labctl.params import Param, ParameterError
+from labctl.protocol import Cell, Plan, Protocol
+from labctl.steps import EndReason, SetTemperature
+from protocols.eis import PARAMS as EIS_PARAMS
+from protocols.eis import impedance_step, mean_temperature
+
+DEFAULT_TEMPERATURES = tuple(float(t) for t in range(-20, 91, 10))
+
+PARAMS = (
+    Param(
+        "temperatures",
+        DEFAULT_TEMPERATURES,
+        "°C",
+        "chamber set points, in the order measured",
+        minimum=-80.0,
+        maximum=250.0,
+        kind="floats",
+    ),
+    Param("tolerance", 0.5, "K", "stable when within this of the set point", minimum=0.05, maximum=10.0),
+    Param("settle_time", 1800.0, "s", "must stay within tolerance this long", minimum=0.0, maximum=86400.0),
+    Param("timeout", 4.0, "h", "give up on a temperature after this long", minimum=0.1, maximum=48.0),
+    Param(
+        "form",
+        "sigma",
+        "",
+        "Arrhenius form: sigma = σ0·exp(−Ea/kT), sigmaT = σT = A·exp(−Ea/kT)",
+        kind="choice",
+        choices=("sigma", "sigmaT"),
+    ),
+    Param("vtf", False, "", "also fit Vogel–Tammann–Fulcher", kind="bool"),
+    Param("final_temperature", 25.0, "°C", "chamber set point left at the end", minimum=-80.0, maximum=250.0),
+    *(p for p in EIS_PARAMS if p.name != "rest"),
+)
+
+
+def check(values: Mapping[str, Any], cell: Cell | None) -> None:
+    temps = values["temperatures"]
+    if len(temps) < 2:
+        raise ParameterError("temperatures", "needs at least two temperatures for an activation energy")
+    if len(set(temps)) != len(temps):
+        raise ParameterError("temperatures", "lists a temperature twice")
+    if values["vtf"] and len(temps) < 4:
+        raise ParameterError("vtf", "needs at least four temperatures")
+
+
+def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
+    table: list[dict[str, Any]] = []
+    for set_point in values["temperatures"]:
+        reached = yield SetTemperature(
+            celsius=float(set_point),
+            tolerance=float(values["tolerance"]),
+            settle_time=float(values["settle_time"]),
+            timeout=float(values["timeout"]) * 3600.0,
+            sample_period=10.0,
+            label=f"{set_point:g} °C",
+        )
+        if reached.end_reason != EndReason.TEMPERATURE_STABLE:
+            table.append({"T_set_C": set_point, "skipped": reached.end_reason.value})
+            continue
+        sweep = yield impedance_step(values, label=f"EIS {set_point:g} °C")
+        measured = mean_temperature(sweep.spectrum)
+        fit = conductivity_from_spectrum(
+            sweep.spectrum["freq"],
+            sweep.spectrum["z_re"] + 1j * sweep.spectrum["z_im"],
+            thickness_um=cell.thickness_um,
+            area_cm2=cell.area_cm2,
+            r_leads_ohm=float(values["r_leads"]),
+            circuit=str(values["circuit"]),
+        )
+        table.append(
+            {
+                "T_set_C": float(set_point),
+                "T_C": measured if measured is not None else float(set_point),
+                "R_total_ohm": fit.R_total_ohm,
+                "R_bulk_ohm": fit.R_bulk_ohm,
+                "sigma_S_cm": fit.sigma_S_cm,
+                "arc_resolved": fit.arc_resolved,
+            }
+        )
+    yield SetTemperature(celsius=float(values["final_temperature"]), settle_time=0.0, tolerance=5.0, label="final")
+    measured_rows = [row for row in table if "sigma_S_cm" in row]
+    if len(measured_rows) < 2:
+        raise RuntimeError("fewer than two temperatures were reached: no activation energy")
+    temps = [row["T_C"] for row in measured_rows]
+    sigmas = [row["sigma_S_cm"] for row in measured_rows]
+    fit = fit_arrhenius(temps, sigmas, form=values["form"])
+    results: dict[str, Any] = {
+        "ea_eV": fit.Ea_eV,
+        "ea_stderr_eV": fit.Ea_stderr_eV,
+        "form": fit.form,
+        "prefactor": fit.prefactor,
+        "prefactor_unit": fit.prefactor_unit,
+        "r_squared": fit.r_squared,
+        "sigma_S_cm": {f"{row['T_C']:.2f}": row["sigma_S_cm"] for row in measured_rows},
+        "table": table,
+        "conventions": {
+            **fit.conventions,
+            "temperature": "mean measured cell temperature during each sweep",
+            "resistance": "R_total - r_leads (all electrolyte arcs)",
+        },
+    }
+    if values["vtf"]:
+        vtf = fit_arrhenius(temps, sigmas, form="vtf")
+        results["vtf"] = vtf.as_dict()
+    return results
+
+
+PROTOCOL = Protocol(
+    name="arrhenius",
+    version="1.0",
+    title="EIS over temperature -> σ(T) and activation energy",
+    cell_type="ss",
+    params=PARAMS,
+    plan=plan,
+    check=check,
+    step_kinds=frozenset({"SetTemperature", "Impedance"}),
+    description=__doc__ or "",
+    result_keys=("ea_eV", "sigma_S_cm", "form"),
+)

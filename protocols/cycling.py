@@ -1,0 +1,129 @@
+"""Galvanostatic cycling: symmetric Li|SE|Li or a full cell Li|SE|cathode.
+
+Symmetric: for each current density in ``rates`` (mA/cm²), ``cycles``
+plate/strip pairs of ``half_cycle`` hours each, stopped at ±``cutoff``.
+Full cell: for each rate, ``cycles`` × (charge at +j to ``v_max``, rest,
+discharge at −j to ``v_min``, rest). Results per cycle: overpotential and
+hysteresis (symmetric) or capacity, CE and retention (full cell).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from labctl.analysis.cycling import Segment, full_cell_cycling_summary, symmetric_cycling_summary
+from labctl.params import Param, ParameterError
+from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol
+from labctl.steps import ConstantCurrent, EndReason, Limits, Rest, StepResult
+from labctl.units import current_density_to_a
+
+PARAMS = (
+    Param(
+        "mode",
+        "symmetric",
+        "",
+        "symmetric Li|Li or full cell",
+        kind="choice",
+        choices=("symmetric", "full"),
+    ),
+    Param(
+        "rates",
+        (0.1,),
+        "mA/cm²",
+        "current densities, one block of cycles each",
+        minimum=0.001,
+        maximum=50.0,
+        kind="floats",
+    ),
+    Param("cycles", 10, "", "cycles per rate", minimum=1, maximum=10000, kind="int"),
+    Param("half_cycle", 1.0, "h", "symmetric: duration of each half-cycle", minimum=0.001, maximum=100.0),
+    Param("cutoff", 1.0, "V", "symmetric: |V| cutoff", minimum=0.01, maximum=10.0),
+    Param("v_min", 2.5, "V", "full cell: discharge cutoff", minimum=0.5, maximum=5.0),
+    Param("v_max", 4.2, "V", "full cell: charge cutoff", minimum=1.0, maximum=5.5),
+    Param("max_half_time", 20.0, "h", "full cell: safety time limit per half-cycle", minimum=0.01, maximum=1000.0),
+    Param("rest", 0.0, "s", "open-circuit rest after each half-cycle", minimum=0.0, maximum=86400.0),
+    Param("sample_period", 10.0, "s", "sampling interval", minimum=0.01, maximum=600.0),
+    *GEOMETRY_PARAMS,
+)
+
+
+def check(values: Mapping[str, Any], cell: Cell | None) -> None:
+    if values["mode"] == "full" and values["v_min"] >= values["v_max"]:
+        raise ParameterError("v_min", f"{values['v_min']:g} V must be below v_max {values['v_max']:g} V")
+
+
+def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
+    steps: list[StepResult] = []
+    period = float(values["sample_period"])
+    symmetric = values["mode"] == "symmetric"
+    stopped = ""
+    for j in values["rates"]:
+        current = current_density_to_a(float(j), cell.area_cm2)
+        for k in range(int(values["cycles"])):
+            if symmetric:
+                halves = (
+                    (-1, Limits(max_time=values["half_cycle"] * 3600.0, voltage_below=-values["cutoff"]), "plate"),
+                    (1, Limits(max_time=values["half_cycle"] * 3600.0, voltage_above=values["cutoff"]), "strip"),
+                )
+            else:
+                halves = (
+                    (1, Limits(voltage_above=values["v_max"], max_time=values["max_half_time"] * 3600.0), "charge"),
+                    (-1, Limits(voltage_below=values["v_min"], max_time=values["max_half_time"] * 3600.0), "discharge"),
+                )
+            for sign, limits, name in halves:
+                result = yield ConstantCurrent(
+                    current=sign * current,
+                    limits=limits,
+                    sample_period=period,
+                    label=f"cycle {k + 1} {name} {j:g} mA/cm²",
+                )
+                steps.append(result)
+                if symmetric and result.end_reason in (EndReason.VOLTAGE_ABOVE, EndReason.VOLTAGE_BELOW):
+                    stopped = f"cutoff reached in cycle {k + 1} at {j:g} mA/cm²"
+                if values["rest"] > 0:
+                    yield Rest(duration=float(values["rest"]), label="rest")
+                if stopped:
+                    break
+            if stopped:
+                break
+        if stopped:
+            break
+    segments = [Segment(r.data["t"], r.data["E"], r.data["I"]) for r in steps if len(r.data)]
+    if symmetric:
+        summary = symmetric_cycling_summary(segments)
+        out: dict[str, Any] = {
+            "mode": "symmetric",
+            "cycles_completed": len(summary.hysteresis_V),
+            "mean_overpotential_V": [h.mean_abs_V for h in summary.half_cycles],
+            "hysteresis_V": list(summary.hysteresis_V),
+            "conventions": summary.conventions,
+        }
+    else:
+        full = full_cell_cycling_summary(segments, cell.area_cm2)
+        out = {
+            "mode": "full",
+            "cycles_completed": len(full.cycles),
+            "discharge_capacity_mAh_cm2": [c.discharge_capacity_mAh_cm2 for c in full.cycles],
+            "coulombic_efficiency": [c.coulombic_efficiency for c in full.cycles],
+            "retention": [c.retention for c in full.cycles],
+            "cycles": full.as_dict()["cycles"],
+            "conventions": full.conventions,
+        }
+    out["stopped"] = stopped or "all cycles done"
+    return out
+
+
+PROTOCOL = Protocol(
+    name="cycling",
+    version="1.0",
+    title="Galvanostatic cycling (symmetric Li|Li or full cell)",
+    cell_type="li_li",
+    params=PARAMS,
+    plan=plan,
+    check=check,
+    step_kinds=frozenset({"ConstantCurrent", "Rest"}),
+    description=__doc__ or "",
+    result_keys=("cycles_completed",),
+    cell_type_from=lambda values: "li_li" if values["mode"] == "symmetric" else "full",
+)

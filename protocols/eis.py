@@ -1,0 +1,103 @@
+"""Ionic conductivity of a membrane between blocking electrodes (SS|SE|SS).
+
+Sequence: a short open-circuit rest (records the OCV and lets the cell settle),
+then one potentiostatic impedance sweep; the spectrum is fitted with
+R0-p(R1,CPE1)-CPE2 and σ = L/(R_b·A) with R_b = R_total − R_leads.
+Defaults follow the seed papers' method sections: 100 kHz → 0.1 Hz, 10 mV rms,
+10 points per decade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from labctl.analysis.eis_conductivity import conductivity_from_spectrum
+from labctl.params import Param
+from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol
+from labctl.steps import Impedance, Rest
+from labctl.units import mv_to_v
+
+PARAMS = (
+    Param("f_start", 1e5, "Hz", "first (highest) frequency", minimum=1e-3, maximum=1e7),
+    Param("f_stop", 0.1, "Hz", "last (lowest) frequency", minimum=1e-4, maximum=1e7),
+    Param("points_per_decade", 10, "", "frequencies per decade", minimum=1, maximum=100, kind="int"),
+    Param("amplitude", 10.0, "mV", "sine amplitude (rms)", minimum=0.1, maximum=500.0),
+    Param("rest", 10.0, "s", "open-circuit rest before the sweep (0 = none)", minimum=0.0, maximum=86400.0),
+    Param(
+        "r_leads",
+        0.0,
+        "Ω",
+        "lead + contact resistance measured on a shorted cell, subtracted from the intercept",
+        minimum=0.0,
+        maximum=1e6,
+    ),
+    Param(
+        "circuit",
+        "auto",
+        "",
+        "equivalent circuit: auto, blocking R0-p(R1,CPE1)-CPE2, blocking with a grain-boundary arc",
+        kind="choice",
+        choices=("auto", "blocking", "blocking_gb"),
+    ),
+    *GEOMETRY_PARAMS,
+)
+
+
+def impedance_step(values: Mapping[str, Any], label: str = "EIS") -> Impedance:
+    """The sweep every impedance-based protocol shares (eis, arrhenius, t+)."""
+    return Impedance(
+        f_start=float(values["f_start"]),
+        f_stop=float(values["f_stop"]),
+        points_per_decade=int(values["points_per_decade"]),
+        amplitude=mv_to_v(float(values["amplitude"])),
+        label=label,
+    )
+
+
+def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
+    if values["rest"] > 0:
+        yield Rest(duration=float(values["rest"]), sample_period=1.0, label="OCV")
+    sweep = yield impedance_step(values)
+    if sweep.spectrum is None or len(sweep.spectrum) < 5:
+        raise RuntimeError(f"impedance sweep returned too few points ({sweep.end_reason.value})")
+    result = conductivity_from_spectrum(
+        sweep.spectrum["freq"],
+        sweep.spectrum["z_re"] + 1j * sweep.spectrum["z_im"],
+        thickness_um=cell.thickness_um,
+        area_cm2=cell.area_cm2,
+        r_leads_ohm=float(values["r_leads"]),
+        circuit=str(values["circuit"]),
+    )
+    out = result.as_dict()
+    out["temperature_C"] = mean_temperature(sweep.spectrum)
+    return out
+
+
+def mean_temperature(spectrum) -> float | None:
+    """The cell temperature during a sweep, when the instrument knows it."""
+    import numpy as np
+
+    temps = spectrum["T"][np.isfinite(spectrum["T"])]
+    return float(temps.mean()) if temps.size else None
+
+
+def check(values: Mapping[str, Any], cell: Cell | None) -> None:
+    from labctl.params import ParameterError
+
+    if values["f_start"] == values["f_stop"]:
+        raise ParameterError("f_stop", "must differ from f_start")
+
+
+PROTOCOL = Protocol(
+    name="eis",
+    version="1.0",
+    title="EIS on a blocking cell -> ionic conductivity",
+    cell_type="ss",
+    params=PARAMS,
+    plan=plan,
+    check=check,
+    step_kinds=frozenset({"Rest", "Impedance"}),
+    description=__doc__ or "",
+    result_keys=("R_bulk_ohm", "sigma_S_cm"),
+)

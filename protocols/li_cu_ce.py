@@ -1,0 +1,128 @@
+"""Average Coulombic efficiency of Li plating on Cu (Adams et al., Adv. Energy
+Mater. 8 (2018) 1702097; Aurbach's reservoir method).
+
+Sequence on Li|SE|Cu (working electrode Cu; negative current plates Li on Cu):
+1. precondition: plate Q_t, strip to the cutoff (1.0 V) — forms the SEI on Cu;
+2. plate the reservoir Q_t;
+3. n × (strip Q_c, plate Q_c);
+4. strip everything left to the cutoff: Q_s.
+CE_avg = (Q_s + n·Q_c)/(Q_t + n·Q_c). The result is invalid when a cycling
+strip hit the cutoff before passing Q_c (the reservoir ran out). The
+nucleation overpotential is read from the first plating on bare Cu.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from labctl.analysis.coulombic import average_coulombic_efficiency, nucleation_overpotential
+from labctl.params import Param, ParameterError
+from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol
+from labctl.steps import ConstantCurrent, Limits, Rest, StepResult
+from labctl.units import areal_capacity_to_c, c_to_areal_capacity, current_density_to_a
+
+PARAMS = (
+    Param("q_t", 5.0, "mAh/cm²", "reservoir charge Q_t", minimum=0.01, maximum=50.0),
+    Param("q_c", 0.5, "mAh/cm²", "cycling charge Q_c", minimum=0.001, maximum=50.0),
+    Param("n", 10, "", "number of cycles", minimum=1, maximum=1000, kind="int"),
+    Param("j", 0.5, "mA/cm²", "current density", minimum=0.001, maximum=50.0),
+    Param("cutoff", 1.0, "V", "stripping cutoff vs Li/Li+", minimum=0.1, maximum=3.0),
+    Param("plating_limit", -1.0, "V", "safety limit while plating", minimum=-5.0, maximum=-0.01),
+    Param("precondition", True, "", "precondition the Cu (plate Q_t, strip to cutoff)", kind="bool"),
+    Param("rest", 0.0, "s", "open-circuit rest between steps", minimum=0.0, maximum=86400.0),
+    Param("sample_period", 10.0, "s", "sampling interval", minimum=0.01, maximum=600.0),
+    *GEOMETRY_PARAMS,
+)
+
+
+def check(values: Mapping[str, Any], cell: Cell | None) -> None:
+    if values["q_c"] > values["q_t"]:
+        raise ParameterError("q_c", f"Q_c = {values['q_c']:g} mAh/cm² must not exceed Q_t = {values['q_t']:g} mAh/cm²")
+
+
+def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
+    area = cell.area_cm2
+    current = current_density_to_a(float(values["j"]), area)
+    q_t = areal_capacity_to_c(float(values["q_t"]), area)
+    q_c = areal_capacity_to_c(float(values["q_c"]), area)
+    period = float(values["sample_period"])
+    cutoff = float(values["cutoff"])
+    plating_floor = float(values["plating_limit"])
+
+    def plate(charge: float, label: str) -> ConstantCurrent:
+        return ConstantCurrent(
+            current=-current,
+            limits=Limits(max_charge=charge, voltage_below=plating_floor, max_time=3 * charge / current),
+            sample_period=period,
+            label=label,
+        )
+
+    def strip(charge: float | None, label: str) -> ConstantCurrent:
+        budget = charge if charge is not None else q_t * 3
+        return ConstantCurrent(
+            current=current,
+            limits=Limits(max_charge=charge, voltage_above=cutoff, max_time=3 * budget / current),
+            sample_period=period,
+            label=label,
+        )
+
+    def rest():
+        if values["rest"] > 0:
+            yield Rest(duration=float(values["rest"]), label="rest")
+
+    first_plating: StepResult | None = None
+    if values["precondition"]:
+        first_plating = yield plate(q_t, "precondition plate Q_t")
+        yield from rest()
+        yield strip(None, "precondition strip to cutoff")
+        yield from rest()
+    reservoir = yield plate(q_t, "plate reservoir Q_t")
+    first_plating = first_plating or reservoir
+    yield from rest()
+    strips: list[StepResult] = []
+    for k in range(int(values["n"])):
+        strips.append((yield strip(q_c, f"cycle {k + 1} strip Q_c")))
+        yield from rest()
+        yield plate(q_c, f"cycle {k + 1} plate Q_c")
+        yield from rest()
+    final = yield strip(None, "final strip to cutoff")
+
+    nucleation = nucleation_overpotential(first_plating.data["t"] - first_plating.t_start, first_plating.data["E"])
+    result = average_coulombic_efficiency(
+        abs(reservoir.charge),
+        q_c,
+        abs(final.charge),
+        [abs(s.charge) for s in strips],
+        [s.end_reason.value for s in strips],
+        final_strip_end_reason=final.end_reason.value,
+        nucleation=nucleation,
+    )
+    out = result.as_dict()
+    out.update(
+        {
+            "ce_avg": result.ce_avg,
+            "valid": result.valid,
+            "Q_s_mAh_cm2": c_to_areal_capacity(abs(final.charge), area),
+            "Q_t_mAh_cm2": c_to_areal_capacity(abs(reservoir.charge), area),
+            "Q_c_mAh_cm2": float(values["q_c"]),
+            "nucleation_overpotential_mV": nucleation.overpotential_V * 1e3,
+            "nucleation_dip_mV": nucleation.dip_V * 1e3,
+            "growth_plateau_mV": nucleation.plateau_V * 1e3,
+        }
+    )
+    return out
+
+
+PROTOCOL = Protocol(
+    name="li_cu_ce",
+    version="1.0",
+    title="Li||Cu average Coulombic efficiency (Adams/Aurbach reservoir method)",
+    cell_type="li_cu",
+    params=PARAMS,
+    plan=plan,
+    check=check,
+    step_kinds=frozenset({"ConstantCurrent", "Rest"}),
+    description=__doc__ or "",
+    result_keys=("ce_avg", "Q_s_mAh_cm2", "nucleation_overpotential_mV", "valid"),
+)

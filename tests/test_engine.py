@@ -1,0 +1,227 @@
+"""The engine: limits, results, abort, pause/resume, faults, safe state, events."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from labctl.clock import ScaledClock
+from labctl.engine import Engine, RunState, SafetyLimits
+from labctl.events import RunEnded, Samples, StatusChanged, StepEnded, StepStarted
+from labctl.params import Param
+from labctl.protocol import Cell, Protocol
+from labctl.steps import ConstantCurrent, ConstantVoltage, EndReason, Limits, Rest
+from tests.resistor_channel import ResistorChannel
+
+CELL = Cell(type="test", area_cm2=1.0, thickness_um=100.0)
+
+
+def make_protocol(plan, kinds=("Rest", "ConstantCurrent", "ConstantVoltage")) -> Protocol:
+    return Protocol(
+        name="test",
+        version="1",
+        title="test",
+        cell_type="test",
+        params=(Param("x", 1.0),),
+        plan=plan,
+        step_kinds=frozenset(kinds),
+    )
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events = []
+
+    def handle(self, event) -> None:
+        self.events.append(event)
+
+
+def test_protocol_receives_results_and_returns_results():
+    seen = {}
+
+    def plan(params, cell):
+        r1 = yield ConstantCurrent(current=1e-3, limits=Limits(max_time=100.0), sample_period=1.0)
+        seen["r1"] = r1
+        r2 = yield ConstantCurrent(current=1e-3, limits=Limits(voltage_above=0.05, max_time=1e4))
+        seen["r2"] = r2
+        return {"q1": r1.charge, "e_end": r2.last["E"]}
+
+    channel = ResistorChannel(resistance=100.0)
+    recorder = Recorder()
+    outcome = Engine(channel, sinks=[recorder]).run(make_protocol(plan), {"x": 1.0}, CELL)
+    assert outcome.status == RunState.COMPLETED
+    r1 = seen["r1"]
+    assert r1.end_reason == EndReason.TIME
+    assert r1.duration == pytest.approx(100.0)
+    assert outcome.results["q1"] == pytest.approx(0.1)
+    # 1 mA into 100 ohm is 0.1 V, above the 0.05 V limit at the first sample.
+    assert seen["r2"].end_reason == EndReason.VOLTAGE_ABOVE
+    assert len(r1.data) == 100 and np.all(np.diff(r1.data["t"]) > 0)
+    kinds = [type(e).__name__ for e in recorder.events if type(e).__name__ not in ("Samples", "Tick")]
+    assert kinds == ["RunStarted", "StepStarted", "StepEnded", "StepStarted", "StepEnded", "StatusChanged", "RunEnded"]
+    assert [e.state for e in recorder.events if isinstance(e, StatusChanged)] == ["safe"]
+    assert channel.events[-1] == "safe" and not channel.output_on
+
+
+def test_samples_carry_run_time_across_steps():
+    def plan(params, cell):
+        yield Rest(duration=10.0, sample_period=1.0)
+        yield Rest(duration=10.0, sample_period=1.0)
+        return {}
+
+    recorder = Recorder()
+    Engine(ResistorChannel(), sinks=[recorder]).run(make_protocol(plan), {}, CELL)
+    t = np.concatenate([e.block["t"] for e in recorder.events if isinstance(e, Samples)])
+    assert t[0] == pytest.approx(1.0) and t[-1] == pytest.approx(20.0)
+    starts = [e.t_start for e in recorder.events if isinstance(e, StepStarted)]
+    assert starts == pytest.approx([0.0, 10.0])
+
+
+def test_protocol_exception_fails_run_and_leaves_cell_safe():
+    def plan(params, cell):
+        yield ConstantCurrent(current=1e-3, limits=Limits(max_time=10.0))
+        raise RuntimeError("analysis blew up")
+
+    channel = ResistorChannel()
+    outcome = Engine(channel).run(make_protocol(plan), {}, CELL)
+    assert outcome.status == RunState.FAILED
+    assert "analysis blew up" in outcome.error
+    assert channel.events[-1] == "safe" and not channel.output_on
+
+
+def test_instrument_fault_fails_run_with_reason():
+    def plan(params, cell):
+        yield ConstantCurrent(current=1e-3, limits=Limits(max_time=10.0))
+        yield ConstantCurrent(current=1e-3, limits=Limits(max_time=10.0))
+        return {}
+
+    channel = ResistorChannel(fail_at_step=1)
+    outcome = Engine(channel).run(make_protocol(plan), {}, CELL)
+    assert outcome.status == RunState.FAILED
+    assert "simulated instrument fault" in outcome.error
+    assert len(outcome.steps) == 1 and not channel.output_on
+
+
+def test_safety_limit_stops_run():
+    def plan(params, cell):
+        yield ConstantCurrent(current=0.1, limits=Limits(max_time=10.0))  # 10 V across 100 ohm
+        return {}
+
+    channel = ResistorChannel()
+    outcome = Engine(channel, safety=SafetyLimits(voltage_max=5.0)).run(make_protocol(plan), {}, CELL)
+    assert outcome.status == RunState.FAILED
+    assert "E above 5 V" in outcome.error
+    assert outcome.steps[0].end_reason == EndReason.SAFETY_LIMIT
+    assert not channel.output_on
+
+
+def test_on_limit_abort_stops_the_protocol():
+    def plan(params, cell):
+        yield ConstantCurrent(current=1e-3, limits=Limits(voltage_above=0.05, max_time=100, on_limit="abort"))
+        yield Rest(duration=10)
+        return {}
+
+    outcome = Engine(ResistorChannel()).run(make_protocol(plan), {}, CELL)
+    assert outcome.status == RunState.ABORTED
+    assert "voltage_above" in outcome.error
+    assert len(outcome.steps) == 1
+
+
+def test_channel_that_cannot_do_a_step_is_refused_before_start():
+    def plan(params, cell):
+        yield Rest(duration=1)
+        return {}
+
+    proto = make_protocol(plan, kinds=("Rest", "Impedance"))
+    with pytest.raises(ValueError, match="Impedance steps are not supported"):
+        Engine(ResistorChannel()).start(proto, {}, CELL)
+
+
+def _long_cc_plan(params, cell):
+    result = yield ConstantCurrent(current=1e-3, limits=Limits(max_time=2.0), sample_period=0.01)
+    return {"charge": result.charge, "duration": result.duration}
+
+
+def test_abort_from_another_thread_ends_aborted_and_safe():
+    channel = ResistorChannel(clock=ScaledClock(1.0), chunk=5)
+    recorder = Recorder()
+    engine = Engine(channel, sinks=[recorder])
+    handle = engine.start(make_protocol(_long_cc_plan), {}, CELL)
+    time.sleep(0.3)
+    handle.abort("test abort")
+    outcome = handle.wait(5.0)
+    assert outcome is not None and outcome.status == RunState.ABORTED
+    assert outcome.error == "test abort"
+    assert outcome.steps[0].end_reason == EndReason.ABORTED
+    assert outcome.steps[0].duration < 1.5
+    assert not channel.output_on and channel.events[-1] == "safe"
+    ended = [e for e in recorder.events if isinstance(e, RunEnded)]
+    assert ended and ended[0].status == "aborted"
+
+
+def test_pause_holds_cell_and_resume_goes_forward_without_replay():
+    channel = ResistorChannel(clock=ScaledClock(1.0), chunk=5)
+    engine = Engine(channel)
+    sub = engine.bus.subscribe()
+    handle = engine.start(make_protocol(_long_cc_plan), {}, CELL)
+    time.sleep(0.5)
+    handle.pause()
+    deadline = time.monotonic() + 3
+    while handle.state != RunState.PAUSED and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert handle.state == RunState.PAUSED
+    assert channel.events[-1] == "hold" and not channel.output_on
+    time.sleep(0.4)
+    handle.resume()
+    outcome = handle.wait(10.0)
+    assert outcome.status == RunState.COMPLETED
+    step = outcome.steps[0]
+    # Forward, never replayed: the powered time adds up to the requested 2 s,
+    # so the charge is 2 s x 1 mA although the step lasted longer (the pause).
+    assert outcome.results["charge"] == pytest.approx(2e-3, rel=0.02)
+    assert step.duration > 2.3
+    assert np.all(np.diff(step.data["t"]) > 0)
+    assert np.all(np.diff(step.data["Q"]) > 0)  # Q continues across the pause
+    states = [e.state for e in sub.drain() if isinstance(e, StatusChanged)]
+    assert states == ["paused", "running", "safe"]
+
+
+def test_abort_while_paused():
+    channel = ResistorChannel(clock=ScaledClock(1.0), chunk=5)
+    handle = Engine(channel).start(make_protocol(_long_cc_plan), {}, CELL)
+    time.sleep(0.2)
+    handle.pause()
+    time.sleep(0.3)
+    handle.abort("stop while paused")
+    outcome = handle.wait(5.0)
+    assert outcome.status == RunState.ABORTED and not channel.output_on
+
+
+def test_slow_subscriber_never_blocks_engine():
+    def plan(params, cell):
+        yield ConstantVoltage(voltage=0.1, limits=Limits(max_time=20000.0), sample_period=0.1)
+        return {}
+
+    engine = Engine(ResistorChannel(chunk=1000))
+    slow = engine.bus.subscribe(maxsize=5)  # never read during the run
+    outcome = engine.start(make_protocol(plan), {}, CELL).wait(30)
+    assert outcome.status == RunState.COMPLETED
+    events = slow.drain()
+    assert slow.dropped > 0
+    assert isinstance(events[-1], RunEnded)  # control events always get through
+    assert any(isinstance(e, StepEnded) for e in events)
+
+
+def test_engine_runs_off_the_callers_thread():
+    thread_names = []
+
+    def plan(params, cell):
+        thread_names.append(threading.current_thread().name)
+        yield Rest(duration=1.0)
+        return {}
+
+    Engine(ResistorChannel()).run(make_protocol(plan), {}, CELL)
+    assert thread_names == ["labctl-engine"]
