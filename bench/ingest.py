@@ -100,8 +100,19 @@ def reader_main(path: str, poll: float) -> None:
         status = run.status
     finally:
         run.close()
-    print(json.dumps({"polls": polls, "polls_with_new_rows": growth, "rows_seen": seen, "errors": errors,
-                      "status": status, "max_heartbeat_age_s": round(max_lag_s, 3)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "polls": polls,
+                "polls_with_new_rows": growth,
+                "rows_seen": seen,
+                "errors": errors,
+                "status": status,
+                "max_heartbeat_age_s": round(max_lag_s, 3),
+            }
+        ),
+        flush=True,
+    )
 
 
 # -- the variants --------------------------------------------------------------------------
@@ -110,14 +121,18 @@ def reader_main(path: str, poll: float) -> None:
 def run_labctl(path: Path, pool: np.ndarray, rows: int, block: int, with_reader: bool, fsync: bool = True) -> dict:
     reader = None
     if with_reader:
-        reader = subprocess.Popen(
-            [sys.executable, __file__, "--reader", str(path)], stdout=subprocess.PIPE, text=True
-        )
+        reader = subprocess.Popen([sys.executable, __file__, "--reader", str(path)], stdout=subprocess.PIPE, text=True)
         assert reader.stdout is not None
         reader.stdout.readline()  # imported and waiting for the file
     info = RunInfo(
-        run_id="bench", protocol="bench", protocol_version="0", parameters={"rows": rows, "block": block},
-        cell={}, instrument={"driver": "bench"}, software={}, started_at="",
+        run_id="bench",
+        protocol="bench",
+        protocol_version="0",
+        parameters={"rows": rows, "block": block},
+        cell={},
+        instrument={"driver": "bench"},
+        software={},
+        started_at="",
     )
     step = ConstantCurrent(current=1e-3, limits=Limits(max_time=1e9))
     t0 = time.perf_counter()
@@ -142,9 +157,7 @@ def run_labctl(path: Path, pool: np.ndarray, rows: int, block: int, with_reader:
 def run_h5py(path: Path, pool: np.ndarray, rows: int, block: int, swmr: bool) -> dict:
     t0 = time.perf_counter()
     f = h5py.File(path, "w", libver=LIBVER)
-    ds = f.create_dataset(
-        "samples", shape=(0,), maxshape=(None,), dtype=SAMPLE_DTYPE, chunks=(SAMPLE_CHUNK_ROWS,)
-    )
+    ds = f.create_dataset("samples", shape=(0,), maxshape=(None,), dtype=SAMPLE_DTYPE, chunks=(SAMPLE_CHUNK_ROWS,))
     if swmr:
         f.swmr_mode = True
     n, next_flush = 0, time.monotonic() + 0.5
@@ -206,8 +219,11 @@ def main() -> None:
             for name, runs, fn in (
                 ("labctl", labctl_runs, lambda p: run_labctl(p, pool, args.rows, args.block, reader)),
                 ("h5py", h5py_runs, lambda p: run_h5py(p, pool, args.rows, args.block, swmr=False)),
-                ("labctl_nofsync", nofsync_runs,
-                 lambda p: run_labctl(p, pool, args.rows, args.block, reader, fsync=False)),
+                (
+                    "labctl_nofsync",
+                    nofsync_runs,
+                    lambda p: run_labctl(p, pool, args.rows, args.block, reader, fsync=False),
+                ),
                 ("h5py_swmr", swmr_runs, lambda p: run_h5py(p, pool, args.rows, args.block, swmr=True)),
             ):
                 path = Path(tmp) / f"{name}-{i}.h5"
@@ -256,8 +272,10 @@ def main() -> None:
     print(f"  ratio labctl fsync=False / h5py:                 {result['ratio_nofsync']:8.3f}")
     if result["reader"]:
         r = result["reader"]
-        print(f"  reader: {r['polls']} polls ({r['polls_with_new_rows']} with new rows), saw {r['rows_seen']:,} rows, "
-              f"{r['errors']} errors, final status {r['status']}")
+        print(
+            f"  reader: {r['polls']} polls ({r['polls_with_new_rows']} with new rows), saw {r['rows_seen']:,} rows, "
+            f"{r['errors']} errors, final status {r['status']}"
+        )
     if pym is not None:
         print(f"  PyMeasure CSV Results ({args.pymeasure_rows:,} rows):         {pym / 1e6:8.4f} M rows/s")
 

@@ -170,3 +170,35 @@ class Channel(ABC):
     def safe_state(self) -> None:
         """Output off / cell disconnected. Must be idempotent and must not
         raise for a working transport; called on every exit path."""
+
+
+class TemperatureController(ABC):
+    """A temperature chamber or controller: set point, reading, standby.
+
+    Combined with a potentiostat channel by ``drivers.composite.ChamberChannel``,
+    which runs SetTemperature steps on it and fills the cell temperature (T)
+    of every sample block from its reading.
+    """
+
+    name: str = "chamber"
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Disconnect (after standby)."""
+
+    @abstractmethod
+    def identify(self) -> InstrumentInfo: ...
+
+    @abstractmethod
+    def read_temperature(self) -> float:
+        """The present chamber (or sample) temperature in °C."""
+
+    @abstractmethod
+    def set_temperature(self, celsius: float) -> None:
+        """Run at a constant set point."""
+
+    @abstractmethod
+    def standby(self) -> None:
+        """Safe state: stop heating/cooling actively (chamber standby / controller off)."""

@@ -6,6 +6,7 @@ written), 130 aborted (Ctrl-C / SIGTERM, cell left in its safe state).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -31,9 +32,8 @@ def _console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-
 def _fail_usage(exc: Exception) -> None:
-    _console().print(f"[bold red]error:[/] {exc}")
+    click.echo(f"error: {exc}", err=True)
     sys.exit(EXIT_USAGE)
 
 
@@ -63,6 +63,7 @@ def main() -> None:
 @click.option("--cell-id", default="", help="cell identifier recorded in the run file")
 @click.option("--operator", default="", help="operator recorded in the run file")
 @click.option("--quiet", "-q", is_flag=True, help="no progress display")
+@click.option("--lab", "lab_path", envvar="LABCTL_LAB", type=click.Path(dir_okay=False), help="lab file (TOML)")
 def run_command(
     protocol_name: str,
     instrument: str,
@@ -74,6 +75,7 @@ def run_command(
     cell_id: str,
     operator: str,
     quiet: bool,
+    lab_path: str | None,
 ) -> None:
     """Run PROTOCOL on an instrument, writing one HDF5 run file.
 
@@ -85,6 +87,7 @@ def run_command(
     from labctl.runner import prepare_run
 
     try:
+        lab = _load_lab(lab_path) if lab_path else None
         prepared = prepare_run(
             protocol_name,
             params=parse_assignments(params, "-p"),
@@ -94,6 +97,7 @@ def run_command(
             out_dir=Path(out_dir),
             cell_id=cell_id,
             operator=operator,
+            lab=lab,
         )
     except (ParameterError, ValueError) as exc:
         _fail_usage(exc)
@@ -148,7 +152,7 @@ def show_command(path: str, as_json: bool) -> None:
     try:
         summary = describe_run(Path(path))
     except OSError as exc:
-        _console().print(f"[bold red]error:[/] cannot read {path}: {exc}")
+        click.echo(f"error: cannot read {path}: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     if as_json:
         click.echo(json.dumps(to_jsonable(summary)))
@@ -246,6 +250,151 @@ def protocols_command(name: str | None) -> None:
     for p in proto.params:
         table.add_row(p.name, p.unit, p.describe_default(), p.allowed, p.help)
     console.print(table)
+
+
+def _load_lab(path: str):
+    from labctl.config import load_lab
+
+    return load_lab(Path(path))
+
+
+@main.group("instruments")
+def instruments_group() -> None:
+    """Configured instruments (from the lab file)."""
+
+
+@instruments_group.command("list")
+@click.option(
+    "--lab", "lab_path", envvar="LABCTL_LAB", required=True, type=click.Path(dir_okay=False), help="lab file (TOML)"
+)
+@click.option("--json", "as_json", is_flag=True)
+def instruments_list(lab_path: str, as_json: bool) -> None:
+    """Instruments, channels and safety limits in the lab file."""
+    from labctl.config import LabConfigError
+
+    try:
+        lab = _load_lab(lab_path)
+    except LabConfigError as exc:
+        _fail_usage(exc)
+        return
+    rows = []
+    for inst in lab.instruments.values():
+        for ch in inst.channels.values():
+            s = ch.safety
+            rows.append(
+                {
+                    "instrument": inst.name,
+                    "channel": ch.name,
+                    "driver": inst.driver,
+                    "kind": inst.kind,
+                    "resource": inst.resource,
+                    "max_current_mA": None if s.max_current is None else s.max_current * 1e3,
+                    "voltage_window_V": [s.voltage_min, s.voltage_max],
+                    "max_temperature_C": s.max_temperature,
+                    "chamber": ch.chamber,
+                    "cell": ch.cell,
+                }
+            )
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table("instrument", "driver", "kind", "resource", "max |I| / mA", "V window", "max T / °C", "chamber")
+    for r in rows:
+        name = (
+            r["instrument"]
+            if len(lab.instruments[r["instrument"]].channels) == 1
+            else f"{r['instrument']}:{r['channel']}"
+        )
+        lo, hi = r["voltage_window_V"]
+        table.add_row(
+            name,
+            r["driver"],
+            r["kind"],
+            r["resource"],
+            "-" if r["max_current_mA"] is None else f"{r['max_current_mA']:g}",
+            "-"
+            if lo is None and hi is None
+            else f"{lo if lo is not None else '-inf'} .. {hi if hi is not None else 'inf'}",
+            "-" if r["max_temperature_C"] is None else f"{r['max_temperature_C']:g}",
+            r["chamber"] or "",
+        )
+    Console(highlight=False).print(table)
+
+
+@instruments_group.command("identify")
+@click.argument("name")
+@click.option(
+    "--lab", "lab_path", envvar="LABCTL_LAB", required=True, type=click.Path(dir_okay=False), help="lab file (TOML)"
+)
+@click.option("--json", "as_json", is_flag=True)
+def instruments_identify(name: str, lab_path: str, as_json: bool) -> None:
+    """Connect to NAME and print its model, serial and firmware."""
+    from drivers.base import InstrumentError
+    from labctl.config import LabConfigError
+    from labctl.instruments import build_instrument
+
+    try:
+        lab = _load_lab(lab_path)
+        config, channel = lab.channel(name)
+    except LabConfigError as exc:
+        _fail_usage(exc)
+        return
+    instrument = build_instrument(config, channel.name)
+    try:
+        instrument.open()
+        info = instrument.identify().as_dict()
+    except (InstrumentError, OSError) as exc:
+        click.echo(f"error: {name}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    finally:
+        with contextlib.suppress(Exception):
+            instrument.close()
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    for key, value in info.items():
+        click.echo(f"{key:10s} {value}")
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@main.command("sim-server")
+@click.option("--model", required=True, help="instrument to emulate (see drivers/registry.py)")
+@click.option("--port", default=0, show_default=True, type=int, help="TCP port (0 = any free port)")
+@click.option("--sim", "sim", multiple=True, metavar="NAME=VALUE", help="simulated-cell truth")
+@click.option("--speed", default=1.0, show_default=True, type=float, help="emulated time runs N x real time")
+@click.option(
+    "--cell", "cell_type", default="auto", show_default=True, help="cell type (ss, li_li, li_ss, li_cu, full)"
+)
+def sim_server_command(model: str, port: int, sim: tuple[str, ...], speed: float, cell_type: str) -> None:
+    """Serve a wire-level emulator of an instrument, backed by the cell physics.
+
+    Point the real driver (or any client) at the printed resource. Ctrl-C stops it.
+    """
+    from drivers.registry import emulator_factory
+    from drivers.sim import SimParams
+
+    try:
+        params = SimParams.from_strings(parse_assignments(sim, "--sim"))
+        factory = emulator_factory(model)
+        if not speed > 0:
+            raise ParameterError("speed", f"{speed:g} is out of range (allowed: a number > 0)")
+    except (ParameterError, ValueError) as exc:
+        _fail_usage(exc)
+        return
+    server = factory(params, port=port, speed=speed, cell_type=cell_type)
+    click.echo(f"{model} emulator at {server.resource} (speed {speed:g}x); Ctrl-C to stop", err=True)
+    click.echo(server.resource)
+    try:
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
 @main.command("sim-params")

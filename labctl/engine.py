@@ -43,6 +43,7 @@ from labctl.events import (
     Tick,
 )
 from labctl.protocol import Cell, Protocol
+from labctl.safety import SafetyLimits
 from labctl.steps import (
     SAMPLE_DTYPE,
     SPECTRUM_DTYPE,
@@ -71,31 +72,6 @@ class RunState(enum.StrEnum):
     @property
     def finished(self) -> bool:
         return self in (RunState.COMPLETED, RunState.ABORTED, RunState.FAILED)
-
-
-@dataclass(frozen=True)
-class SafetyLimits:
-    """The cell's own limits, above any protocol: breaching one stops the run."""
-
-    max_current: float | None = None  # A, magnitude
-    voltage_min: float | None = None  # V
-    voltage_max: float | None = None  # V
-    max_temperature: float | None = None  # °C
-
-    def breach(self, block: np.ndarray) -> str | None:
-        """A description of the first breach in a sample block, or None."""
-        if block.dtype != SAMPLE_DTYPE or len(block) == 0:
-            return None
-        checks = (
-            (self.max_current, np.abs(block["I"]) > (self.max_current or 0), "|I| above {:g} A"),
-            (self.voltage_max, block["E"] > (self.voltage_max or 0), "E above {:g} V"),
-            (self.voltage_min, block["E"] < (self.voltage_min or 0), "E below {:g} V"),
-            (self.max_temperature, block["T"] > (self.max_temperature or 0), "T above {:g} °C"),
-        )
-        for limit, mask, text in checks:
-            if limit is not None and np.any(mask):
-                return "safety limit: " + text.format(limit)
-        return None
 
 
 @dataclass

@@ -145,42 +145,45 @@ class ProgressDisplay:
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
     """Human-readable form of ``labctl.storage.describe_run``."""
-    meta = summary.get("meta", {})
     status = summary.get("status", "?")
     colour = {"completed": "green", "aborted": "yellow", "running": "cyan"}.get(status, "red")
     console.print(f"[bold]{summary.get('path', '')}[/]")
-    console.print(
-        f"status: [bold {colour}]{status}[/]"
-        + (f"  ({summary['status_detail']})" if summary.get("status_detail") else "")
-    )
+    detail = ""
+    heartbeat = summary.get("heartbeat")
+    if status == "interrupted" and heartbeat:
+        detail = f"  (stored status '{summary.get('stored_status')}', last heartbeat {heartbeat['age_s']:.0f} s ago)"
+    console.print(f"status: [bold {colour}]{status}[/]{detail}")
     head = Table(show_header=False, box=None)
     for key in ("protocol", "protocol_version", "run_id", "started_at", "ended_at", "operator", "error"):
-        if meta.get(key):
-            head.add_row(key, str(meta[key]))
+        if summary.get(key):
+            head.add_row(key, str(summary[key]))
     for key in ("parameters", "cell", "instrument", "simulation"):
-        if meta.get(key):
-            head.add_row(key, json.dumps(meta[key]))
+        if summary.get(key):
+            head.add_row(key, json.dumps(summary[key])[:300])
+    head.add_row("data", f"{summary.get('samples', 0)} samples, {summary.get('spectrum_points', 0)} impedance points")
     console.print(head)
-    steps = Table("#", "step", "label", "end reason", "duration", "charge / C", "rows")
+    steps = Table("#", "step", "label", "end reason", "duration", "charge / C", "rows", "points")
     for step in summary.get("steps", []):
         steps.add_row(
             str(step.get("index")),
             str(step.get("kind")),
-            str(step.get("label", "")),
-            str(step.get("end_reason", "")),
+            str(step.get("label") or ""),
+            "(running)" if step.get("running") else str(step.get("end_reason") or ""),
             format_duration(float(step.get("duration") or 0.0)),
             f"{float(step.get('charge') or 0.0):.4g}",
-            str(step.get("rows", step.get("points", ""))),
+            str(step.get("rows", "")),
+            str(step.get("spectrum_points", "")),
         )
     console.print(steps)
     results = summary.get("results") or {}
     if results:
         table = Table("result", "value", title="results")
         for key, value in results.items():
-            text = (
-                json.dumps(value)
-                if isinstance(value, (dict, list))
-                else (f"{value:.6g}" if isinstance(value, float) else str(value))
-            )
+            if isinstance(value, (dict, list)):
+                text = json.dumps(value)
+            elif isinstance(value, float):
+                text = f"{value:.6g}"
+            else:
+                text = str(value)
             table.add_row(key, text[:160])
         console.print(table)

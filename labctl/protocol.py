@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labctl.params import Param, ParameterError, validate
+from labctl.safety import Demand
 from labctl.steps import Step, StepResult
 
 Plan = Generator[Step, StepResult, dict[str, Any]]
@@ -101,6 +102,12 @@ class Protocol:
     description: str = ""
     result_keys: tuple[str, ...] = field(default=())
     cell_type_from: Callable[[Mapping[str, Any]], str] | None = None
+    #: What the parameters will demand of the channel (largest current,
+    #: potentials, chamber temperature), checked against its safety limits.
+    demands: Callable[[Mapping[str, Any], Cell], list[Demand]] | None = None
+
+    def demands_for(self, values: Mapping[str, Any], cell: Cell) -> list[Demand]:
+        return self.demands(values, cell) if self.demands else []
 
     def validate(self, given: Mapping[str, Any], cell: Cell | None = None) -> dict[str, Any]:
         values = validate(self.params, given, context=f"protocol '{self.name}'")

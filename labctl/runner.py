@@ -12,16 +12,18 @@ from __future__ import annotations
 import atexit
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from drivers.base import Channel
 from labctl import protocol as protocols
+from labctl.config import LabConfig
 from labctl.engine import Engine, RunHandle, RunOutcome, new_run_id
 from labctl.events import Subscription
-from labctl.instruments import ChannelSpec, open_channel, parse_speed
+from labctl.instruments import ChannelSpec, parse_speed, resolve_target
 from labctl.protocol import Cell, Protocol
+from labctl.safety import SafetyLimits
 
 _active: set[RunHandle] = set()
 _active_lock = threading.Lock()
@@ -50,6 +52,7 @@ class PreparedRun:
     path: Path
     run_id: str
     operator: str = ""
+    safety: SafetyLimits = field(default_factory=SafetyLimits)
 
     def start(self) -> tuple[RunHandle, Subscription, Any]:
         """Create the run file and start the engine thread."""
@@ -57,7 +60,7 @@ class PreparedRun:
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         writer = RunFileWriter(self.path)
-        engine = Engine(self.channel, sinks=[writer])
+        engine = Engine(self.channel, sinks=[writer], safety=self.safety)
         subscription = engine.bus.subscribe()
         handle = engine.start(
             self.protocol,
@@ -116,20 +119,33 @@ def prepare_run(
     cell_id: str = "",
     operator: str = "",
     path: Path | None = None,
+    lab: LabConfig | None = None,
 ) -> PreparedRun:
     """Validate everything; raise ParameterError/ValueError before any file exists."""
     protocol = protocols.get(protocol_name)
     values = protocol.validate(params)
     spec = ChannelSpec(instrument=instrument, sim=dict(sim or {}), speed=parse_speed(speed))
-    channel, simulation = open_channel(spec, protocol.cell_type_for(values))
-    cell = protocol.resolve_cell(values, channel.cell_info(), cell_id)
+    target = resolve_target(spec, lab)
+    cell_type = protocol.cell_type_for(values)
+    channel, simulation = target.build(cell_type) if target.simulated else (None, None)
+    known_cell = dict(channel.cell_info() or {}) if channel is not None else {}
+    defaults = target.cell_defaults
+    known_cell.update(
+        {key: defaults[src] for key, src in (("area_cm2", "area"), ("thickness_um", "thickness")) if src in defaults}
+    )
+    cell = protocol.resolve_cell(values, known_cell or None, cell_id or str(defaults.get("id", "")))
     protocol.check_values(values, cell)
+    target.safety.check_demands(protocol.demands_for(values, cell))
+    if channel is None:  # hardware is only touched once everything is known to be acceptable
+        channel, simulation = target.build(cell_type)
     missing = sorted(k for k in protocol.step_kinds if k not in channel.capabilities.step_kinds)
     if missing:
         raise ValueError(
             f"instrument '{instrument}' cannot run protocol '{protocol.name}': "
             f"it does not support {', '.join(missing)} steps"
         )
+    if not operator and lab is not None:
+        operator = lab.operator
     run_id = new_run_id()
     if path is None:
         from labctl.cli import default_run_path
@@ -137,4 +153,4 @@ def prepare_run(
         path = default_run_path(out_dir, protocol.name, run_id)
     if path.exists():
         raise ValueError(f"run file {path} already exists")
-    return PreparedRun(protocol, values, channel, cell, simulation, path, run_id, operator)
+    return PreparedRun(protocol, values, channel, cell, simulation, path, run_id, operator, target.safety)

@@ -16,6 +16,7 @@ from labctl.analysis.arrhenius import fit_arrhenius
 from labctl.analysis.eis_conductivity import conductivity_from_spectrum
 from labctl.params import Param, ParameterError
 from labctl.protocol import Cell, Plan, Protocol
+from labctl.safety import Demand
 from labctl.steps import EndReason, SetTemperature
 from protocols.eis import PARAMS as EIS_PARAMS
 from protocols.eis import impedance_step, mean_temperature
@@ -121,6 +122,13 @@ def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
     return results
 
 
+def demands(values: Mapping[str, Any], cell: Cell) -> list[Demand]:
+    return [
+        Demand("temperature", max(values["temperatures"]), "temperatures", "highest set point"),
+        Demand("temperature", values["final_temperature"], "final_temperature"),
+    ]
+
+
 PROTOCOL = Protocol(
     name="arrhenius",
     version="1.0",
@@ -132,4 +140,5 @@ PROTOCOL = Protocol(
     step_kinds=frozenset({"SetTemperature", "Impedance"}),
     description=__doc__ or "",
     result_keys=("ea_eV", "sigma_S_cm", "form"),
+    demands=demands,
 )

@@ -16,6 +16,7 @@ from typing import Any
 from labctl.analysis.ccd import HalfCycle, classify_half_cycle, critical_current_density
 from labctl.params import Param, ParameterError
 from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol
+from labctl.safety import Demand
 from labctl.steps import ConstantCurrent, Limits, Rest
 from labctl.units import areal_capacity_to_c, current_density_to_a
 
@@ -96,6 +97,18 @@ def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
     return out
 
 
+def demands(values: Mapping[str, Any], cell: Cell) -> list[Demand]:
+    densities = current_densities(values)
+    j_max = max(densities) if densities else values["start"]
+    return [
+        Demand(
+            "current", current_density_to_a(j_max, cell.area_cm2), "max", f"{j_max:g} mA/cm² × {cell.area_cm2:g} cm²"
+        ),
+        Demand("voltage", values["cutoff"], "cutoff"),
+        Demand("voltage", -values["cutoff"], "cutoff"),
+    ]
+
+
 PROTOCOL = Protocol(
     name="ccd",
     version="1.0",
@@ -107,4 +120,5 @@ PROTOCOL = Protocol(
     step_kinds=frozenset({"ConstantCurrent", "Rest"}),
     description=__doc__ or "",
     result_keys=("ccd_mA_cm2", "last_passed_mA_cm2", "failure"),
+    demands=demands,
 )

@@ -15,6 +15,7 @@ from typing import Any
 from labctl.analysis.cycling import Segment, full_cell_cycling_summary, symmetric_cycling_summary
 from labctl.params import Param, ParameterError
 from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol
+from labctl.safety import Demand
 from labctl.steps import ConstantCurrent, EndReason, Limits, Rest, StepResult
 from labctl.units import current_density_to_a
 
@@ -114,6 +115,20 @@ def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
     return out
 
 
+def demands(values: Mapping[str, Any], cell: Cell) -> list[Demand]:
+    j_max = max(values["rates"])
+    out = [
+        Demand(
+            "current", current_density_to_a(j_max, cell.area_cm2), "rates", f"{j_max:g} mA/cm² × {cell.area_cm2:g} cm²"
+        )
+    ]
+    if values["mode"] == "symmetric":
+        out += [Demand("voltage", values["cutoff"], "cutoff"), Demand("voltage", -values["cutoff"], "cutoff")]
+    else:
+        out += [Demand("voltage", values["v_max"], "v_max"), Demand("voltage", values["v_min"], "v_min")]
+    return out
+
+
 PROTOCOL = Protocol(
     name="cycling",
     version="1.0",
@@ -126,4 +141,5 @@ PROTOCOL = Protocol(
     description=__doc__ or "",
     result_keys=("cycles_completed",),
     cell_type_from=lambda values: "li_li" if values["mode"] == "symmetric" else "full",
+    demands=demands,
 )

@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from labctl.analysis.coulombic import average_coulombic_efficiency, nucleation_overpotential
+from labctl.analysis.coulombic import NucleationResult, average_coulombic_efficiency, nucleation_overpotential
 from labctl.params import Param, ParameterError
 from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol
-from labctl.steps import ConstantCurrent, Limits, Rest, StepResult
+from labctl.safety import Demand
+from labctl.steps import ConstantCurrent, EndReason, Limits, Rest, StepResult
 from labctl.units import areal_capacity_to_c, c_to_areal_capacity, current_density_to_a
 
 PARAMS = (
@@ -71,24 +72,28 @@ def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
         if values["rest"] > 0:
             yield Rest(duration=float(values["rest"]), label="rest")
 
-    first_plating: StepResult | None = None
+    platings: list[StepResult] = []
     if values["precondition"]:
-        first_plating = yield plate(q_t, "precondition plate Q_t")
+        platings.append((yield plate(q_t, "precondition plate Q_t")))
+        if platings[-1].end_reason != EndReason.CHARGE:
+            return _aborted_sequence(platings[-1], area)
         yield from rest()
         yield strip(None, "precondition strip to cutoff")
         yield from rest()
     reservoir = yield plate(q_t, "plate reservoir Q_t")
-    first_plating = first_plating or reservoir
+    platings.append(reservoir)
+    if reservoir.end_reason != EndReason.CHARGE:
+        return _aborted_sequence(reservoir, area)
     yield from rest()
     strips: list[StepResult] = []
     for k in range(int(values["n"])):
         strips.append((yield strip(q_c, f"cycle {k + 1} strip Q_c")))
         yield from rest()
-        yield plate(q_c, f"cycle {k + 1} plate Q_c")
+        platings.append((yield plate(q_c, f"cycle {k + 1} plate Q_c")))
         yield from rest()
     final = yield strip(None, "final strip to cutoff")
 
-    nucleation = nucleation_overpotential(first_plating.data["t"] - first_plating.t_start, first_plating.data["E"])
+    nucleation = _nucleation(platings[0])
     result = average_coulombic_efficiency(
         abs(reservoir.charge),
         q_c,
@@ -99,19 +104,69 @@ def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
         nucleation=nucleation,
     )
     out = result.as_dict()
+    short_platings = [p.step.label for p in platings if p.end_reason != EndReason.CHARGE]
+    if short_platings:
+        out["valid"] = False
+        out["invalid_reasons"] = [
+            *out["invalid_reasons"],
+            f"plating ended before its charge (plating_limit {plating_floor:g} V): {', '.join(short_platings)}",
+        ]
     out.update(
         {
             "ce_avg": result.ce_avg,
-            "valid": result.valid,
+            "valid": out["valid"],
             "Q_s_mAh_cm2": c_to_areal_capacity(abs(final.charge), area),
             "Q_t_mAh_cm2": c_to_areal_capacity(abs(reservoir.charge), area),
             "Q_c_mAh_cm2": float(values["q_c"]),
-            "nucleation_overpotential_mV": nucleation.overpotential_V * 1e3,
-            "nucleation_dip_mV": nucleation.dip_V * 1e3,
-            "growth_plateau_mV": nucleation.plateau_V * 1e3,
+            **_nucleation_mv(nucleation),
         }
     )
     return out
+
+
+def _nucleation(plating: StepResult) -> NucleationResult | None:
+    """Nucleation on bare Cu, when the first plating recorded enough of the trace."""
+    data = plating.data
+    if data is None or len(data) < 10:
+        return None
+    return nucleation_overpotential(data["t"] - plating.t_start, data["E"])
+
+
+def _nucleation_mv(nucleation: NucleationResult | None) -> dict[str, float | None]:
+    if nucleation is None:
+        return {"nucleation_overpotential_mV": None, "nucleation_dip_mV": None, "growth_plateau_mV": None}
+    return {
+        "nucleation_overpotential_mV": nucleation.overpotential_V * 1e3,
+        "nucleation_dip_mV": nucleation.dip_V * 1e3,
+        "growth_plateau_mV": nucleation.plateau_V * 1e3,
+    }
+
+
+def _aborted_sequence(plating: StepResult, area: float) -> dict[str, Any]:
+    """A reservoir that could not be plated: no CE, and the reason why."""
+    return {
+        "ce_avg": None,
+        "valid": False,
+        "invalid_reasons": [
+            f"'{plating.step.label}' ended by {plating.end_reason.value} after "
+            f"{c_to_areal_capacity(abs(plating.charge), area):.4g} mAh/cm² "
+            f"(E = {plating.last.get('E', float('nan')):.3f} V): the reservoir could not be plated"
+        ],
+        **_nucleation_mv(_nucleation(plating)),
+    }
+
+
+def demands(values: Mapping[str, Any], cell: Cell) -> list[Demand]:
+    return [
+        Demand(
+            "current",
+            current_density_to_a(values["j"], cell.area_cm2),
+            "j",
+            f"{values['j']:g} mA/cm² × {cell.area_cm2:g} cm²",
+        ),
+        Demand("voltage", values["cutoff"], "cutoff"),
+        Demand("voltage", values["plating_limit"], "plating_limit"),
+    ]
 
 
 PROTOCOL = Protocol(
@@ -125,4 +180,5 @@ PROTOCOL = Protocol(
     step_kinds=frozenset({"ConstantCurrent", "Rest"}),
     description=__doc__ or "",
     result_keys=("ce_avg", "Q_s_mAh_cm2", "nucleation_overpotential_mV", "valid"),
+    demands=demands,
 )

@@ -15,6 +15,7 @@ from typing import Any
 from labctl.analysis.lsv import lsv_onset
 from labctl.params import Param, ParameterError
 from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol
+from labctl.safety import Demand
 from labctl.steps import Limits, Rest, VoltageSweep
 from labctl.units import current_density_to_a, mv_per_s_to_v_per_s
 
@@ -79,6 +80,18 @@ def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
     return out
 
 
+def demands(values: Mapping[str, Any], cell: Cell) -> list[Demand]:
+    return [
+        Demand("voltage", values["upper"], "upper"),
+        Demand(
+            "current",
+            current_density_to_a(values["max_current"], cell.area_cm2),
+            "max_current",
+            f"{values['max_current']:g} mA/cm² × {cell.area_cm2:g} cm²",
+        ),
+    ]
+
+
 PROTOCOL = Protocol(
     name="lsv",
     version="1.0",
@@ -90,4 +103,5 @@ PROTOCOL = Protocol(
     step_kinds=frozenset({"Rest", "VoltageSweep"}),
     description=__doc__ or "",
     result_keys=("onset_V",),
+    demands=demands,
 )

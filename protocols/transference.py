@@ -20,11 +20,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from labctl.analysis.eis_interface import split_symmetric_spectrum
 
+from labctl.analysis.eis_interface import split_symmetric_spectrum
 from labctl.analysis.transference import initial_current, steady_state_current, transference_number
 from labctl.params import Param
 from labctl.protocol import Cell, Plan, Protocol
+from labctl.safety import Demand
 from labctl.steps import ConstantVoltage, Impedance, Limits, Rest
 from labctl.units import mv_to_v
 from protocols.eis import PARAMS as EIS_PARAMS
@@ -135,6 +136,10 @@ def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
     }
 
 
+def demands(values: Mapping[str, Any], cell: Cell) -> list[Demand]:
+    return [Demand("voltage", mv_to_v(values["dv"]), "dv", "relative to OCV")]
+
+
 PROTOCOL = Protocol(
     name="transference",
     version="1.0",
@@ -145,4 +150,5 @@ PROTOCOL = Protocol(
     step_kinds=frozenset({"Rest", "Impedance", "ConstantVoltage"}),
     description=__doc__ or "",
     result_keys=("t_plus", "I0_A", "Iss_A", "R0_ohm", "Rss_ohm"),
+    demands=demands,
 )

@@ -137,7 +137,9 @@ def _ladder(fail_at: float | None, kind: str, step: float = 0.1, top: float = 1.
 def test_ccd_from_a_current_ladder(kind, failure, fail_at) -> None:
     res = critical_current_density(_ladder(fail_at, kind))
     assert res.ccd_mA_cm2 == pytest.approx(fail_at)
-    assert res.last_passed_mA_cm2 == pytest.approx(fail_at)  # the plating half at the same j passed
+    # The plating half at the failing j passed, but a current density counts as passed only
+    # when all its half-cycles did: the last passed one is the step below.
+    assert res.last_passed_mA_cm2 == pytest.approx(round(fail_at - 0.1, 9))
     assert res.failure_kind == failure
     assert res.failure_index == len(res.steps) - 1
     assert res.contact_loss_index is None

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from labctl.clock import ScaledClock
-from labctl.engine import Engine, RunState, SafetyLimits
+from labctl.engine import Engine, RunState
 from labctl.events import RunEnded, Samples, StatusChanged, StepEnded, StepStarted
 from labctl.params import Param
 from labctl.protocol import Cell, Protocol
+from labctl.safety import SafetyLimits
 from labctl.steps import ConstantCurrent, ConstantVoltage, EndReason, Limits, Rest
 from tests.resistor_channel import ResistorChannel
 

@@ -94,7 +94,13 @@ def test_channel_identity_capabilities_and_cell_info() -> None:
     assert ch.capabilities.step_kinds == frozenset(STEP_TYPES)
     assert ch.capabilities.impedance_modes == {"potentiostatic", "galvanostatic"}
     assert ch.capabilities.refusal(Impedance(mode="galvanostatic")) is None
-    assert ch.cell_info() == {"type": "li_cu", "area_cm2": 2.0, "thickness_um": 500.0}
+    info = ch.cell_info()
+    assert {k: info[k] for k in ("type", "area_cm2", "thickness_um")} == {
+        "type": "li_cu",
+        "area_cm2": 2.0,
+        "thickness_um": 500.0,
+    }
+    assert info["ocv_V"] == pytest.approx(ch.params.ocv_bare)  # bare Cu against Li: no Li on the working electrode yet
     assert ch.output_on is False
 
 

@@ -196,8 +196,11 @@ def test_every_dataset_has_units(tmp_path: Path) -> None:
     write_synthetic_run(path)
     missing: list[str] = []
     with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: missing.append(name) if isinstance(obj, h5py.Dataset)
-                     and "units" not in obj.attrs else None)
+        f.visititems(
+            lambda name, obj: (
+                missing.append(name) if isinstance(obj, h5py.Dataset) and "units" not in obj.attrs else None
+            )
+        )
         assert json.loads(f["samples"].attrs["units"]) == {"t": "s", "E": "V", "I": "A", "Q": "C", "T": "degC"}
         assert json.loads(f["spectra"].attrs["units"])["z_re"] == "ohm"
     assert missing == []
@@ -309,6 +312,54 @@ def test_reader_in_the_writers_process(tmp_path: Path) -> None:
         run.refresh()
         assert run.finalized and run.status == "aborted" and run.error == "operator abort"
         assert same_rows(run.steps[0].data, samples(0, 150))
+
+
+def test_ticks_alone_keep_the_heartbeat_going(tmp_path: Path) -> None:
+    """A slow EIS point sends no data for seconds; the engine's Ticks must
+    still flush, or readers would call the run interrupted."""
+    path = tmp_path / "run.h5"
+    w = RunFileWriter(path, flush_interval=0.05)
+    w.handle(RunStarted(INFO))
+    with open_run(path) as run:
+        first = run.heartbeat
+        assert first is not None and first.state == "running"
+        time.sleep(0.06)
+        w.handle(Tick(42.0))
+        run.refresh()
+        hb = run.heartbeat
+        assert hb is not None and hb.wall_time > first.wall_time and hb.t_cell == 42.0
+        w.handle(StatusChanged("paused", 43.0))
+        run.refresh()
+        assert run.heartbeat is not None and run.heartbeat.state == "paused" and run.status == "running"
+        w.handle(RunEnded("completed"))
+
+
+def test_syncer() -> None:
+    from labctl.storage.syncer import Syncer
+
+    r, wfd = os.pipe()
+    try:
+        bad = Syncer(r)  # pipes cannot be synced: the error is kept for the writer to raise
+        bad.request()
+        deadline = time.monotonic() + 5
+        while bad.error is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        bad.close()
+        assert isinstance(bad.error, OSError)
+    finally:
+        os.close(r)
+        os.close(wfd)
+
+
+def test_fsync_off(tmp_path: Path) -> None:
+    path = tmp_path / "run.h5"
+    with RunFileWriter(path, fsync=False) as w:
+        w.handle(RunStarted(INFO))
+        w.handle(Samples(0, samples(0, 5)))
+        assert w._syncer is None
+        w.handle(RunEnded("completed"))
+    with open_run(path) as run:
+        assert run.status == "completed" and same_rows(run.samples(), samples(0, 5))
 
 
 def test_effective_status_rules() -> None:
@@ -482,8 +533,13 @@ def test_recover_after_death_while_finalizing(tmp_path: Path, monkeypatch: pytes
     with open_run(path) as run:  # whole already, just not finalized
         assert run.status == "failed" and not run.finalized and run.results == {"x": 1}
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import h5py, time; f = h5py.File({str(path)!r}, 'r+'); print(1, flush=True); "
-         "time.sleep(60)"], stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"import h5py, time; f = h5py.File({str(path)!r}, 'r+'); print(1, flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "1"
     with pytest.raises(RuntimeError, match="another process"):

@@ -147,7 +147,11 @@ class SimChannel(Channel):
         )
 
     def cell_info(self) -> dict[str, Any]:
-        return self.params.cell_info(self.cell_type)
+        """Geometry and the present open-circuit voltage (protocols check
+        e.g. an LSV's upper limit against it before anything runs)."""
+        with self._lock:
+            ocv = float(self.bench.cell.ocv(self.bench.state))
+        return {**self.params.cell_info(self.cell_type), "ocv_V": ocv}
 
     def truth(self) -> dict[str, Any]:
         """Everything the simulator knows about its cell (for tests and the run file)."""

@@ -64,7 +64,7 @@ class CCDThresholds:
     hard_min_peak_factor: float = 2.0
     hard_drop_fraction: float = 0.9
     soft_drop_fraction: float = 0.3
-    soft_noise_rel: float = 0.03
+    soft_noise_rel: float = 0.005
     contact_loss_rise_fraction: float = 0.95
     end_window_fraction: float = 0.05
     min_samples: int = 5
@@ -191,17 +191,24 @@ def critical_current_density(
         raise ValueError("half_cycles is empty")
     th = thresholds or CCDThresholds()
     steps = tuple(classify_half_cycle(hc, i, th) for i, hc in enumerate(half_cycles))
-    ccd = last_passed = fail_idx = contact_idx = None
+    ccd = fail_idx = contact_idx = None
     kind: FailureKind = "none"
+    failed_at: float | None = None
     for s in steps:
         if s.kind in ("hard_short", "soft_short"):
             ccd, fail_idx = s.current_density_mA_cm2, s.index
             kind = "hard" if s.kind == "hard_short" else "soft"
-            break
-        if s.kind == "contact_loss":
+        elif s.kind == "contact_loss":
             contact_idx = s.index
-            break
-        last_passed = s.current_density_mA_cm2 if last_passed is None else max(last_passed, s.current_density_mA_cm2)
+        else:
+            continue
+        failed_at = s.current_density_mA_cm2
+        break
+    # A current density is passed only when every half-cycle run at it was normal: a
+    # plating half that passed before the stripping half shorted does not count.
+    evaluated = steps if failed_at is None else steps[: (fail_idx if fail_idx is not None else contact_idx)]
+    passed = [s.current_density_mA_cm2 for s in evaluated if failed_at is None or s.current_density_mA_cm2 < failed_at]
+    last_passed = max(passed) if passed else None
     return CCDResult(
         ccd_mA_cm2=ccd,
         last_passed_mA_cm2=last_passed,
@@ -211,7 +218,7 @@ def critical_current_density(
         steps=steps,
         conventions={
             "ccd": "current density of the first half-cycle classified as a short (hard or soft)",
-            "last_passed": "highest current density among normal half-cycles before the failure",
+            "last_passed": "highest current density all of whose half-cycles were normal, below the failing one",
             "contact_loss": "rising |V| to a cutoff; ends the evaluation without a CCD",
             "thresholds": dataclasses.asdict(th),
             "rel_noise": "robust std of successive |V| differences / sqrt(2), after the maximum, "

@@ -61,9 +61,14 @@ class SymmetricSplit:
 
     ``stderr`` holds the standard errors (correlations included) of ``R_bulk_ohm``,
     ``R_interface_ohm``, their sum and ``R_diffusion_ohm``; ``r_leads_ohm`` is assumed
-    exact. ``t_plus_from_impedance`` = R_bulk/(R_bulk + R_D) is the impedance-only estimate
-    that follows from R_D = R_b(1 − t+)/t+ (ideal binary electrolyte; None unless the
-    diffusion is resolved); it is a cross-check, not a replacement for the polarisation.
+    exact. ``interface_detected`` is False when the circuit BIC chose has no interfacial arc
+    (it is below the noise next to a large bulk resistance): ``R_interface_ohm`` is then the
+    series resistance alone and its standard error None; for t+ such an interface matters
+    little, its share of the cell resistance being below the noise too.
+
+    ``t_plus_from_impedance`` = R_bulk/(R_bulk + R_D) is the impedance-only estimate that
+    follows from R_D = R_b(1 − t+)/t+ (ideal binary electrolyte; None unless the diffusion
+    is resolved); it is a cross-check, not a replacement for the polarisation.
     """
 
     R_bulk_ohm: float
@@ -72,6 +77,7 @@ class SymmetricSplit:
     R_dc_ohm: float
     tau_D_s: float | None
     bulk_arc_resolved: bool
+    interface_detected: bool
     diffusion_resolved: bool
     r_leads_ohm: float
     t_plus_from_impedance: float | None
@@ -146,7 +152,7 @@ def split_fit(
 ) -> SymmetricSplit:
     """The split of an existing ``li_li`` fit (``freq``/``z``: the spectrum it was fitted
     to, for the low-frequency real part when the diffusion is not resolved)."""
-    if not fit.spec.diffusion:
+    if fit.spec.spike:
         raise ValueError(f"not a Li|Li fit (circuit {fit.model}); use fit_spectrum(..., circuit='li_li')")
     p = fit.params
     bulk: list[str] = []
@@ -188,7 +194,8 @@ def split_fit(
 
     stderr = {
         "R_bulk_ohm": se(bulk_terms),
-        "R_interface_ohm": se(iface_terms),
+        # without an interfacial arc in the circuit its size is below the noise, not known
+        "R_interface_ohm": se(iface_terms) if interface else None,
         "R_bulk_plus_interface_ohm": se(sorted({*bulk_terms, *iface_terms})),
         "R_diffusion_ohm": se(["RD"]) if diffusion else None,
     }
@@ -196,14 +203,14 @@ def split_fit(
         "circuit": "[L]-R0-[p(R1,CPE1)]-p(Rint,CPEint)-Ws, fitted with impedance.fit_spectrum(circuit='li_li')",
         "warburg": "finite-length transmissive: R_D*tanh(sqrt(j*omega*tau_D))/sqrt(j*omega*tau_D) "
         "[Barsoukov & Macdonald, Impedance Spectroscopy, 2nd ed., 2005]",
-        "R_bulk": "R1 (bulk arc resolved)" if resolved else "high-frequency intercept R0 (+ unresolved bulk arc) - r_leads",
-        "R_interface": "R0 + interfacial arc(s) (bulk arc resolved)"
+        "R_bulk": "R1 (bulk arc resolved)"
         if resolved
-        else "interfacial arc(s) + r_leads",
+        else "high-frequency intercept R0 (+ unresolved bulk arc) - r_leads",
+        "R_interface": "R0 + interfacial arc(s) (bulk arc resolved)" if resolved else "interfacial arc(s) + r_leads",
         "R_interface_use": "Bruce-Vincent-Evans R0 (before) / Rss (after polarisation) "
         "[Evans, Vincent & Bruce, Polymer 28 (1987) 2324]",
-        "arc_classification": f"geometric (bulk) if effective capacitance Q^(1/n)*R^(1/n-1) < {bulk_capacitance_max_F:g} F "
-        "[Irvine, Sinclair & West, Adv. Mater. 2 (1990) 132]",
+        "arc_classification": "geometric (bulk) if the effective capacitance Q^(1/n)*R^(1/n-1) is "
+        f"< {bulk_capacitance_max_F:g} F [Irvine, Sinclair & West, Adv. Mater. 2 (1990) 132]",
         "effective_capacitance_F": c_eff,
         "R_dc": "R_bulk + R_interface + R_D (fit)"
         if diffusion
@@ -221,6 +228,7 @@ def split_fit(
         R_dc_ohm=float(r_dc),
         tau_D_s=float(p["tauD"]) if diffusion else None,
         bulk_arc_resolved=resolved,
+        interface_detected=bool(interface),
         diffusion_resolved=diffusion,
         r_leads_ohm=float(r_leads_ohm),
         t_plus_from_impedance=None if t_imp is None else float(t_imp),

@@ -90,10 +90,22 @@ _L_MAX = 1e-2  # H
 #: The R0/R1 split counts as resolved when both are known to 5 % at 2 sigma.
 _RESOLVED_REL_SE = 0.025
 _LN_Q_BOUNDS = (math.log(1e-25), math.log(1e6))
-#: ln τD bounds relative to the band: from well above f_max (ωτ = 1e-2 at f_max) to a
-#: Warburg whose turnover is 1e6 times below f_min (then only RD/√τD is determined; the
-#: RD bound, 1e3·max|Z|, is reached at the same point).
-_TAU_D_SPAN = (1e-2, 1e6)
+#: The Warburg is fitted as u = ln(τD/τ_ref) >= ln(_TAU_D_MIN_RATIO), τ_ref a smooth maximum
+#: (log-sum-exp) of the arcs' (RQ)^(1/n): the salt diffusion across the electrolyte (τD =
+#: L²/4D, seconds to hours) is the slowest process of a Li|SE|Li cell, interfacial arcs relax
+#: in well under a second. Without it a Warburg with a short τD imitates part of an arc (the
+#: top of a bulk arc cut off by f_max, or the low-frequency side of a depressed interfacial
+#: arc) and takes resistance from it into "RD". A factor 10 leaves a margin of 6 below the
+#: smallest ratio of the cells labctl is specified for (τD >= 10 s, interfacial apex >= 1 Hz).
+_TAU_D_MIN_RATIO = 10.0
+#: And τD >= 1 s whatever the arcs (10 times below the shortest diffusion times labctl is
+#: specified for; L²/4D is ~1 s only for a 20 µm gel with D = 1e-6 cm²/s): when the
+#: interfacial arc is near the noise, a circuit without it otherwise lets a short Warburg
+#: play the interface and books R_int as diffusion resistance.
+_TAU_D_MIN_S = 1.0
+#: Upper end of τD: a turnover 1e6 times below f_min (then only RD/√τD is determined; the RD
+#: bound, 1e3·max|Z|, is reached at the same point).
+_TAU_D_MAX_OMEGA = 1e6
 #: RD counts as determined (the Warburg's low-frequency turnover seen) at 5 % at 1 sigma.
 _DIFFUSION_REL_SE = 0.05
 #: Arcs of a Li|Li fit with a smaller effective capacitance are geometric (electrolyte bulk):
@@ -316,7 +328,10 @@ def _to_theta(spec: CircuitSpec, params: dict[str, float], data: _Data) -> np.nd
     for k in spec.param_names:
         s = _linear_scale(k, data)
         out.append(math.log(params[k]) if s is None else params[k] / s)
-    return np.array(out)
+    theta = np.array(out)
+    if spec.diffusion:  # u = ln τD − ln τ_ref
+        theta[spec.param_names.index("tauD")] -= _ln_tau_ref(spec, theta)[0]
+    return theta
 
 
 def _from_theta(spec: CircuitSpec, theta: np.ndarray, data: _Data) -> dict[str, float]:
@@ -324,7 +339,46 @@ def _from_theta(spec: CircuitSpec, theta: np.ndarray, data: _Data) -> dict[str, 
     for k, v in zip(spec.param_names, theta, strict=True):
         s = _linear_scale(k, data)
         out[k] = math.exp(float(v)) if s is None else float(v) * s
+    if spec.diffusion:
+        out["tauD"] = math.exp(float(theta[spec.param_names.index("tauD")]) + _ln_tau_ref(spec, theta)[0])
     return out
+
+
+def _ln_tau_ref(spec: CircuitSpec, theta: np.ndarray) -> tuple[float, dict[int, float]]:
+    """ln τ_ref = log-sum-exp of the arcs' ln τ = (ln R + ln Q)/n and of the constant
+    ln(_TAU_D_MIN_S/_TAU_D_MIN_RATIO), and its derivatives with respect to the θ entries it
+    depends on: a smooth maximum, so τD = τ_ref·e^u >= max(10·τ_arcs, 1 s) for u >= ln 10."""
+    names = spec.param_names
+    ln_taus = [math.log(_TAU_D_MIN_S / _TAU_D_MIN_RATIO)]
+    grads: list[dict[int, float]] = [{}]
+    for a in spec.arc_labels:
+        i_r, i_q, i_n = names.index(f"R{a}"), names.index(f"Q{a}"), names.index(f"n{a}")
+        n = float(theta[i_n])
+        lt = (float(theta[i_r]) + float(theta[i_q])) / n
+        ln_taus.append(lt)
+        grads.append({i_r: 1.0 / n, i_q: 1.0 / n, i_n: -lt / n})
+    top = max(ln_taus)
+    weights = [math.exp(t - top) for t in ln_taus]
+    total = sum(weights)
+    ref = top + math.log(total)
+    d: dict[int, float] = {}
+    for wgt, g in zip(weights, grads, strict=True):
+        for i, v in g.items():
+            d[i] = d.get(i, 0.0) + wgt / total * v
+    return ref, d
+
+
+def _dp_dtheta(spec: CircuitSpec, theta: np.ndarray, data: _Data) -> np.ndarray:
+    """Jacobian of the SI parameters with respect to θ: diagonal (p for log parameters, the
+    unit for linear ones) but for τD = τ_ref·e^u, which also depends on the arcs."""
+    p = _from_theta(spec, theta, data)
+    names = spec.param_names
+    jac = np.diag([p[k] if (lin := _linear_scale(k, data)) is None else lin for k in names])
+    if spec.diffusion:
+        row = names.index("tauD")
+        for i, v in _ln_tau_ref(spec, theta)[1].items():
+            jac[row, i] = p["tauD"] * v
+    return jac
 
 
 def _bounds(spec: CircuitSpec, data: _Data) -> tuple[np.ndarray, np.ndarray]:
@@ -342,7 +396,10 @@ def _bounds(spec: CircuitSpec, data: _Data) -> tuple[np.ndarray, np.ndarray]:
         elif k.startswith("Q"):
             b = _LN_Q_BOUNDS
         elif k == "tauD":
-            b = (math.log(_TAU_D_SPAN[0] / data.omega[0]), math.log(_TAU_D_SPAN[1] / data.omega[-1]))
+            # u = ln(τD/τ_ref); τ_ref >= _TAU_D_MIN_S/_TAU_D_MIN_RATIO, so this upper end
+            # allows τD up to _TAU_D_MAX_OMEGA/ω_min whatever the arcs
+            u_max = math.log(_TAU_D_MAX_OMEGA * _TAU_D_MIN_RATIO / (_TAU_D_MIN_S * data.omega[-1]))
+            b = (math.log(_TAU_D_MIN_RATIO), max(u_max, math.log(_TAU_D_MIN_RATIO) + 1.0))
         else:
             b = _N_BOUNDS_DL if k == "ndl" else _N_BOUNDS_ARC
         lo.append(b[0])
@@ -392,7 +449,9 @@ def _model_and_jacobian(spec: CircuitSpec, theta: np.ndarray, data: _Data) -> tu
         s2 = s[small] ** 2
         dtau[small] = -rd * (s2 / 3.0 - 4.0 * s2 * s2 / 15.0)
         jac[:, col] = zd
-        jac[:, col + 1] = dtau
+        jac[:, col + 1] = dtau  # d/du
+        for i, v in _ln_tau_ref(spec, theta)[1].items():  # τ_ref moves with the arcs
+            jac[:, i] += dtau * v
     return z, jac
 
 
@@ -422,19 +481,30 @@ def _banked_lstsq(banks: list[np.ndarray], index: list[np.ndarray], b: np.ndarra
     Gram products, so the (G, M, C) design matrix is never built. Returns coefficients (G, C)
     and residual costs (G,)."""
     n_cols = len(banks)
+    grams = {(i, j): banks[i] @ banks[j].T for i in range(n_cols) for j in range(i, n_cols)}
+    return _gram_lstsq(grams, [bank @ b for bank in banks], index, float(b @ b))
+
+
+def _gram_lstsq(
+    grams: dict[tuple[int, int], np.ndarray], gbs: list[np.ndarray], index: list[np.ndarray], bb: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_banked_lstsq` from precomputed bank products: ``grams[i, j]`` = banks[i] @
+    banks[j].T (i <= j), ``gbs[i]`` = banks[i] @ b, ``bb`` = b @ b (so that solves over
+    subsets of the columns reuse them)."""
+    n_cols = len(index)
     g = index[0].size
     ata = np.empty((g, n_cols, n_cols))
     atb = np.empty((g, n_cols))
     for i in range(n_cols):
-        atb[:, i] = (banks[i] @ b)[index[i]]
+        atb[:, i] = gbs[i][index[i]]
         for j in range(i, n_cols):
-            ata[:, i, j] = ata[:, j, i] = (banks[i] @ banks[j].T)[index[i], index[j]]
+            ata[:, i, j] = ata[:, j, i] = grams[i, j][index[i], index[j]]
     scale = np.sqrt(np.einsum("gii->gi", ata)) + 1e-300  # unit-normalised columns
     ata /= scale[:, :, None] * scale[:, None, :]
     atb /= scale
     ata += 1e-10 * np.eye(n_cols)[None]
     coef = np.linalg.solve(ata, atb[..., None])[..., 0]
-    cost = float(b @ b) - np.einsum("gj,gj->g", coef, atb)
+    cost = bb - np.einsum("gj,gj->g", coef, atb)
     return coef / scale, cost
 
 
@@ -555,7 +625,11 @@ def _tau_grid(data: _Data) -> np.ndarray:
 
 
 def _grid_seeds_li(
-    spec: CircuitSpec, data: _Data, n_best: int = 3, bases: tuple[np.ndarray, ...] = ()
+    spec: CircuitSpec,
+    data: _Data,
+    n_best: int = 3,
+    bases: tuple[np.ndarray, ...] = (),
+    one_arc_seeds: list[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """Variable-projection seeds for circuits with an interfacial arc and a Warburg.
 
@@ -569,15 +643,18 @@ def _grid_seeds_li(
     layout), with the base's non-linear parameters held and a grid over the new arc's
     (τ, n). Holding what one arc already explains is what finds a second, smaller arc
     anywhere in the band: a joint two-arc grid coarse enough to be cheap lets the pair
-    share the dominant arc and leaves the small one to the Warburg.
+    share the dominant arc and leaves the small one to the Warburg. Seeds: the best point
+    of each refined base, and the basins of the profile over the new arc's τ across all
+    bases. ``one_arc_seeds``: the one-arc grid seeds if already computed.
     """
     if not spec.diffusion or len(spec.arc_labels) not in (1, 2):
         raise ValueError(f"no seeding for circuit {spec.name}")
     if len(spec.arc_labels) == 1:
         return _one_arc_seeds(spec, data, n_best)
     one = replace(spec, n_arcs=0, interface=True)
-    all_bases = [*bases, *_one_arc_seeds(one, data, n_best)]
-    return _add_arc_seeds(spec, one, data, all_bases, n_best)
+    if one_arc_seeds is None:
+        one_arc_seeds = _one_arc_seeds(one, data, n_best)
+    return _add_arc_seeds(spec, one, data, [*bases, *one_arc_seeds], n_best, own_best=len(bases))
 
 
 def _one_arc_seeds(spec: CircuitSpec, data: _Data, n_best: int) -> list[np.ndarray]:
@@ -592,6 +669,7 @@ def _one_arc_seeds(spec: CircuitSpec, data: _Data, n_best: int) -> list[np.ndarr
     cols.add(_arc_rows(ln_jw, w, t, n), o_idx, positive=True)
     cols.add(_weighted_rows(_tanh_ratio(np.exp(0.5 * (ln_td[:, None] + ln_jw[None, :]))), w), i_idx, nonneg=True)
     coef, cost = cols.solve(_weighted_rows(data.z, w))
+    cost[ln_td[i_idx] < t[o_idx] + math.log(_TAU_D_MIN_RATIO)] = np.inf  # diffusion slower than the arc
 
     cost2 = cost.reshape(outer, inner)
     best_inner = np.argmin(cost2, axis=1)
@@ -612,46 +690,68 @@ def _one_arc_seeds(spec: CircuitSpec, data: _Data, n_best: int) -> list[np.ndarr
 
 
 def _add_arc_seeds(
-    spec: CircuitSpec, one: CircuitSpec, data: _Data, bases: list[np.ndarray], n_best: int
+    spec: CircuitSpec, one: CircuitSpec, data: _Data, bases: list[np.ndarray], n_best: int, own_best: int
 ) -> list[np.ndarray]:
-    """Seeds of the two-arc circuit: each one-arc base plus a new arc on a (τ, n) grid."""
+    """Seeds of the two-arc circuit: the arc of each one-arc base held, a new arc on a (τ, n)
+    grid and τD on its grid again (a one-arc fit often has its Warburg imitating the arc it
+    lacks, so its τD is no guide); the first ``own_best`` bases each contribute their best
+    point, the others only through the profiles over the new arc's τ and over τD."""
     ln_jw, w = data.ln_jw, data.w
-    if not bases:
-        return []
     bp = [_from_theta(one, b, data) for b in bases]
-    old_n = np.array([q["nint"] for q in bp])
-    old_t = np.array([math.log(q["Rint"] * q["Qint"]) for q in bp]) / old_n
-    old_td = np.log([q["tauD"] for q in bp])
+    arcs = {(round(math.log(q["Rint"] * q["Qint"]) / q["nint"], 6), q["nint"]): None for q in bp}
+    if not arcs:
+        return []
+    old_t, old_n = (np.array(x) for x in zip(*arcs, strict=True))
+    n_own = len(dict.fromkeys(list(arcs)[:own_best]))  # distinct arcs among the refined bases
     ln_tau = _tau_grid(data)
     t, n = (x.ravel() for x in np.meshgrid(ln_tau, np.array([0.8, 0.9, 1.0]), indexing="ij"))
-    k_idx, o_idx = (x.ravel() for x in np.meshgrid(np.arange(len(bases)), np.arange(t.size), indexing="ij"))
+    ln_td = _tau_d_grid(data)
+    k_idx, o_idx, i_idx = (
+        x.ravel() for x in np.meshgrid(np.arange(old_t.size), np.arange(t.size), np.arange(ln_td.size), indexing="ij")
+    )
     cols = _li_columns(spec, data, k_idx.size)
     cols.add(_arc_rows(ln_jw, w, t, n), o_idx, positive=True)
     cols.add(_arc_rows(ln_jw, w, old_t, old_n), k_idx, positive=True)
-    cols.add(_weighted_rows(_tanh_ratio(np.exp(0.5 * (old_td[:, None] + ln_jw[None, :]))), w), k_idx, nonneg=True)
+    cols.add(_weighted_rows(_tanh_ratio(np.exp(0.5 * (ln_td[:, None] + ln_jw[None, :]))), w), i_idx, nonneg=True)
     coef, cost = cols.solve(_weighted_rows(data.z, w))
+    cost[ln_td[i_idx] < np.maximum(t[o_idx], old_t[k_idx]) + math.log(_TAU_D_MIN_RATIO)] = np.inf
 
-    cost2 = cost.reshape(len(bases), t.size)
-    best_base = np.argmin(cost2, axis=0)
-    picks = [(int(best_base[o]), o) for o in _profile_picks(t, cost2[best_base, np.arange(t.size)], n_best)]
-    picks += [(k, int(np.argmin(cost2[k]))) for k in range(len(bases)) if np.isfinite(cost2[k].min())]
+    cost3 = cost.reshape(old_t.size, t.size, ln_td.size)
+    flat = cost3.reshape(old_t.size * t.size, ln_td.size)
+    best_i = np.argmin(flat, axis=1)
+    best_ko = flat[np.arange(flat.shape[0]), best_i].reshape(old_t.size, t.size)
+    best_k = np.argmin(best_ko, axis=0)
+    picks = [
+        (int(best_k[o]), o, int(best_i[best_k[o] * t.size + o]))
+        for o in _profile_picks(t, best_ko[best_k, np.arange(t.size)], n_best)
+    ]
+    td_best = np.argmin(cost3.reshape(-1, ln_td.size), axis=0)
+    picks += [
+        (int(td_best[i] // t.size), int(td_best[i] % t.size), i)
+        for i in _profile_minima(cost3.reshape(-1, ln_td.size)[td_best, np.arange(ln_td.size)], 2)
+    ]
+    for k in range(n_own):
+        o = int(np.argmin(best_ko[k]))
+        if np.isfinite(best_ko[k, o]):
+            picks.append((k, o, int(best_i[k * t.size + o])))
 
     seeds = []
-    for k, o in dict.fromkeys(picks):
-        cf = coef[k * t.size + o]
+    for k, o, i in dict.fromkeys(picks):
+        cf = coef[(k * t.size + o) * ln_td.size + i]
         params = _linear_params(spec, data, cf)
         r_new, r_old = float(cf[-3]), float(cf[-2])
         params.update({"R1": r_new, "Q1": math.exp(n[o] * t[o]) / r_new, "n1": float(n[o])})
         params.update({"Rint": r_old, "Qint": math.exp(old_n[k] * old_t[k]) / r_old, "nint": float(old_n[k])})
-        params.update({"RD": max(float(cf[-1]), 1e-6 * data.rscale), "tauD": math.exp(float(old_td[k]))})
+        params.update({"RD": max(float(cf[-1]), 1e-6 * data.rscale), "tauD": math.exp(float(ln_td[i]))})
         seeds.append(_to_theta(spec, params, data))
     return seeds
 
 
 def _tau_d_grid(data: _Data) -> np.ndarray:
-    """ln τD of the Warburg grid: 1/ω_max to 1e3/ω_min, two points per decade (beyond
-    1e3/ω_min the whole band is semi-infinite and only RD/√τD matters)."""
-    return np.arange(math.log(1.0 / data.omega[0]), math.log(1e3 / data.omega[-1]) + 1e-9, math.log(10.0) / 2.0)
+    """ln τD of the Warburg grid: from its lower bound to 1e3/ω_min, two points per decade
+    (beyond 1e3/ω_min the whole band is semi-infinite and only RD/√τD matters)."""
+    lo = math.log(_TAU_D_MIN_S)
+    return np.arange(lo, max(math.log(1e3 / data.omega[-1]), lo) + 1e-9, math.log(10.0) / 2.0)
 
 
 def _arc_rows(ln_jw: np.ndarray, w: np.ndarray, t: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -703,6 +803,11 @@ class _Columns:
         are exact: a point whose free solution violates one is re-solved on the faces where
         those columns are 0 (only those points), keeping the cheapest feasible solution."""
         n_cols = len(self.banks)
+        # the bank products, once for all the column subsets (each is a BLAS call, and on a
+        # busy multi-core machine every call costs thread wake-ups)
+        all_grams = {(i, j): self.banks[i] @ self.banks[j].T for i in range(n_cols) for j in range(i, n_cols)}
+        gbs = [bank @ b for bank in self.banks]
+        bb = float(b @ b)
         coef = np.zeros((self.n_points, n_cols))
         cost = np.full(self.n_points, np.inf)
         todo = np.arange(self.n_points)
@@ -710,7 +815,9 @@ class _Columns:
             found = np.zeros(todo.size, dtype=bool)
             for drop in combinations(self.nonneg, size):
                 keep = [c for c in range(n_cols) if c not in drop]
-                c_sub, k_sub = _banked_lstsq([self.banks[c] for c in keep], [self.index[c][todo] for c in keep], b)
+                grams = {(a, bi): all_grams[keep[a], keep[bi]] for a in range(len(keep)) for bi in range(a, len(keep))}
+                idx = [self.index[c][todo] for c in keep]
+                c_sub, k_sub = _gram_lstsq(grams, [gbs[c] for c in keep], idx, bb)
                 c_full = np.zeros((todo.size, n_cols))
                 c_full[:, keep] = c_sub
                 ok = np.all(c_full[:, self.positive] > 0, axis=1) & np.all(c_full[:, self.nonneg] >= 0, axis=1)
@@ -844,27 +951,25 @@ def _covariance(res: _Result, n_obs: int) -> np.ndarray:
 
 def _stderr(res: _Result, data: _Data) -> tuple[dict[str, float], float]:
     """Standard errors of the SI parameters and of R_total = R0 + Σ R_i (all arcs)."""
-    p = _from_theta(res.spec, res.theta, data)
-    cov = _covariance(res, 2 * data.n)
-    names = res.spec.param_names
-    se = {}
-    for i, k in enumerate(names):
-        s = math.sqrt(cov[i, i]) if cov[i, i] >= 0 else math.nan
-        lin = _linear_scale(k, data)
-        se[k] = s * p[k] if lin is None else s * lin
+    cov = _si_covariance(res, data)
+    se = {k: math.sqrt(cov[i, i]) if cov[i, i] >= 0 else math.nan for i, k in enumerate(res.spec.param_names)}
     r_names = ["R0"] + [f"R{a}" for a in res.spec.arc_labels]
     return se, _sum_stderr(res, data, r_names, cov)
 
 
+def _si_covariance(res: _Result, data: _Data) -> np.ndarray:
+    """Covariance of the SI parameters, (dp/dθ)·cov(θ)·(dp/dθ)ᵀ."""
+    jac = _dp_dtheta(res.spec, res.theta, data)
+    return jac @ _covariance(res, 2 * data.n) @ jac.T
+
+
 def _sum_stderr(res: _Result, data: _Data, names: list[str], cov: np.ndarray | None = None) -> float:
-    """Standard error of the sum of the SI parameters ``names`` (correlations included)."""
+    """Standard error of the sum of the SI parameters ``names`` (correlations included);
+    ``cov``: their SI covariance if already computed."""
     if cov is None:
-        cov = _covariance(res, 2 * data.n)
-    p = _from_theta(res.spec, res.theta, data)
-    all_names = res.spec.param_names
-    idx = [all_names.index(k) for k in names]
-    g = np.array([p[k] if (lin := _linear_scale(k, data)) is None else lin for k in names])  # dΣ/dθ
-    var = float(g @ cov[np.ix_(idx, idx)] @ g)
+        cov = _si_covariance(res, data)
+    idx = [res.spec.param_names.index(k) for k in names]
+    var = float(np.sum(cov[np.ix_(idx, idx)]))
     return math.sqrt(var) if var >= 0 else math.nan
 
 
@@ -1026,16 +1131,20 @@ def fit_spectrum(
 
     with_l = inductance is not False
     results: list[_Result] = []
+    grid_seeds: dict[CircuitSpec, list[np.ndarray]] = {}
     for base in bases:
         spec = base.with_inductance(with_l)
         if spec.diffusion and len(spec.arc_labels) == 2:
             # the refined one-arc Li|Li fits are the best starting points for a second arc
             one = [r.theta for r in results if r.spec.diffusion and len(r.spec.arc_labels) == 1]
-            seeds = _grid_seeds_li(spec, data, bases=tuple(one))
+            one_seeds = grid_seeds.get(replace(spec, n_arcs=0, interface=True))
+            seeds = _grid_seeds_li(spec, data, bases=tuple(one), one_arc_seeds=one_seeds)
         else:
-            seeds = _grid_seeds(spec, data)
+            seeds = grid_seeds[spec] = _grid_seeds(spec, data)
         if (r := _fit_one(spec, data, seeds)) is not None:
             results.append(r)
+    if circuit in CIRCUIT_FAMILIES and CIRCUITS[CIRCUIT_FAMILIES[circuit][0]].diffusion:
+        results += _without_diffusion(results, data)
     if not results:
         raise RuntimeError("impedance fit failed for every candidate circuit")
     admissible = [r for r in results if _arcs_in_band(r, data)] or results
@@ -1053,6 +1162,23 @@ def fit_spectrum(
     return _summarise(best, general, data, results)
 
 
+def _without_diffusion(results: list[_Result], data: _Data) -> list[_Result]:
+    """The Li|Li candidates refitted without the Warburg, each seeded from its own fit.
+
+    A single-ion conductor (t+ = 1) has no diffusion feature, and when RD is far below the
+    noise the Warburg is free to wander to the bound τD = 10·τ_ref and take the tail of the
+    interfacial arc instead, shifting R_int by a per cent or two; BIC then prefers the
+    circuit without it (two parameters fewer, the same χ²)."""
+    out = []
+    for res in [r for r in results if r.spec.diffusion]:
+        spec = replace(res.spec, diffusion=False)
+        p = _from_theta(res.spec, res.theta, data)
+        seed = _to_theta(spec, {k: v for k, v in p.items() if k not in ("RD", "tauD")}, data)
+        if (r := _fit_one(spec, data, [seed])) is not None:
+            out.append(r)
+    return out
+
+
 def _returns_to_real_axis(data: _Data) -> bool:
     """True when the low-frequency end closes toward the real axis (R-RC cell, no spike).
 
@@ -1067,9 +1193,24 @@ def _returns_to_real_axis(data: _Data) -> bool:
 
 def _arcs_in_band(res: _Result, data: _Data) -> bool:
     """An arc whose apex lies below the lowest measured frequency is not an electrolyte arc
-    but a second CPE imitating the spike; its R is an extrapolation and R_total meaningless."""
+    but a second CPE imitating the spike; its R is an extrapolation and R_total meaningless.
+
+    A Warburg faster than every arc (τD below the fastest (RQ)^(1/n)) is not the salt
+    diffusion between the electrodes, the slowest process of the cell, but a 45° line
+    imitating the top of an arc cut off by f_max; it would move R_s + R_b into "RD". (A
+    Warburg only slightly faster than the slower, interfacial arc is tolerated: when RD is
+    a fraction of a per cent of |Z|, τD is undetermined and may wander there harmlessly.)"""
     p = _from_theta(res.spec, res.theta, data)
-    return all(_apex(p, a) >= data.freq[-1] for a in res.spec.arc_labels)
+    if not all(_apex(p, a) >= data.freq[-1] for a in res.spec.arc_labels):
+        return False
+    if res.spec.diffusion:
+        return p["tauD"] >= min(_arc_tau(p, a) for a in res.spec.arc_labels)
+    return True
+
+
+def _arc_tau(p: dict[str, float], a: str) -> float:
+    """Time constant (RQ)^(1/n) of a p(R,CPE) arc, 1/(2π f_apex)."""
+    return (p[f"R{a}"] * p[f"Q{a}"]) ** (1.0 / p[f"n{a}"])
 
 
 def _summarise(best: _Result, general: _Result, data: _Data, results: list[_Result]) -> EisFit:
@@ -1138,20 +1279,12 @@ def _summarise(best: _Result, general: _Result, data: _Data, results: list[_Resu
     )
 
 
-def _si_covariance(res: _Result, data: _Data) -> np.ndarray:
-    """Covariance of the SI parameters: the θ covariance scaled by dp/dθ (p for log
-    parameters, the unit for linear ones)."""
-    p = _from_theta(res.spec, res.theta, data)
-    d = np.array([p[k] if (lin := _linear_scale(k, data)) is None else lin for k in res.spec.param_names])
-    return _covariance(res, 2 * data.n) * np.outer(d, d)
-
-
 def _li_li_summary(
     res: _Result, data: _Data, params: dict[str, float], stderr: dict[str, float]
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The interface/diffusion fields of :class:`EisFit` and the conventions they follow."""
     spec = res.spec
-    cov = _covariance(res, 2 * data.n)
+    cov = _si_covariance(res, data)
     bulk = [f"R{i}" for i in range(1, spec.n_arcs + 1)]
     arcs = bulk + (["Rint"] if spec.interface else [])
     derived: dict[str, float] = {

@@ -3,7 +3,12 @@ the writer and the reader rely on. Kept in one place so the two cannot drift.
 
 Layout (``FORMAT_VERSION`` 1)::
 
-    /                 root attrs: metadata (JSON for nested values), status ...
+    /                 root attrs: format, format_version, labctl/h5py/hdf5 versions,
+                      run_id, protocol, protocol_version, operator, started_at,
+                      parameters/cell/instrument/software/simulation (JSON),
+                      status ("running" until finalized), writer_pid,
+                      writer_host, flush_interval; at the end also error,
+                      ended_at, results (JSON)
     /samples          SAMPLE_DTYPE rows of the whole run, in arrival order
     /spectra          SPECTRUM_DTYPE rows of the whole run
     /steps            STEP_ROW_DTYPE, one row per StepStarted (rows of a running
@@ -15,8 +20,13 @@ Layout (``FORMAT_VERSION`` 1)::
                       the file is complete even if finalization never happens
     --- written by finalize_file(), out of SWMR mode, from /end and /steps ---
     /results          analysis results: scalars as attrs, tables/arrays as datasets
-    /by_step/0003_ConstantCurrent   attrs: the step; ``data`` (and ``spectrum``)
+    /by_step/0003_ConstantCurrent   attrs: step (JSON), end_reason, t_start,
+                      duration, charge (+ message); ``data`` (and ``spectrum``)
                       are virtual datasets onto /samples and /spectra (no copy)
+
+(/steps is the table because it must exist while the file is in SWMR mode,
+where groups cannot be created; the per-step groups of DESIGN §7 therefore
+live under /by_step and are only present in finalized files.)
 
 Every dataset that holds numbers carries a ``units`` attribute: a JSON object
 mapping field name to unit (or a single unit string for plain arrays).
@@ -93,9 +103,7 @@ HEARTBEAT_DTYPE = np.dtype(
 )
 HEARTBEAT_UNITS = {"wall_time": "s (unix)", "t_cell": "s"}
 
-EVENT_DTYPE = np.dtype(
-    [("wall_time", "<f8"), ("t_cell", "<f8"), ("state", "S16"), ("message", f"S{MESSAGE_BYTES}")]
-)
+EVENT_DTYPE = np.dtype([("wall_time", "<f8"), ("t_cell", "<f8"), ("state", "S16"), ("message", f"S{MESSAGE_BYTES}")])
 EVENT_UNITS = {"wall_time": "s (unix)", "t_cell": "s"}
 
 

@@ -165,8 +165,7 @@ class RunFile:
                     self._release()
                     return
             if not self.finalized and (
-                self._end is not None
-                or (self.heartbeat is not None and self.heartbeat.state in L.FINAL_STATUSES)
+                self._end is not None or (self.heartbeat is not None and self.heartbeat.state in L.FINAL_STATUSES)
             ):
                 # The writer is closing: a handle shows the file as it was when
                 # opened, so reopen to see the finalized one.
@@ -530,8 +529,7 @@ def describe_run(path: str | os.PathLike[str]) -> dict[str, Any]:
                     "end_reason": reason.value if isinstance(reason, EndReason) else reason,
                     "running": rec.running,
                     "rows": rec.n_rows,
-                    "spectrum_points": (run.n_spectra if rec.spec_stop is None else rec.spec_stop)
-                    - rec.spec_start,
+                    "spectrum_points": (run.n_spectra if rec.spec_stop is None else rec.spec_stop) - rec.spec_start,
                     "message": rec.message,
                 }
             )

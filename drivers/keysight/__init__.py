@@ -1,0 +1,1 @@
+"""Keysight instruments: the E4980A precision LCR meter (impedance ≥ 20 Hz)."""

@@ -1,0 +1,66 @@
+"""Driver and emulator names, resolved lazily so a missing transport library
+for one instrument never breaks another.
+
+Driver factories: ``create(resource: str, options: dict, clock: Clock) ->
+Channel`` (potentiostats, SMUs, LCR meters) or ``-> TemperatureController``
+(chambers). Emulator factories: ``serve(params: SimParams, *, port: int = 0,
+speed: float = 1.0, cell_type: str = "auto", **options) -> EmulatorServer``
+(an object with ``resource`` — the address a driver opens — ``faults``,
+``stop()``, and context-manager use).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+DRIVERS: dict[str, str] = {
+    "emstat4": "drivers.palmsens.methodscript:create_emstat4",
+    "nexus": "drivers.palmsens.methodscript:create_nexus",
+    "emstat_pico": "drivers.palmsens.methodscript:create_pico",
+    "keithley2450": "drivers.keithley.smu:create_2450",
+    "keithley2400": "drivers.keithley.smu:create_2400",
+    "e4980a": "drivers.keysight.e4980a:create",
+    "espec": "drivers.temperature.espec:create",
+    "eurotherm": "drivers.temperature.eurotherm:create",
+}
+
+#: What kind of instrument each driver is.
+KINDS: dict[str, str] = {
+    "emstat4": "potentiostat",
+    "nexus": "potentiostat",
+    "emstat_pico": "potentiostat",
+    "keithley2450": "smu",
+    "keithley2400": "smu",
+    "e4980a": "lcr",
+    "espec": "chamber",
+    "eurotherm": "chamber",
+}
+
+EMULATORS: dict[str, str] = {
+    "emstat4": "drivers.sim.wire.emstat:serve_emstat4",
+    "nexus": "drivers.sim.wire.emstat:serve_nexus",
+    "emstat_pico": "drivers.sim.wire.emstat:serve_pico",
+    "keithley2450": "drivers.sim.wire.keithley:serve_2450",
+    "keithley2400": "drivers.sim.wire.keithley:serve_2400",
+    "e4980a": "drivers.sim.wire.e4980a:serve",
+    "espec": "drivers.sim.wire.espec:serve",
+    "eurotherm": "drivers.sim.wire.eurotherm:serve",
+}
+
+
+def _resolve(table: dict[str, str], name: str, what: str) -> Callable[..., Any]:
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r} (known: {', '.join(sorted(table))})")
+    module_name, _, attr = table[name].partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr)
+
+
+def driver_factory(name: str) -> Callable[..., Any]:
+    return _resolve(DRIVERS, name, "driver")
+
+
+def emulator_factory(name: str) -> Callable[..., Any]:
+    return _resolve(EMULATORS, name, "emulator model")

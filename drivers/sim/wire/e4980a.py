@@ -1,0 +1,776 @@
+"""Keysight E4980A precision LCR meter, emulated over SCPI/TCP on the cell physics.
+
+What a client sees is an E4980A on its LAN socket port (SCPI, LF-terminated
+lines): the subset of the command set a list-sweep impedance measurement
+needs (E4980A/AL User's Guide, ch. 8 "Overview of Remote Control" and the
+SCPI command reference):
+
+* identification and IEEE 488.2 common commands: ``*IDN?``, ``*RST``,
+  ``*CLS``, ``*OPC?``, ``*OPC``, ``*WAI``, ``*ESR?``, ``*STB?``, ``*OPT?``,
+  ``*TRG`` (trigger, then return the data like ``:FETC?``);
+* measurement set-up: ``:FUNC:IMP[:TYPE]`` (all 20 parameter pairs, CPD …
+  YTR), ``:FUNC:IMP:RANG:AUTO``, ``:VOLT[:LEV]``, ``:FREQ[:CW]``,
+  ``:APER {SHOR|MED|LONG}[,n]``, ``:BIAS:STAT``, ``:BIAS:VOLT[:LEV]``,
+  ``:FORM[:DATA] ASC``, ``:FORM:ASC:LONG``, ``:DISP:PAGE``;
+* list sweep: ``:LIST:FREQ f1,…,fn`` (≤ 201 points), ``:LIST:MODE
+  {SEQ|STEP}``, ``:LIST:CLE:ALL``;
+* trigger system: ``:TRIG[:SEQ1]:SOUR {INT|EXT|BUS|HOLD}``,
+  ``:TRIG[:SEQ1][:IMM]``, ``:INIT[:IMM]``, ``:INIT:CONT``, ``:ABOR``;
+* results: ``:FETC[:IMP][:FORM]?`` — spot: ``<A>,<B>,<status>``; list page:
+  ``<A>,<B>,<status>,<IN/OUT>`` repeated per point (User's Guide, "Data
+  Transfer"; status 0 normal, +1 overload with data 9.9E37, −1 no data);
+* status: ``:STAT:OPER:COND?`` (bit 3 list sweeping, bit 4 measuring),
+  ``:STAT:OPER[:EVEN]?`` (bit 3 list sweep complete, bit 4 measurement
+  complete; read clears; User's Guide Tables 8-2/8-3), ``:STAT:OPER:ENAB``;
+* errors: ``:SYST:ERR[:NEXT]?`` → ``+0,"No error"`` or ``-113,"Undefined
+  header"`` etc., oldest first.
+
+Numbers are sent in the fixed ASCII formats of the guide
+(``SN.NNNNNESNN``, or ``SN.NNNNNNNNNESNN`` with ``:FORM:ASC:LONG ON``).
+Compound lines (``;``) are split; each header is taken as absolute (the
+SCPI "relative to the previous header" rule is not emulated).
+
+Physics. The cell is a ``SimChannel`` (its own, or one shared with a chamber
+emulator: ``serve(..., cell=shared_cell(...))``). Time between and during
+measurements runs through the SimChannel as open-circuit Rest steps (a
+ConstantVoltage hold while the DC bias is on), so the cell's history and
+temperature (chamber) are the simulator's; each point's Z is the cell model's
+spectrum at that state and temperature plus the simulator's seeded noise.
+A point takes about the E4980A's measurement time (data-sheet typical:
+≈5.6/88/220 ms for SHORT/MED/LONG, plus a few periods of the test signal at
+low frequencies) at the emulated speed.
+
+Not emulated: comparator/bin sorting (IN/OUT is always 0), correction
+(OPEN/SHORT/LOAD), DC resistance and monitor functions, ``REAL`` data
+format, continuous internal triggering faster than one measurement per 5 ms
+of wall time.
+
+Faults: the transport's (``server.faults``: no reply, garbled reply, dropped
+connection) and the instrument's: ``inject_error(code, message)`` puts an
+error in the queue, ``inject_overload(points)`` makes the next points read
+status +1 / 9.9E37.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from drivers.base import StepContext
+from drivers.sim import SimChannel, SimParams
+from drivers.sim import impedance as zel
+from drivers.sim.wire.transport import LineHandler, Session, TcpServer
+from labctl.clock import ScaledClock
+from labctl.steps import ConstantVoltage, EndReason, Limits, Rest
+
+IDN = "Keysight Technologies,E4980A,MY54321098,B.07.02"
+OPTIONS = "001,200,710"  # power/DC bias enhance (±40 V bias, 20 Vrms), 200 Vdc max bias, LAN
+
+#: Data for an overloaded point or a point not measured (User's Guide, "Data Transfer").
+NO_DATA = 9.9e37
+FREQ_RANGE = (20.0, 2e6)
+MAX_LIST_POINTS = 201
+AC_LEVEL_MAX = 20.0  # Vrms with option 001
+BIAS_MAX = 40.0  # V with option 001
+
+#: Typical measurement time per point (s) and test-signal periods it needs at low f.
+APERTURE_BASE = {"SHOR": 0.0056, "MED": 0.088, "LONG": 0.22}
+APERTURE_PERIODS = {"SHOR": 1.0, "MED": 3.0, "LONG": 6.0}
+
+IMPEDANCE_TYPES = (
+    "CPD", "CPQ", "CPG", "CPRP", "CSD", "CSQ", "CSRS", "LPD", "LPQ", "LPG",
+    "LPRP", "LPRD", "LSD", "LSQ", "LSRS", "LSRD", "RX", "ZTD", "ZTR", "GB", "YTD", "YTR",
+)  # fmt: skip
+
+ERRORS = {
+    -100: "Command error",
+    -102: "Syntax error",
+    -104: "Data type error",
+    -108: "Parameter not allowed",
+    -109: "Missing parameter",
+    -113: "Undefined header",
+    -200: "Execution error",
+    -211: "Trigger ignored",
+    -222: "Data out of range",
+    -224: "Illegal parameter value",
+    -230: "Data corrupt or stale",
+    -350: "Queue overflow",
+    -410: "Query INTERRUPTED",
+}
+
+
+class ScpiError(Exception):
+    """A command the emulated instrument rejects (goes to the error queue)."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        self.code = code
+        self.message = message or ERRORS.get(code, "Error")
+        super().__init__(f"{code},{self.message}")
+
+
+# --- SCPI headers ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Node:
+    short: str
+    long: str
+    optional: bool
+
+
+def _parse_spec(spec: str) -> tuple[_Node, ...]:
+    """``"[:SENSe]:FUNCtion:IMPedance[:TYPE]"`` -> nodes (uppercase = short form)."""
+    nodes = []
+    for optional, name in re.findall(r"(\[?):?([A-Za-z*]+[a-z]*)\]?", spec):
+        short = "".join(ch for ch in name if ch.isupper() or ch == "*") or name.upper()
+        nodes.append(_Node(short, name.upper(), bool(optional)))
+    return tuple(nodes)
+
+
+def _match(spec: tuple[_Node, ...], words: list[str]) -> bool:
+    if not spec:
+        return not words
+    node, rest = spec[0], spec[1:]
+    if words:
+        word = words[0].rstrip("0123456789") if words[0][-1:].isdigit() and len(words[0]) > 1 else words[0]
+        if word in (node.short, node.long) and _match(rest, words[1:]):
+            return True
+    return node.optional and _match(rest, words)
+
+
+def _number(text: str, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    """A SCPI numeric parameter (MIN/MAX/DEF and unit suffixes accepted)."""
+    word = text.strip().upper()
+    if word in ("MIN", "MINIMUM") and minimum is not None:
+        return minimum
+    if word in ("MAX", "MAXIMUM") and maximum is not None:
+        return maximum
+    match = re.fullmatch(r"([-+]?(?:\d+\.?\d*|\.\d+)(?:E[-+]?\d+)?)\s*([A-Z]*)", word)
+    if match is None:
+        raise ScpiError(-104)
+    value = float(match.group(1))
+    scale = {"": 1.0, "HZ": 1.0, "V": 1.0, "A": 1.0, "S": 1.0, "KHZ": 1e3, "MHZ": 1e6, "MAHZ": 1e6, "K": 1e3}
+    scale.update({"MV": 1e-3, "UV": 1e-6, "MA": 1e-3, "UA": 1e-6, "MS": 1e-3})
+    if match.group(2) not in scale:
+        raise ScpiError(-104)
+    return value * scale[match.group(2)]
+
+
+def _boolean(text: str) -> bool:
+    word = text.strip().upper()
+    if word in ("ON", "1"):
+        return True
+    if word in ("OFF", "0"):
+        return False
+    raise ScpiError(-224)
+
+
+def _choice(text: str, choices: dict[str, str]) -> str:
+    """Match a character parameter by its short or long form."""
+    word = text.strip().upper()
+    for long, short in choices.items():
+        if word in (long, short):
+            return short
+    raise ScpiError(-224)
+
+
+def ascii_number(value: float, long: bool) -> str:
+    """The E4980A's fixed-length ASCII number: ``+1.23456E+03`` (``LONG OFF``)."""
+    return f"{value:+.9E}" if long else f"{value:+.5E}"
+
+
+# --- the parameter pairs ----------------------------------------------------------------
+
+
+def parameter_pair(kind: str, z: complex, freq: float) -> tuple[float, float]:
+    """Primary and secondary parameter of ``kind`` for impedance ``z`` at ``freq``."""
+    w = 2.0 * math.pi * freq
+    r, x = z.real, z.imag
+    y = 1.0 / z if z != 0 else complex(math.inf, 0.0)
+    g, b = y.real, y.imag
+    d_series = r / -x if x else math.inf  # D = R/|Xc| for a capacitor in series form
+    d_parallel = g / b if b else math.inf
+    table: dict[str, tuple[float, float]] = {
+        "RX": (r, x),
+        "ZTD": (abs(z), math.degrees(math.atan2(x, r))),
+        "ZTR": (abs(z), math.atan2(x, r)),
+        "GB": (g, b),
+        "YTD": (abs(y), math.degrees(math.atan2(b, g))),
+        "YTR": (abs(y), math.atan2(b, g)),
+        "CSRS": (-1.0 / (w * x) if x else math.inf, r),
+        "CSD": (-1.0 / (w * x) if x else math.inf, d_series),
+        "CSQ": (-1.0 / (w * x) if x else math.inf, 1.0 / d_series if d_series else math.inf),
+        "CPG": (b / w, g),
+        "CPRP": (b / w, 1.0 / g if g else math.inf),
+        "CPD": (b / w, d_parallel),
+        "CPQ": (b / w, 1.0 / d_parallel if d_parallel else math.inf),
+        "LSRS": (x / w, r),
+        "LSD": (x / w, r / x if x else math.inf),
+        "LSQ": (x / w, x / r if r else math.inf),
+        "LSRD": (x / w, r),
+        "LPRP": (-1.0 / (w * b) if b else math.inf, 1.0 / g if g else math.inf),
+        "LPG": (-1.0 / (w * b) if b else math.inf, g),
+        "LPD": (-1.0 / (w * b) if b else math.inf, g / -b if b else math.inf),
+        "LPQ": (-1.0 / (w * b) if b else math.inf, -b / g if g else math.inf),
+        "LPRD": (-1.0 / (w * b) if b else math.inf, 1.0 / g if g else math.inf),
+    }
+    return table[kind]
+
+
+def point_time(freq: float, aperture: str, averages: int) -> float:
+    """Cell seconds one measured point takes (approximating the data sheet's typical times)."""
+    return (APERTURE_BASE[aperture] + APERTURE_PERIODS[aperture] / freq) * max(averages, 1)
+
+
+# --- the instrument -------------------------------------------------------------------
+
+
+@dataclass
+class _Point:
+    a: float = NO_DATA
+    b: float = NO_DATA
+    status: int = -1
+
+
+@dataclass
+class _Settings:
+    """Everything ``*RST`` restores (E4980A defaults for the parts emulated)."""
+
+    function: str = "CPD"
+    auto_range: bool = True
+    level: float = 1.0
+    frequency: float = 1000.0
+    aperture: str = "MED"
+    averages: int = 1
+    bias_on: bool = False
+    bias: float = 0.0
+    ascii_long: bool = False
+    page: str = "MEAS"
+    list_freqs: list[float] = field(default_factory=list)
+    list_mode: str = "SEQ"
+    trigger_source: str = "INT"
+    continuous: bool = False
+
+
+class E4980AModel:
+    """The emulated meter: settings, trigger system, status registers, error queue.
+
+    One per server, shared by all its connections (one instrument). Sweeps
+    run in a worker thread that drives the SimChannel; :ABOR stops it.
+    """
+
+    def __init__(self, sim: SimChannel) -> None:
+        self.sim = sim
+        self.lock = threading.RLock()
+        self.done = threading.Condition(self.lock)
+        self.settings = _Settings()
+        self.errors: deque[tuple[int, str]] = deque()
+        self.oper_condition = 0
+        self.oper_event = 0
+        self.oper_enable = 0
+        self.esr = 0
+        self.initiated = False
+        self.results: list[_Point] = []
+        self.result_page = "MEAS"
+        self.step_index = 0  # next point of a STEP-mode list
+        self.sweeps = 0
+        self.overloads = 0
+        self._abort = threading.Event()
+        self._worker: threading.Thread | None = None
+        #: Every command line received (tests and debugging).
+        self.log: deque[str] = deque(maxlen=1000)
+
+    # -- errors --------------------------------------------------------------------
+    def push_error(self, code: int, message: str = "") -> None:
+        with self.lock:
+            if len(self.errors) >= 10:
+                self.errors[-1] = (-350, ERRORS[-350])
+                return
+            self.errors.append((code, message or ERRORS.get(code, "Error")))
+            self.esr |= 0x20 if -199 <= code <= -100 else 0x10 if -299 <= code <= -200 else 0x08
+
+    def next_error(self) -> str:
+        with self.lock:
+            code, message = self.errors.popleft() if self.errors else (0, "No error")
+        return f'{code:+d},"{message}"'
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def measuring(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    def reset(self) -> None:
+        self.abort()
+        with self.lock:
+            self.settings = _Settings()
+            self.results = []
+            self.initiated = False
+
+    def abort(self) -> None:
+        """:ABOR: stop a measurement, trigger system to idle."""
+        worker = self._worker
+        self._abort.set()
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(5.0)
+        with self.lock:
+            self._abort.clear()
+            self.initiated = False
+            self.oper_condition = 0
+            self.done.notify_all()
+
+    def initiate(self) -> None:
+        with self.lock:
+            self.initiated = True
+            if self.settings.trigger_source == "INT" and not self.measuring:
+                self._start()
+
+    def trigger(self, from_bus: bool) -> None:
+        """A trigger event (:TRIG:IMM ignores the source, *TRG needs BUS)."""
+        with self.lock:
+            waiting = self.initiated or self.settings.continuous
+            if not waiting or self.measuring or (from_bus and self.settings.trigger_source != "BUS"):
+                raise ScpiError(-211)
+            self._start()
+
+    def _start(self) -> None:
+        s = self.settings
+        if s.page == "LIST":
+            if not s.list_freqs:
+                raise ScpiError(-200, "List sweep has no points")
+            freqs = list(s.list_freqs) if s.list_mode == "SEQ" else [s.list_freqs[self.step_index % len(s.list_freqs)]]
+            if s.list_mode == "SEQ" or self.step_index == 0:
+                self.results = [_Point() for _ in s.list_freqs]
+        else:
+            freqs = [s.frequency]
+            self.results = [_Point()]
+        self.result_page = s.page
+        self.oper_condition = 0x10 | (0x08 if s.page == "LIST" else 0)
+        self.initiated = s.continuous
+        self._abort.clear()
+        self._worker = threading.Thread(target=self._measure, args=(freqs,), name="e4980a-sweep", daemon=True)
+        self._worker.start()
+
+    # -- the measurement -------------------------------------------------------------------
+    def _advance(self, seconds: float) -> bool:
+        """Let the cell live ``seconds`` of cell time under the present DC condition."""
+        s = self.settings
+        step: Rest | ConstantVoltage
+        if s.bias_on:
+            step = ConstantVoltage(voltage=s.bias, limits=Limits(max_time=seconds), sample_period=seconds)
+        else:
+            step = Rest(duration=seconds, sample_period=seconds)
+        ctx = StepContext(clock=self.sim.clock, t_origin=0.0, interrupt=self._abort)
+        run = self.sim.run_step(step, ctx)
+        try:
+            while True:
+                next(run)
+        except StopIteration as stop:
+            return stop.value.end_reason is not EndReason.ABORTED
+        finally:
+            run.close()
+
+    def _measure(self, freqs: list[float]) -> None:
+        s = self.settings
+        self.sweeps += 1
+        offset = 0 if s.page != "LIST" or s.list_mode == "SEQ" else self.step_index % len(s.list_freqs)
+        completed = True
+        for k, freq in enumerate(freqs):
+            if self._abort.is_set():
+                completed = False
+                break
+            duration = point_time(freq, s.aperture, s.averages)
+            if not self._advance(duration):
+                completed = False
+                break
+            point = self._point(freq, duration, seed=(self.sweeps, offset + k))
+            with self.lock:
+                if offset + k < len(self.results):
+                    self.results[offset + k] = point
+        with self.lock:
+            if completed:
+                if s.page == "LIST" and s.list_mode == "STEP":
+                    self.step_index = (self.step_index + 1) % len(s.list_freqs)
+                    if self.step_index == 0:
+                        self.oper_event |= 0x08
+                elif s.page == "LIST":
+                    self.oper_event |= 0x08
+                self.oper_event |= 0x10
+            self.oper_condition = 0
+            self.done.notify_all()
+            again = completed and s.continuous and s.trigger_source == "INT"
+            if again:
+                threading.Thread(target=self._restart, daemon=True).start()
+
+    def _restart(self) -> None:
+        """Free-running internal trigger: the next measurement, at most one per 5 ms of wall time."""
+        with self.lock:
+            worker = self._worker
+        if worker is not None:
+            worker.join()
+        time.sleep(0.005)
+        with self.lock:
+            if self.settings.continuous and self.settings.trigger_source == "INT" and not self.measuring:
+                with contextlib.suppress(ScpiError):
+                    self._start()
+
+    def _point(self, freq: float, duration: float, seed: tuple[int, int]) -> _Point:
+        s = self.settings
+        if self.overloads > 0:
+            self.overloads -= 1
+            return _Point(NO_DATA, NO_DATA, 1)
+        if s.level <= 0.0:
+            return _Point(NO_DATA, NO_DATA, 1)  # no test signal: nothing to measure
+        bench, p = self.sim.bench, self.sim.params
+        t_abs = bench.state.t_abs
+        celsius = float(bench.chamber.cell(t_abs - 0.5 * duration))
+        rng = np.random.default_rng([p.seed, 4980, *seed])
+        z = bench.cell.impedance(bench.state, np.array([freq]), celsius)
+        z = complex(zel.with_noise(z, p.noise, rng)[0])
+        a, b = parameter_pair(s.function, z, freq)
+        return _Point(a, b, 0)
+
+    def wait_done(self, timeout: float = 120.0) -> bool:
+        with self.lock:
+            return self.done.wait_for(lambda: not self.measuring, timeout)
+
+    def fetch(self) -> str:
+        """The last result in the data-transfer format of its display page."""
+        self.wait_done()
+        with self.lock:
+            if not self.results or all(pt.status == -1 for pt in self.results):
+                raise ScpiError(-230)
+            long = self.settings.ascii_long
+            parts = []
+            for pt in self.results:
+                fields = [ascii_number(pt.a, long), ascii_number(pt.b, long), f"{pt.status:+d}"]
+                if self.result_page == "LIST":
+                    fields.append("+0")  # IN/OUT: comparator not emulated
+                parts.append(",".join(fields))
+            return ",".join(parts)
+
+
+# --- the command table -----------------------------------------------------------------------
+
+Handler = Callable[["E4980AModel", str], "str | None"]
+
+
+def _set_function(m: E4980AModel, arg: str) -> None:
+    word = arg.strip().upper()
+    if word not in IMPEDANCE_TYPES:
+        raise ScpiError(-224)
+    m.settings.function = word
+
+
+def _set_level(m: E4980AModel, arg: str) -> None:
+    value = _number(arg, minimum=0.0, maximum=AC_LEVEL_MAX)
+    if not 0.0 <= value <= AC_LEVEL_MAX:
+        raise ScpiError(-222)
+    m.settings.level = value
+
+
+def _set_frequency(m: E4980AModel, arg: str) -> None:
+    value = _number(arg, minimum=FREQ_RANGE[0], maximum=FREQ_RANGE[1])
+    if not FREQ_RANGE[0] <= value <= FREQ_RANGE[1]:
+        raise ScpiError(-222)
+    m.settings.frequency = value
+
+
+def _set_aperture(m: E4980AModel, arg: str) -> None:
+    parts = [p for p in arg.split(",") if p.strip()]
+    if not parts:
+        raise ScpiError(-109)
+    m.settings.aperture = _choice(parts[0], {"SHORT": "SHOR", "MEDIUM": "MED", "LONG": "LONG"})
+    if len(parts) > 1:
+        averages = _number(parts[1], minimum=1, maximum=256)
+        if not (1 <= averages <= 256 and float(averages).is_integer()):
+            raise ScpiError(-222)
+        m.settings.averages = int(averages)
+
+
+def _set_bias(m: E4980AModel, arg: str) -> None:
+    value = _number(arg, minimum=-BIAS_MAX, maximum=BIAS_MAX)
+    if not -BIAS_MAX <= value <= BIAS_MAX:
+        raise ScpiError(-222)
+    m.settings.bias = value
+
+
+def _set_list(m: E4980AModel, arg: str) -> None:
+    values = [_number(p) for p in arg.split(",") if p.strip()]
+    if not values:
+        raise ScpiError(-109)
+    if len(values) > MAX_LIST_POINTS:
+        raise ScpiError(-108, "Too many list points")
+    if any(not FREQ_RANGE[0] <= f <= FREQ_RANGE[1] for f in values):
+        raise ScpiError(-222)
+    if m.measuring:
+        raise ScpiError(-200, "List sweep in progress")
+    m.settings.list_freqs = values
+    m.step_index = 0
+
+
+def _set_page(m: E4980AModel, arg: str) -> None:
+    pages = {"MEASUREMENT": "MEAS", "BNUMBER": "BNUM", "BCOUNT": "BCO", "LIST": "LIST", "MSETUP": "MSET"}
+    pages.update({"CSETUP": "CSET", "LTABLE": "LTAB", "LSETUP": "LSET", "CATALOG": "CAT", "SYSTEM": "SYST"})
+    m.settings.page = _choice(arg, pages)
+
+
+def _set_trigger_source(m: E4980AModel, arg: str) -> None:
+    m.settings.trigger_source = _choice(arg, {"INTERNAL": "INT", "EXTERNAL": "EXT", "BUS": "BUS", "HOLD": "HOLD"})
+
+
+def _set_continuous(m: E4980AModel, arg: str) -> None:
+    m.settings.continuous = _boolean(arg)
+    if m.settings.continuous:
+        m.initiate()
+
+
+def _set_format(m: E4980AModel, arg: str) -> None:
+    if _choice(arg.split(",")[0], {"ASCII": "ASC", "REAL": "REAL"}) != "ASC":
+        raise ScpiError(-224, "Only ASCII data is emulated")
+
+
+def _trg(m: E4980AModel, arg: str) -> str:
+    m.trigger(from_bus=True)
+    return m.fetch()
+
+
+def _immediate(m: E4980AModel, arg: str) -> None:
+    m.trigger(from_bus=False)
+
+
+def _oper_event(m: E4980AModel, arg: str) -> str:
+    with m.lock:
+        value, m.oper_event = m.oper_event, 0
+    return str(value)
+
+
+def _esr(m: E4980AModel, arg: str) -> str:
+    with m.lock:
+        value, m.esr = m.esr, 0
+    return str(value)
+
+
+def _cls(m: E4980AModel, arg: str) -> None:
+    with m.lock:
+        m.errors.clear()
+        m.esr = 0
+        m.oper_event = 0
+
+
+def _opc(m: E4980AModel, arg: str) -> None:
+    with m.lock:
+        m.esr |= 0x01
+
+
+def _wai(m: E4980AModel, arg: str) -> None:
+    m.wait_done()
+
+
+def _stb(m: E4980AModel, arg: str) -> str:
+    with m.lock:
+        stb = (0x04 if m.errors else 0) | (0x20 if m.esr else 0) | (0x80 if m.oper_event & m.oper_enable else 0)
+    return str(stb)
+
+
+def _list_query(m: E4980AModel, arg: str) -> str:
+    return ",".join(ascii_number(f, m.settings.ascii_long) for f in m.settings.list_freqs)
+
+
+def _set_enable(m: E4980AModel, arg: str) -> None:
+    m.oper_enable = int(_number(arg)) & 0xFFFF
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def _numeric(name: str) -> Callable[[E4980AModel, str], str]:
+    """Query of a numeric setting, in the meter's ASCII number format."""
+    return lambda m, a: ascii_number(getattr(m.settings, name), m.settings.ascii_long)
+
+
+#: (header spec, setter, query): a setter/query of None means the form does not exist.
+COMMANDS: list[tuple[str, Callable[[E4980AModel, str], Any] | None, Callable[[E4980AModel, str], str] | None]] = [
+    ("*IDN", None, lambda m, a: IDN),
+    ("*OPT", None, lambda m, a: OPTIONS),
+    ("*RST", lambda m, a: m.reset(), None),
+    ("*CLS", _cls, None),
+    ("*OPC", _opc, lambda m, a: (m.wait_done(), "1")[1]),
+    ("*WAI", _wai, None),
+    ("*ESR", None, _esr),
+    ("*STB", None, _stb),
+    ("*TRG", None, _trg),
+    ("[:SENSe]:FUNCtion:IMPedance[:TYPE]", _set_function, lambda m, a: m.settings.function),
+    (
+        "[:SENSe]:FUNCtion:IMPedance:RANGe:AUTO",
+        lambda m, a: setattr(m.settings, "auto_range", _boolean(a)),
+        lambda m, a: _flag(m.settings.auto_range),
+    ),
+    ("[:SOURce]:VOLTage[:LEVel]", _set_level, _numeric("level")),
+    (
+        "[:SOURce]:FREQuency[:CW]",
+        _set_frequency,
+        _numeric("frequency"),
+    ),
+    ("[:SENSe]:APERture", _set_aperture, lambda m, a: f"{m.settings.aperture},{m.settings.averages}"),
+    (
+        "[:SOURce]:BIAS:STATe",
+        lambda m, a: setattr(m.settings, "bias_on", _boolean(a)),
+        lambda m, a: _flag(m.settings.bias_on),
+    ),
+    ("[:SOURce]:BIAS:VOLTage[:LEVel]", _set_bias, _numeric("bias")),
+    ("[:SOURce]:LIST:FREQuency", _set_list, _list_query),
+    (
+        "[:SOURce]:LIST:MODE",
+        lambda m, a: setattr(m.settings, "list_mode", _choice(a, {"SEQUENCE": "SEQ", "STEPPED": "STEP"})),
+        lambda m, a: m.settings.list_mode,
+    ),
+    ("[:SOURce]:LIST:CLEar:ALL", lambda m, a: setattr(m.settings, "list_freqs", []), None),
+    ("DISPlay:PAGE", _set_page, lambda m, a: m.settings.page),
+    ("FORMat[:DATA]", _set_format, lambda m, a: "ASC"),
+    (
+        "FORMat:ASCii:LONG",
+        lambda m, a: setattr(m.settings, "ascii_long", _boolean(a)),
+        lambda m, a: _flag(m.settings.ascii_long),
+    ),
+    ("TRIGger[:SEQuence]:SOURce", _set_trigger_source, lambda m, a: m.settings.trigger_source),
+    ("TRIGger[:SEQuence][:IMMediate]", _immediate, None),
+    ("INITiate[:IMMediate]", lambda m, a: m.initiate(), None),
+    ("INITiate:CONTinuous", _set_continuous, lambda m, a: _flag(m.settings.continuous)),
+    ("ABORt", lambda m, a: m.abort(), None),
+    ("FETCh[:IMPedance][:FORMatted]", None, lambda m, a: m.fetch()),
+    ("STATus:OPERation:CONDition", None, lambda m, a: str(m.oper_condition)),
+    ("STATus:OPERation[:EVENt]", None, _oper_event),
+    ("STATus:OPERation:ENABle", _set_enable, lambda m, a: str(m.oper_enable)),
+    ("SYSTem:ERRor[:NEXT]", None, lambda m, a: m.next_error()),
+]
+_TABLE = [(_parse_spec(spec), setter, query) for spec, setter, query in COMMANDS]
+
+
+def execute(model: E4980AModel, command: str) -> str | None:
+    """Run one command; returns the reply of a query, None otherwise (errors go to the queue)."""
+    command = command.strip()
+    if not command:
+        return None
+    header, _, arg = command.partition(" ")
+    query = header.endswith("?")
+    words = header.rstrip("?").lstrip(":").upper().split(":")
+    if header.startswith("*"):
+        words = [header.rstrip("?").upper()]
+    for spec, setter, query_fn in _TABLE:
+        if _match(spec, words):
+            handler = query_fn if query else setter
+            if handler is None:
+                break
+            try:
+                reply = handler(model, arg.strip())
+            except ScpiError as exc:
+                model.push_error(exc.code, exc.message)
+                return None
+            return reply if query else None
+    model.push_error(-113)
+    return None
+
+
+class E4980AHandler(LineHandler):
+    """One connection: each line may hold several ``;``-separated commands."""
+
+    def __init__(self, session: Session, model: E4980AModel) -> None:
+        self.session = session
+        self.model = model
+
+    def on_line(self, line: bytes) -> None:
+        text = line.decode("ascii", errors="replace")
+        self.model.log.append(text)
+        replies = [r for r in (execute(self.model, part) for part in text.split(";")) if r is not None]
+        if replies:
+            self.session.send((";".join(replies) + "\n").encode("ascii"))
+
+
+# --- serving ------------------------------------------------------------------------------------
+
+
+def shared_cell(params: SimParams, cell_type: str = "auto", speed: float = 1.0) -> SimChannel:
+    """One simulated cell for several emulators (LCR meter + chamber): pass it as
+    ``cell=`` to each ``serve``. Its clock (``speed`` × real time) is theirs."""
+    kind = params.cell if cell_type == "auto" else cell_type
+    return SimChannel(params, "ss" if kind == "auto" else kind, ScaledClock(speed))
+
+
+class E4980AServer:
+    """A running E4980A emulator: ``resource`` is the VISA address to open."""
+
+    def __init__(self, model: E4980AModel, server: TcpServer, companion: Any = None) -> None:
+        self.model = model
+        self.server = server
+        self.faults = server.faults
+        self.resource = f"TCPIP::127.0.0.1::{server.port}::SOCKET"
+        self.port = server.port
+        #: A chamber emulator started on the same cell (``chamber=`` option), or None.
+        self.chamber = companion
+
+    @property
+    def sim(self) -> SimChannel:
+        return self.model.sim
+
+    def inject_error(self, code: int = -310, message: str = "System error") -> None:
+        """Put an instrument error in the queue (the driver sees it at its next check)."""
+        self.model.push_error(code, message)
+
+    def inject_overload(self, points: int = 1) -> None:
+        """The next ``points`` measured points read status +1 (overload), data 9.9E37."""
+        self.model.overloads += points
+
+    def drop(self) -> None:
+        """Pull the cable: close every open connection now."""
+        self.server.drop_all()
+
+    def stop(self) -> None:
+        self.model.abort()
+        self.server.stop()
+        if self.chamber is not None:
+            self.chamber.stop()
+
+    def __enter__(self) -> E4980AServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(
+    params: SimParams,
+    *,
+    port: int = 0,
+    speed: float = 1.0,
+    cell_type: str = "auto",
+    cell: SimChannel | None = None,
+    chamber: str | None = None,
+    chamber_port: int = 0,
+    **options: Any,
+) -> E4980AServer:
+    """Start an E4980A emulator on 127.0.0.1:``port`` (0 = a free port).
+
+    ``cell``: a SimChannel shared with other emulators (see ``shared_cell``);
+    otherwise the emulator gets its own cell running at ``speed`` × real time.
+    ``chamber="espec"`` or ``"eurotherm"`` also starts that chamber emulator
+    on the same cell (at ``chamber_port``), reachable as ``server.chamber``.
+    """
+    sim = cell if cell is not None else shared_cell(params, cell_type, speed)
+    model = E4980AModel(sim)
+    tcp = TcpServer(lambda session: E4980AHandler(session, model), port=int(port), terminators=(b"\n",)).start()
+    companion = None
+    if chamber:
+        from drivers.registry import emulator_factory
+
+        companion = emulator_factory(str(chamber))(params, port=int(chamber_port), speed=speed, cell=sim)
+    return E4980AServer(model, tcp, companion)
