@@ -19,7 +19,7 @@ from pathlib import Path
 from labctl.runner import prepare_run
 from labctl.storage import open_run
 
-SUITE = ("eis", "arrhenius", "transference", "lsv", "ccd", "li_cu_ce")
+SUITE = ("eis", "arrhenius", "transference", "lsv", "ccd", "li_cu_ce", "cycling")
 
 
 def dry_run(protocol: str, out_dir: Path) -> dict[str, float | str]:

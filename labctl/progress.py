@@ -38,6 +38,23 @@ def format_duration(seconds: float) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}"
 
 
+_PREFIXES = ((1e-12, "p"), (1e-9, "n"), (1e-6, "µ"), (1e-3, "m"), (1.0, ""), (1e3, "k"), (1e6, "M"))
+
+
+def si(value: float, unit: str) -> str:
+    """3 significant digits with an SI prefix: 0.0005 A -> '500 µA'."""
+    if value != value:  # NaN
+        return f"- {unit}"
+    magnitude = abs(value)
+    scale, prefix = _PREFIXES[0]
+    for candidate, candidate_prefix in _PREFIXES:
+        if magnitude >= candidate:
+            scale, prefix = candidate, candidate_prefix
+    if magnitude == 0:
+        scale, prefix = 1.0, ""
+    return f"{value / scale:.3g} {prefix}{unit}"
+
+
 def _bar(fraction: float, width: int = 24) -> str:
     fraction = min(max(fraction, 0.0), 1.0)
     filled = round(fraction * width)
@@ -75,7 +92,7 @@ class ProgressDisplay:
             self.rows += len(event.block)
             row = event.block[-1]
             self.t_cell = float(row["t"])
-            self.last = {"E": float(row["E"]), "I": float(row["I"]), "T": float(row["T"])}
+            self.last = {"E": float(row["E"]), "I": float(row["I"]), "Q": float(row["Q"]), "T": float(row["T"])}
         elif isinstance(event, SpectrumPoints):
             self.points += len(event.block)
             self.step_points += len(event.block)
@@ -104,23 +121,41 @@ class ProgressDisplay:
                 Text(f"f = {self.last.get('f', float('nan')):.4g} Hz" if "f" in self.last else ""),
             )
         elif step is not None:
-            limits = step.effective_limits()
-            elapsed = self.t_cell - self.step_t0
-            if limits.max_time:
-                bar = (
-                    f"{_bar(elapsed / limits.max_time)} {format_duration(elapsed)} / {format_duration(limits.max_time)}"
-                )
-            else:
-                bar = f"{format_duration(elapsed)} in step"
-            reading = ""
-            if "E" in self.last:
-                reading = f"E = {self.last['E']:.4f} V  I = {self.last['I']:.4g} A"
-            grid.add_row(Text(bar), Text(reading))
+            grid.add_row(Text(self._step_progress(step)), Text(self._reading()))
         grid.add_row(
             Text(f"{self.rows} samples, {self.points} impedance points", style="dim"),
             Text(self.state, style="yellow" if self.state != "running" else "green"),
         )
         return grid
+
+    def _step_progress(self, step: Any) -> str:
+        """Progress toward what will end the step: charge, time, or a voltage."""
+        limits = step.effective_limits()
+        elapsed = self.t_cell - self.step_t0
+        charge = abs(self.last.get("Q", 0.0))
+        if limits.max_charge:
+            done, total = si(charge / 3600, "Ah"), si(limits.max_charge / 3600, "Ah")
+            return f"{_bar(charge / limits.max_charge)} {done} / {total}"
+        voltage_limits = [v for v in (limits.voltage_above, limits.voltage_below) if v is not None]
+        if limits.max_time and not voltage_limits and not limits.steady_slope and not limits.current_below:
+            return f"{_bar(elapsed / limits.max_time)} {format_duration(elapsed)} / {format_duration(limits.max_time)}"
+        until = []
+        if voltage_limits:
+            until.append(" or ".join(f"E = {v:g} V" for v in voltage_limits))
+        if limits.steady_slope:
+            until.append("current steady")
+        if limits.current_below:
+            until.append(f"|I| < {si(limits.current_below, 'A')}")
+        return f"{format_duration(elapsed)} in step" + (f", until {' or '.join(until)}" if until else "")
+
+    def _reading(self) -> str:
+        if "E" not in self.last:
+            return ""
+        text = f"E = {self.last['E']:.4f} V  I = {si(self.last['I'], 'A')}"
+        temperature = self.last.get("T")
+        if temperature is not None and temperature == temperature:
+            text += f"  T = {temperature:.1f} °C"
+        return text
 
     def watch(self, subscription: Subscription, handle: RunHandle) -> None:
         """Consume events until the run ends (KeyboardInterrupt propagates)."""

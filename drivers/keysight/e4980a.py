@@ -285,7 +285,7 @@ class E4980AOptions:
     aperture: str = "MED"  # SHOR | MED | LONG
     averages: int = 1
     chunk_seconds: float = 2.0  # measuring time per triggered list (cell s)
-    poll_interval: float = 0.02  # wall s between status polls
+    poll_interval: float = 0.01  # wall s between status polls
     visa_library: str = "@py"
     max_level: float | None = None  # V rms; default from *OPT? (2, or 20 with option 001)
     max_bias: float | None = None  # V; default from *OPT? (2, or 40 with option 001)
@@ -628,7 +628,7 @@ class E4980AChannel(Channel):
         expected = float(durations.sum())
         deadline = time.monotonic() + 3.0 * expected / speed + self.options.timeout
         # Most of the wait is known: sleep through it, then poll the event register.
-        first = t_start + 0.9 * expected
+        first = t_start + expected
         poll = self._wall_to_cell(max(self.options.poll_interval, 0.001), ctx.clock)
         if not (yield from self._wait_spectrum(ctx, first)):
             self._abort_quietly()

@@ -1,0 +1,554 @@
+"""Keithley 2450 / 2400 SourceMeters as labctl channels.
+
+An SMU has no on-device step sequencer we can trust with a cell, so every step
+is a host-timed loop (DESIGN §1): the driver applies the source, reads E and I
+on the step's sample grid (by the clock it was given), checks the step's
+limits on every reading with ``labctl.limits.LimitWatcher`` (the software
+cutoffs), and relies on the instrument's limit as the hard clamp should the
+host stall between readings.
+
+What each step does on the instrument:
+
+* ``Rest``: a 0 A current source with the output on. A current source at zero
+  with the voltmeter across the cell is an open circuit that can still be
+  measured (>10 GΩ input); switching the output off would open the relay (the
+  HIMP off-state set at open) and leave nothing to record. The voltage limit is
+  the ``compliance_voltage`` option.
+* ``ConstantCurrent``: current source; voltage limit = the step's largest
+  voltage cutoff + ``voltage_margin`` (never above ``compliance_voltage``), so
+  the clamp sits just outside the software cutoff. When the step ends by its
+  limits the current is set to 0 A at once (the cell stops being driven
+  while the protocol decides what comes next).
+* ``ConstantVoltage``: voltage source (``vs_ocv``: relative to the OCV measured
+  at the end of the last Rest, or measured now at 0 A); current limit =
+  ``compliance_current`` (or the step's ``current_above`` × ``current_margin``).
+  The potential is held after the step, as a potentiostat does.
+* ``VoltageSweep``: a staircase, one stair of ``rate × sample_period`` volts per
+  sample period, read at the end of each stair; stairs missed because the
+  host fell behind are skipped so the sweep keeps its rate.
+
+A reading with the instrument's limit bit set (2450 source status bit 5, 2400
+status word bit 3) ends the step with ``EndReason.COMPLIANCE`` unless a
+software limit is met by the same reading (the clamp then only backed the
+cutoff up), and the output is switched off. Every reading also returns the
+error-queue count, so an instrument error code ends the run at once
+(``InstrumentErrorCode``). VISA timeouts, garbled replies and a closed
+connection raise ``InstrumentTimeout``, ``GarbledReply`` and ``ConnectionLost``.
+
+``safe_state`` switches the output off with a short timeout and checks it;
+when the connection is broken it reconnects once to do so (a real SMU keeps
+its output on when the LAN cable is pulled).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from collections.abc import Generator, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from drivers.base import (
+    Capabilities,
+    Channel,
+    InstrumentError,
+    InstrumentErrorCode,
+    InstrumentInfo,
+    StepContext,
+    StepOutcome,
+    StepRun,
+    UnsupportedStep,
+)
+from drivers.keithley.acquisition import Acquisition
+from drivers.keithley.instruments import Point, SmuDialect, open_dialect
+from drivers.keithley.visa_io import typed_errors
+from labctl.clock import Clock, ScaledClock
+from labctl.steps import ConstantCurrent, ConstantVoltage, EndReason, Limits, Rest, Step, VoltageSweep
+
+STEP_KINDS = frozenset({"Rest", "ConstantCurrent", "ConstantVoltage", "VoltageSweep"})
+#: Smallest voltage limit both models accept (2400: 0.2 V; 2450: 0.02 V).
+MIN_VOLTAGE_LIMIT = 0.2
+#: Errors drained from the queue at most when one is reported.
+MAX_ERRORS = 20
+
+
+@dataclass(frozen=True)
+class SmuOptions:
+    """Driver options (the lab file's ``options`` table)."""
+
+    visa_library: str = "@py"  # pyvisa backend: "@py" (pyvisa-py), "" (NI/Keysight VISA), a path
+    timeout_ms: float = 5000.0  # VISA timeout of every query
+    safe_timeout_ms: float = 1000.0  # timeout while making the output safe
+    nplc: float = 1.0  # integration time in power-line cycles (0.01..10)
+    compliance_voltage: float = 10.0  # V: the largest |V| the SMU may ever put on the cell
+    compliance_current: float = 0.1  # A: current limit of voltage-sourced steps
+    voltage_margin: float = 0.5  # V between a step's voltage cutoff and the hardware clamp
+    current_margin: float = 1.5  # hardware current limit / the step's current_above
+    max_current: float = 1.0  # A: largest current a step may ask for
+    clock_speed: float | None = None  # run on ScaledClock(clock_speed) (emulators at N× real time)
+    reset: bool = True  # *RST when the channel is opened for a run
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any] | None) -> SmuOptions:
+        """From a lab file's options; ValueError names the option and what it may be."""
+        options = dict(options or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown Keithley option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        values: dict[str, Any] = {}
+        for name, raw in options.items():
+            if name == "visa_library":
+                values[name] = str(raw)
+            elif name == "reset":
+                values[name] = _as_bool(name, raw)
+            elif name == "clock_speed" and raw is None:
+                values[name] = None
+            else:
+                try:
+                    values[name] = float(raw)
+                except (TypeError, ValueError):
+                    raise ValueError(f"Keithley option {name}={raw!r} is not a number") from None
+        opts = cls(**values)
+        opts._check()
+        return opts
+
+    def _check(self) -> None:
+        rules = (
+            ("timeout_ms", self.timeout_ms > 0, "> 0 ms"),
+            ("safe_timeout_ms", self.safe_timeout_ms > 0, "> 0 ms"),
+            ("nplc", 0.01 <= self.nplc <= 10, "0.01..10"),
+            ("compliance_voltage", MIN_VOLTAGE_LIMIT <= self.compliance_voltage <= 210, "0.2..210 V"),
+            ("compliance_current", 1e-9 <= self.compliance_current <= 1.05, "1e-9..1.05 A"),
+            ("voltage_margin", self.voltage_margin >= 0, ">= 0 V"),
+            ("current_margin", self.current_margin >= 1, ">= 1"),
+            ("max_current", 0 < self.max_current <= 1.05, "0..1.05 A"),
+            ("clock_speed", self.clock_speed is None or self.clock_speed > 0, "> 0"),
+        )
+        for name, ok, allowed in rules:
+            if not ok:
+                raise ValueError(f"Keithley option {name}={getattr(self, name)!r} is out of range (allowed: {allowed})")
+
+
+def _as_bool(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"Keithley option {name}={raw!r} is not true/false")
+
+
+@dataclass(frozen=True)
+class _Program:
+    """How one step is sourced: function, level(s), limit, and how it ends by itself."""
+
+    function: str  # "CURR" or "VOLT"
+    levels: tuple[float, ...]  # one level, or the stairs of a sweep
+    limit: float  # the hardware clamp (V when sourcing current, A when sourcing voltage)
+    natural_end: float = math.inf  # s after the start
+    natural_reason: EndReason = EndReason.COMPLETED
+
+    @property
+    def sweep(self) -> bool:
+        return len(self.levels) > 1
+
+
+class KeithleySmuChannel(Channel):
+    """One SourceMeter (2450 or 2400) driving one cell."""
+
+    def __init__(self, driver: str, resource: str, options: SmuOptions, clock: Clock) -> None:
+        self.driver = driver
+        self.resource = resource
+        self.options = options
+        self.name = driver
+        self._clock = clock
+        self.capabilities = Capabilities(
+            step_kinds=STEP_KINDS,
+            max_current=options.max_current,
+            voltage_range=(-options.compliance_voltage, options.compliance_voltage),
+            frequency_range=(0.0, 0.0),
+            impedance_modes=frozenset(),
+        )
+        self._lock = threading.RLock()
+        self._dev: SmuDialect | None = None
+        self._configured = False
+        self._info: InstrumentInfo | None = None
+        self._function: str | None = None  # source function programmed ("CURR"/"VOLT")
+        self._output = False
+        self._holding_potential = False
+        self._ocv_ref: float | None = None
+        self._last_e: float | None = None  # last voltage read in the present step
+
+    # --- connection -------------------------------------------------------------------
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    def _resource_handle(self) -> Any:
+        dev = self._dev
+        return None if dev is None else getattr(dev.instrument.adapter, "connection", None)
+
+    @contextmanager
+    def _io(self, what: str, timeout_ms: float | None = None) -> Iterator[SmuDialect]:
+        """The transport, locked, with VISA failures as typed errors."""
+        with self._lock:
+            dev = self._ensure_connected()
+            handle = self._resource_handle()
+            previous = None
+            if timeout_ms is not None and handle is not None:
+                previous, handle.timeout = handle.timeout, timeout_ms
+            try:
+                with typed_errors(what, handle, timeout_ms or self.options.timeout_ms):
+                    yield dev
+            finally:
+                if previous is not None and handle is not None and self._resource_handle() is handle:
+                    try:
+                        handle.timeout = previous
+                    except Exception:  # the session may be gone; nothing to restore
+                        pass
+
+    def _connect(self, timeout_ms: float) -> SmuDialect:
+        with typed_errors(f"connecting to {self.resource}", None, timeout_ms):
+            return open_dialect(
+                self.driver,
+                self.resource,
+                visa_library=self.options.visa_library,
+                read_termination="\n",
+                write_termination="\n",
+                timeout=timeout_ms,
+            )
+
+    def _ensure_connected(self) -> SmuDialect:
+        if self._dev is None:
+            self._dev = self._connect(self.options.timeout_ms)
+            self._configured = False
+        return self._dev
+
+    def _disconnect(self) -> None:
+        dev, self._dev = self._dev, None
+        self._configured = False
+        if dev is not None:
+            try:
+                dev.close()
+            except Exception:  # a broken session may not close cleanly; it is dropped anyway
+                pass
+
+    def open(self) -> None:
+        """Connect, identify, and bring the instrument to a known state (output off)."""
+        with self._io("configuring the SMU") as dev:
+            self._info = self._identify(dev)
+            dev.configure(reset=self.options.reset, nplc=self.options.nplc)
+            dev.set_output(False)
+            self._output = False
+            self._function = None
+            self._holding_potential = False
+            self._raise_queued_errors(dev, "configuring the SMU")
+            self._configured = True
+
+    def close(self) -> None:
+        with self._lock:
+            self._disconnect()
+
+    def identify(self) -> InstrumentInfo:
+        if self._info is None:
+            with self._io("*IDN?") as dev:
+                self._info = self._identify(dev)
+        return self._info
+
+    def _identify(self, dev: SmuDialect) -> InstrumentInfo:
+        ident = dev.identity()
+        opts = dataclasses.asdict(self.options)
+        return InstrumentInfo(
+            driver=self.driver,
+            model=f"{ident.vendor.title()} {ident.model}",
+            serial=ident.serial,
+            firmware=ident.firmware,
+            resource=self.resource,
+            extra={"idn": ident.raw, "options": opts},
+        )
+
+    def _raise_queued_errors(self, dev: SmuDialect, what: str) -> None:
+        errors = []
+        for _ in range(MAX_ERRORS):
+            code, message = dev.next_error()
+            if code == 0:
+                break
+            errors.append((code, message))
+        if errors:
+            code, message = errors[0]
+            more = f" (+{len(errors) - 1} more: {'; '.join(f'{c} {m}' for c, m in errors[1:])})" if len(errors) > 1 else ""
+            raise InstrumentErrorCode(code, f"{message} while {what}{more}")
+
+    # --- safety -----------------------------------------------------------------------
+    def hold(self) -> None:
+        """Pause: keep a held potential; otherwise 0 A (open circuit, still measurable)."""
+        with self._lock:
+            if self._dev is None or not self._output or self._holding_potential:
+                return
+            with self._io("holding the cell") as dev:
+                dev.source_current(0.0, None, switch=self._function != "CURR")
+                self._function = "CURR"
+
+    def safe_state(self) -> None:
+        """Output off, confirmed; reconnect once if the connection is broken. Never hangs."""
+        timeout = self.options.safe_timeout_ms
+        if not self._lock.acquire(timeout=self.options.timeout_ms / 1000.0 + 1.0):
+            raise InstrumentError("safe state: the transport stayed busy; output state unknown")
+        try:
+            if self._dev is None and not self._output and self._info is None:
+                return  # never connected: nothing can be on
+            try:
+                self._output_off(timeout)
+            except InstrumentError as first:
+                self._disconnect()
+                try:
+                    self._output_off(timeout, connect_timeout=timeout)
+                except InstrumentError as second:
+                    raise InstrumentError(
+                        f"could not switch the output off: {first}; after reconnecting: {second}"
+                    ) from second
+        finally:
+            self._lock.release()
+
+    def _output_off(self, timeout_ms: float, connect_timeout: float | None = None) -> None:
+        if self._dev is None:
+            self._dev = self._connect(connect_timeout or timeout_ms)
+        with self._io("switching the output off", timeout_ms) as dev:
+            dev.set_output(False)
+            if dev.output():
+                raise InstrumentError("the output is still on after OUTPUT OFF")
+        self._output = False
+        self._holding_potential = False
+
+    # --- steps ---------------------------------------------------------------------------
+    def run_step(self, step: Step, ctx: StepContext) -> StepRun:
+        refusal = self._refusal(step)
+        if refusal is not None:
+            raise UnsupportedStep(refusal)
+        if not self._configured:
+            self.open()
+        if isinstance(step, Rest):
+            outcome = yield from self._execute(step, ctx, self._rest_program(step))
+            if self._last_e is not None:
+                self._ocv_ref = self._last_e
+            return outcome
+        if isinstance(step, ConstantCurrent):
+            self._ocv_ref = None
+            return (yield from self._execute(step, ctx, self._current_program(step)))
+        if isinstance(step, ConstantVoltage):
+            program = self._voltage_program(step, step.voltage + (self._ocv() if step.vs_ocv else 0.0))
+            return (yield from self._execute(step, ctx, program))
+        assert isinstance(step, VoltageSweep)
+        self._ocv_ref = None
+        start = self._ocv() if step.start == "ocv" else float(step.start)
+        return (yield from self._execute(step, ctx, self._sweep_program(step, start)))
+
+    def _refusal(self, step: Step) -> str | None:
+        refusal = self.capabilities.refusal(step)
+        if refusal is not None:
+            return refusal
+        window = self.options.compliance_voltage
+        volts = []
+        if isinstance(step, ConstantVoltage) and not step.vs_ocv:
+            volts.append(step.voltage)
+        if isinstance(step, VoltageSweep):
+            volts.append(step.stop)
+            if step.start != "ocv":
+                volts.append(float(step.start))
+        for v in volts:
+            if abs(v) > window:
+                return f"{v:g} V is outside the SMU's compliance window ±{window:g} V"
+        return None
+
+    # --- programs ----------------------------------------------------------------------
+    def _voltage_clamp(self, limits: Limits) -> float:
+        cutoffs = [abs(v) for v in (limits.voltage_above, limits.voltage_below) if v is not None]
+        clamp = self.options.compliance_voltage
+        if cutoffs:
+            clamp = min(clamp, max(cutoffs) + self.options.voltage_margin)
+        return max(clamp, MIN_VOLTAGE_LIMIT)
+
+    def _current_clamp(self, limits: Limits) -> float:
+        clamp = self.options.compliance_current
+        if limits.current_above is not None:
+            clamp = min(clamp, limits.current_above * self.options.current_margin)
+        return clamp
+
+    def _rest_program(self, step: Rest) -> _Program:
+        return _Program("CURR", (0.0,), self.options.compliance_voltage, natural_end=step.duration)
+
+    def _current_program(self, step: ConstantCurrent) -> _Program:
+        return _Program("CURR", (step.current,), self._voltage_clamp(step.effective_limits()))
+
+    def _voltage_program(self, step: Step, voltage: float) -> _Program:
+        if abs(voltage) > self.options.compliance_voltage:
+            raise UnsupportedStep(f"{voltage:g} V is outside the compliance window ±{self.options.compliance_voltage:g} V")
+        return _Program("VOLT", (voltage,), self._current_clamp(step.effective_limits()))
+
+    def _sweep_program(self, step: VoltageSweep, start: float) -> _Program:
+        stair = step.rate * step.sample_period
+        span = step.stop - start
+        n = max(math.ceil(abs(span) / stair - 1e-9), 1)
+        levels = start + np.sign(span) * stair * np.arange(n + 1, dtype=float)
+        levels[-1] = step.stop
+        return _Program(
+            "VOLT",
+            tuple(float(v) for v in levels),
+            self._current_clamp(step.effective_limits()),
+            natural_end=(n + 1) * step.sample_period,
+        )
+
+    def _ocv(self) -> float:
+        """The OCV 'vs OCV' refers to: the end of the last Rest, else measured now at 0 A."""
+        if self._ocv_ref is not None:
+            return self._ocv_ref
+        self._apply("CURR", 0.0, self.options.compliance_voltage)
+        point = self._read("CURR")
+        self._ocv_ref = point.E
+        return point.E
+
+    # --- instrument actions ------------------------------------------------------------------
+    def _apply(self, function: str, level: float, limit: float | None) -> None:
+        with self._io("setting the source") as dev:
+            switch = self._function != function
+            if function == "CURR":
+                dev.source_current(level, limit, switch=switch)
+            else:
+                dev.source_voltage(level, limit, switch=switch)
+            self._function = function
+            self._holding_potential = function == "VOLT"
+            if not self._output:
+                dev.set_output(True)
+                self._output = True
+
+    def _read(self, function: str) -> Point:
+        with self._io(":READ?") as dev:
+            point = dev.read(function)
+            if point.errors:
+                self._raise_queued_errors(dev, "running the step")
+        return point
+
+    def _tripped(self, function: str) -> bool:
+        try:
+            with self._io("limit tripped?") as dev:
+                return dev.tripped(function)
+        except InstrumentError:
+            return True  # the reading said so; the query is only for the message
+
+    # --- the host-timed loop ---------------------------------------------------------------
+    def _execute(self, step: Step, ctx: StepContext, program: _Program) -> StepRun:
+        limits = step.effective_limits()
+        period = step.sample_period
+        self._last_e = None
+        self._apply(program.function, program.levels[0], program.limit)
+        t0 = ctx.run_time()
+        acq = Acquisition(limits, t0, ctx.max_block_wall)
+        k = 1 if program.sweep else 0  # a hold is read at once; a stair at its end
+        stair = 0
+        while True:
+            target = t0 + k * period
+            for end in (limits.max_time, program.natural_end):
+                if end is not None:
+                    target = min(target, t0 + end)
+            target = min(target, acq.charge_eta())
+            waited = yield from self._wait(acq, ctx, target)
+            if not waited:
+                pending = acq.block()
+                if len(pending):
+                    yield pending
+                return StepOutcome(EndReason.ABORTED, "interrupted")
+            t_a = ctx.run_time()
+            try:
+                point = self._read(program.function)
+            except InstrumentError:
+                pending = acq.block()
+                if len(pending):
+                    yield pending
+                raise
+            t = 0.5 * (t_a + ctx.run_time())
+            self._last_e = point.E
+            reason = acq.add(t, point.E, point.I)
+            elapsed = t - t0
+            natural = elapsed >= program.natural_end * (1 - 1e-12)
+            if reason is EndReason.TIME and natural:
+                reason = program.natural_reason
+            message = ""
+            if reason is None and point.limited:
+                reason = EndReason.COMPLIANCE
+                message = self._compliance_message(program)
+            elif reason is not None and point.limited:
+                message = f" (hardware limit {self._limit_text(program)} engaged too)"
+            if reason is None and natural:
+                reason = program.natural_reason
+            if reason is not None:
+                self._finish(program, reason)
+                yield acq.block()
+                text = message if reason is EndReason.COMPLIANCE else f"{reason.value} after {elapsed:.6g} s{message}"
+                return StepOutcome(reason, text)
+            k = math.floor(elapsed / period + 1e-9) + 1
+            if program.sweep:
+                nxt = min(k - 1, len(program.levels) - 1)
+                if nxt != stair:
+                    stair = nxt
+                    self._apply(program.function, program.levels[stair], None)
+            if acq.due():
+                yield acq.block()
+
+    def _wait(self, acq: Acquisition, ctx: StepContext, target: float) -> Generator[np.ndarray, None, bool]:
+        """Sleep until run time ``target``, handing the engine a block at least every block period."""
+        clock = ctx.clock
+        speed = float(getattr(clock, "speed", 1.0))
+        while True:
+            now = ctx.run_time()
+            if now >= target:
+                return True
+            left = acq.wall_left()
+            if clock.virtual or (target - now) / speed <= left:
+                return clock.sleep_until(ctx.t_origin + target, ctx.interrupt)
+            if left > 0 and not clock.sleep(left * speed, ctx.interrupt):
+                return False
+            yield acq.block()
+
+    def _finish(self, program: _Program, reason: EndReason) -> None:
+        """Leave the cell safe after the step: output off after a clamp, 0 A after a current step."""
+        if reason is EndReason.COMPLIANCE:
+            with self._io("switching the output off after a compliance trip") as dev:
+                dev.set_output(False)
+            self._output = False
+            self._holding_potential = False
+        elif program.function == "CURR" and program.levels[0] != 0.0:
+            self._apply("CURR", 0.0, None)
+
+    def _limit_text(self, program: _Program) -> str:
+        return f"±{program.limit:g} V" if program.function == "CURR" else f"±{program.limit:g} A"
+
+    def _compliance_message(self, program: _Program) -> str:
+        tripped = self._tripped(program.function)
+        what = "voltage limit" if program.function == "CURR" else "current limit"
+        return (
+            f"hardware compliance: the {what} {self._limit_text(program)} clamped the source "
+            f"(limit tripped query: {int(tripped)}); output switched off"
+        )
+
+
+def _clock_for(options: SmuOptions, clock: Clock) -> Clock:
+    return ScaledClock(options.clock_speed) if options.clock_speed is not None else clock
+
+
+def create_2450(resource: str, options: Mapping[str, Any] | None, clock: Clock) -> KeithleySmuChannel:
+    """A Keithley 2450 at ``resource`` (e.g. ``TCPIP::192.168.1.50::5025::SOCKET``, ``USB0::0x05E6::0x2450::…``)."""
+    opts = SmuOptions.parse(options)
+    return KeithleySmuChannel("keithley2450", resource, opts, _clock_for(opts, clock))
+
+
+def create_2400(resource: str, options: Mapping[str, Any] | None, clock: Clock) -> KeithleySmuChannel:
+    """A Keithley 2400 at ``resource`` (e.g. ``GPIB0::24::INSTR``, an emulator's ``TCPIP::…::SOCKET``)."""
+    opts = SmuOptions.parse(options)
+    return KeithleySmuChannel("keithley2400", resource, opts, _clock_for(opts, clock))

@@ -1,0 +1,69 @@
+"""VISA failures as the driver's typed errors.
+
+pyvisa reports a missing reply as ``VisaIOError(VI_ERROR_TMO)``; pyvisa-py
+reports a peer that closed a TCP socket the same way (it reads nothing until
+the timeout), so after a timeout the socket is inspected: readable with no
+data means the connection is gone (``ConnectionLost``), not a slow instrument
+(``InstrumentTimeout``). Other backends raise ``VI_ERROR_CONN_LOST`` directly.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pyvisa import constants
+from pyvisa.errors import Error as VisaError
+from pyvisa.errors import VisaIOError
+
+from drivers.base import ConnectionLost, GarbledReply, InstrumentError, InstrumentTimeout
+
+_CONNECTION_CODES = {
+    constants.StatusCode.error_connection_lost,
+    constants.StatusCode.error_io,
+    constants.StatusCode.error_invalid_object,
+    constants.StatusCode.error_closing_failed,
+}
+
+
+def peer_closed(resource: Any) -> bool:
+    """True when a pyvisa-py TCP session's peer has closed the socket."""
+    try:
+        sock = resource.visalib.sessions[resource.session].interface
+    except Exception:  # another backend, or no session any more
+        return False
+    if not isinstance(sock, socket.socket):
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
+@contextmanager
+def typed_errors(what: str, resource: Any, timeout_ms: float) -> Iterator[None]:
+    """Translate what the VISA layer raises inside the block into InstrumentError subclasses."""
+    try:
+        yield
+    except InstrumentError:
+        raise
+    except VisaIOError as exc:
+        if exc.error_code == constants.StatusCode.error_timeout:
+            if resource is not None and peer_closed(resource):
+                raise ConnectionLost(f"{what}: the instrument closed the connection") from exc
+            raise InstrumentTimeout(f"{what}: no reply within {timeout_ms:g} ms") from exc
+        if exc.error_code in _CONNECTION_CODES:
+            raise ConnectionLost(f"{what}: {exc.description}") from exc
+        raise InstrumentError(f"{what}: VISA error {exc.abbreviation}: {exc.description}") from exc
+    except VisaError as exc:  # e.g. InvalidSession: the handle is gone
+        raise ConnectionLost(f"{what}: {exc}") from exc
+    except (ConnectionError, OSError) as exc:
+        raise ConnectionLost(f"{what}: {exc}") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise GarbledReply(f"{what}: {exc}") from exc
