@@ -1,0 +1,664 @@
+"""A MethodSCRIPT instrument (EmStat4, Nexus, EmStat Pico) on a pseudo-terminal.
+
+The emulator speaks the instrument's serial protocol (EmStat4 communication
+protocol v1.3 / EmStat Pico v1.6: ``t``, ``i``, ``v``, ``l``/``r``/``e`` +
+script + empty line, ``Z``; errors ``<letter>!XXXX``) and really interprets
+the scripts it is sent (MethodSCRIPT manual v1.8): they are parsed with
+``drivers.palmsens.syntax`` (a bad script is answered ``!4001: Line L, Col C``
+as the instrument would), then executed statement by statement: variables,
+arithmetic, ``if``/``elseif``/``else``, ``loop``/``breakloop``, timers,
+``pck_*`` packets, cell on/off, and the measurement loops.
+
+Each measurement loop becomes one step on an embedded ``SimChannel`` (the same
+physics as ``--instrument sim``), run on a clock ``speed`` times real time:
+``meas_loop_ocp`` a Rest, ``meas_loop_ca`` a ConstantVoltage, ``meas_loop_cp``
+a ConstantCurrent, ``meas_loop_lsv`` a VoltageSweep, ``meas_loop_eis``/``_geis``
+an Impedance sweep over the same log-spaced frequencies. The physics is asked
+for one sample at a time, and the loop body (packets, ``if … breakloop``
+cutoffs) runs on each sample as it is measured, so a cutoff stops the cell
+exactly where a real instrument would: at the first sample that meets it.
+
+Between loops the cell follows the last control law (a potentiostatic hold
+continues while the cell is on; ``cell_off`` opens the circuit). ``Z`` aborts
+a running script: the loop is wound up (``*``), ``on_finished:`` runs, the
+output ends with an empty line. A runtime error ends the script with
+``!XXXX: Line L`` and skips ``on_finished:`` (as the manual says), leaving the
+cell as it was. When the host goes away (a dropped link, the server
+stopping) the instrument loses its USB host and switches the cell off.
+
+Instrument faults to inject: ``device.inject_error(code, after_packets)`` (a
+runtime error code), ``device.inject_overload(after_packets, quantity)`` (the
+overload status flag on the current or the potential). Transport faults
+(no reply, garbled reply, dropped link) come from ``server.faults``
+(``drivers.sim.wire.transport.Faults``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from drivers.base import StepContext
+from drivers.palmsens import errors as E
+from drivers.palmsens.encoding import STATUS_OVERLOAD, PacketVar, encode_packet, parse_literal
+from drivers.palmsens.models import EMSTAT4_HR, EMSTAT4_LR, EMSTAT_PICO, NEXUS, ModelSpec
+from drivers.palmsens.syntax import Block, Command, Node, Program, ScriptSyntaxError, is_literal, parse_script
+from drivers.sim import SimChannel, SimParams
+from drivers.sim.wire.transport import LineHandler, PtyServer, Session
+from labctl.clock import ScaledClock
+from labctl.steps import ConstantCurrent, ConstantVoltage, Impedance, Limits, Rest, Step, VoltageSweep
+
+log = logging.getLogger(__name__)
+
+#: Technique numbers in the ``MXXXX`` loop-start line (manual v1.8 §"Measurement loop output";
+#: LSV 0, CA 7, OCP 11, EIS 13 as documented; CP and GEIS as this emulator numbers them).
+TECHNIQUES = {"lsv": 0x0000, "ca": 0x0007, "cp": 0x000A, "ocp": 0x000B, "eis": 0x000D, "geis": 0x000E}
+GALVANOSTATIC_LOOPS = ("meas_loop_cp", "meas_loop_geis")
+#: Cell state each loop needs (the instrument answers 0x0014 otherwise).
+NEEDS_CELL_ON = {"ocp": False, "ca": True, "cp": True, "lsv": True, "eis": True, "geis": True}
+#: Variable types of the loops' outputs (appendix C of the manual).
+OUTPUT_TYPES = {
+    "ocp": ("ab",),
+    "ca": ("ab", "ba"),
+    "cp": ("ab", "ba"),
+    "lsv": ("da", "ba"),
+    "eis": ("dc", "cc", "cd"),
+    "geis": ("dc", "cc", "cd"),
+}
+
+
+class _Abort(Exception):
+    """Z, the abort command, or the host going away: wind up, run on_finished."""
+
+
+class _Break(Exception):
+    """breakloop."""
+
+
+class RuntimeFault(Exception):
+    """A runtime error: ``!XXXX: Line L``, on_finished is skipped."""
+
+    def __init__(self, code: int, line: int) -> None:
+        self.code = code
+        self.line = line
+        super().__init__(f"!{code:04X} at line {line}")
+
+
+@dataclass
+class Value:
+    """A MethodSCRIPT variable: number, integer flag, type and packet metadata."""
+
+    value: float = math.nan
+    integer: bool = False
+    type: str = "aa"
+    status: int | None = None
+    range: int | None = None
+
+
+@dataclass(frozen=True)
+class _FrequencyList(Impedance):
+    """An impedance step over an explicit list of frequencies (the instrument's
+    ``n`` log-spaced points between start and end, whatever the decade count)."""
+
+    points: tuple[float, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return "Impedance"
+
+    def frequencies(self) -> np.ndarray:
+        return np.asarray(self.points[self.skip_points :], dtype=float)
+
+
+@dataclass
+class InstrumentFaults:
+    """Instrument-level faults armed by a test (transport faults live in ``server.faults``)."""
+
+    error_code: int | None = None
+    error_after: int = 0  # packets (since arming) before the runtime error
+    overload: str | None = None  # "current" or "potential"
+    overload_after: int = 0
+    armed_at: int = 0
+
+
+class EmStatDevice:
+    """The emulated instrument: its state, its cell and its script engine."""
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        params: SimParams,
+        cell_type: str = "auto",
+        speed: float = 1.0,
+        serial: str | None = None,
+    ) -> None:
+        self.model = model
+        kind = cell_type if cell_type != "auto" else (params.cell if params.cell != "auto" else "li_li")
+        self.speed = float(speed)
+        self.clock = ScaledClock(self.speed)
+        self.sim = SimChannel(params, kind, self.clock)
+        self.serial = serial or f"SIM{model.firmware_id.upper().replace('_', '')}{params.seed:05d}"
+        self.cell_on = False
+        self.faults = InstrumentFaults()
+        self.received: list[str] = []
+        self.scripts: list[list[str]] = []
+        self.packets_sent = 0
+        self.e_set = 0.0
+        self.i_set = 0.0
+        self.ranges: dict[str, tuple[float, float]] = {}
+        self.pgstat_mode = 0
+        self._state_lock = threading.Lock()
+        self._loading: list[str] | None = None
+        self._loading_cmd = ""
+        self._loaded: Program | None = None
+        self._runner: threading.Thread | None = None
+        self._abort = threading.Event()
+        self._session: Session | None = None
+        self._host_gone = False
+        self._sample_time: float | None = None
+
+    # --- state a test can look at ------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        runner = self._runner
+        return runner is not None and runner.is_alive()
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until no script runs (True) or the timeout passes (False)."""
+        runner = self._runner
+        if runner is not None:
+            runner.join(timeout)
+        return not self.running
+
+    def inject_error(self, code: int = E.CODE_OVERLOAD, after_packets: int = 0) -> None:
+        """The next measurement loop fails with ``!code: Line L`` after that many more packets."""
+        self.faults = dataclasses.replace(
+            self.faults, error_code=code, error_after=after_packets, armed_at=self.packets_sent
+        )
+
+    def inject_overload(self, after_packets: int = 0, quantity: str = "current") -> None:
+        """Flag OVERLOAD on the current (or potential) of every packet after that many more."""
+        if quantity not in ("current", "potential"):
+            raise ValueError("quantity must be 'current' or 'potential'")
+        self.faults = dataclasses.replace(
+            self.faults, overload=quantity, overload_after=after_packets, armed_at=self.packets_sent
+        )
+
+    def clear_faults(self) -> None:
+        self.faults = InstrumentFaults()
+
+    def now(self) -> float:
+        """Instrument time: the sample's time inside a measurement loop, the clock otherwise."""
+        return self._sample_time if self._sample_time is not None else self.clock.now()
+
+    # --- the wire --------------------------------------------------------------------------------
+    def handler(self, session: Session) -> LineHandler:
+        self._session = session
+        return _Handler(self, session)
+
+    def _send(self, session: Session, text: str) -> None:
+        session.send((text + "\n").encode("ascii"))
+
+    def on_line(self, session: Session, raw: bytes) -> None:
+        text = raw.decode("ascii", errors="replace")
+        self.received.append(text)
+        if self._loading is not None:
+            if text == "":
+                self._loaded_script(session)
+            else:
+                self._loading.append(text)
+            return
+        if self.running:
+            if text == "Z":
+                self._send(session, "Z")
+                self._abort.set()
+            elif text:
+                self._send(session, f"{text[0]}!{E.CODE_WRONG_STATE:04X}")
+            return
+        if not text:
+            return
+        letter, rest = text[0], text[1:]
+        if rest:
+            self._send(session, f"{letter}!{E.CODE_UNKNOWN_COMMAND:04X}")
+        elif letter == "t":
+            version = self.model.firmware_version.replace(".", "")
+            self._send(session, f"t{self.model.firmware_id}{version}#Mar 12 2024 10:00:00")
+            self._send(session, "R*")
+        elif letter == "i":
+            self._send(session, f"i{self.serial}")
+        elif letter == "v":
+            self._send(session, "v0108")
+        elif letter in ("e", "l"):
+            self._loading, self._loading_cmd = [], letter
+        elif letter == "r":
+            if self._loaded is None:
+                self._send(session, f"r!{E.CODE_WRONG_STATE:04X}")
+            else:
+                self._send(session, "r")
+                self._start(session, self._loaded)
+        elif letter == "Z":
+            self._send(session, f"Z!{E.CODE_WRONG_STATE:04X}")
+        else:
+            self._send(session, f"{letter}!{E.CODE_UNKNOWN_COMMAND:04X}")
+
+    def _loaded_script(self, session: Session) -> None:
+        lines, letter = self._loading or [], self._loading_cmd
+        self._loading = None
+        self.scripts.append(lines)
+        try:
+            program = parse_script(lines)
+            self._check_device(program)
+        except ScriptSyntaxError as exc:
+            log.info("emulator rejected a script: %s", exc)
+            self._send(session, f"{letter}!{exc.code:04X}: Line {exc.line}, Col {exc.column}")
+            return
+        self._send(session, letter)
+        if letter == "l":
+            self._loaded = program
+        else:
+            self._start(session, program)
+
+    def _check_device(self, program: Program) -> None:
+        """What this model's firmware refuses while loading."""
+        if self.model.galvanostatic:
+            return
+        for node in _walk(program.main + program.on_finished):
+            head = node.head if isinstance(node, Block) else node
+            if head.name in GALVANOSTATIC_LOOPS:
+                raise ScriptSyntaxError(f"{head.name} is not available", head.line, head.column, E.CODE_UNSUPPORTED)
+
+    def _start(self, session: Session, program: Program) -> None:
+        self._abort.clear()
+        self._runner = threading.Thread(target=self._run, args=(session, program), name="emstat-script", daemon=True)
+        self._runner.start()
+
+    def _run(self, session: Session, program: Program) -> None:
+        interp = _Interpreter(self, session)
+        try:
+            try:
+                interp.execute(program.main)
+            except _Abort:
+                pass
+            if self._gone(session):
+                return
+            try:
+                interp.execute(program.on_finished)
+            except _Abort:
+                pass
+            self._send(session, "")
+        except RuntimeFault as fault:
+            if not self._gone(session):
+                self._send(session, f"!{fault.code:04X}: Line {fault.line}")
+        except Exception:  # an emulator bug: say so on the wire rather than hang the driver
+            log.exception("emulator script engine failed")
+            self._send(session, f"!{E.CODE_SYNTAX:04X}: Line 1")
+        finally:
+            self._sample_time = None
+
+    def _gone(self, session: Session) -> bool:
+        """The host went away: the instrument loses power and the cell relay opens."""
+        if session.closed.is_set() or self._host_gone:
+            self.power_off()
+            return True
+        return False
+
+    def power_off(self) -> None:
+        self.cell_on = False
+        self.sim.safe_state()
+
+    def host_gone(self) -> None:
+        """The server stops (or the pty closes): abort any script, cell off."""
+        self._host_gone = True
+        self._abort.set()
+        self.wait_idle(5.0)
+        self.power_off()
+
+    def link_restored(self) -> None:
+        self._host_gone = False
+
+
+class _Handler(LineHandler):
+    def __init__(self, device: EmStatDevice, session: Session) -> None:
+        self.device = device
+        self.session = session
+
+    def on_line(self, line: bytes) -> None:
+        self.device.on_line(self.session, line)
+
+    def on_close(self) -> None:
+        self.device.host_gone()
+
+
+def _walk(nodes: list[Node]):
+    for node in nodes:
+        yield node
+        if isinstance(node, Block):
+            yield from _walk(node.body)
+            for _, body in node.branches:
+                yield from _walk(body)
+
+
+class _Interpreter:
+    """Executes one script on the device."""
+
+    def __init__(self, device: EmStatDevice, session: Session) -> None:
+        self.device = device
+        self.session = session
+        self.vars: dict[str, Value] = {}
+        self.timer0 = device.now()
+        self.packet: list[Value] | None = None
+
+    # -- helpers -----------------------------------------------------------------------------
+    def value(self, text: str, cmd: Command) -> Value:
+        if text in self.vars:
+            return self.vars[text]
+        if is_literal(text):
+            number, integer = parse_literal(text)
+            return Value(number, integer)
+        raise RuntimeFault(E.CODE_SYNTAX, cmd.line)
+
+    def number(self, text: str, cmd: Command) -> float:
+        return self.value(text, cmd).value
+
+    def check_abort(self) -> None:
+        if self.device._abort.is_set() or self.session.closed.is_set():
+            raise _Abort
+
+    def condition(self, cmd: Command) -> bool:
+        a = self.number(cmd.args[0], cmd)
+        b = self.number(cmd.args[2], cmd)
+        op = cmd.args[1]
+        return {
+            "<": a < b,
+            "<=": a <= b,
+            ">": a > b,
+            ">=": a >= b,
+            "==": a == b,
+            "!=": a != b,
+        }[op]
+
+    def send(self, text: str) -> None:
+        self.device._send(self.session, text)
+
+    # -- execution ---------------------------------------------------------------------------
+    def execute(self, nodes: list[Node]) -> None:
+        for node in nodes:
+            self.check_abort()
+            if isinstance(node, Block):
+                self.block(node)
+            else:
+                self.command(node)
+
+    def block(self, block: Block) -> None:
+        name = block.head.name
+        if name == "if":
+            for head, body in [(block.head, block.body), *block.branches]:
+                if head.name == "else" or self.condition(head):
+                    self.execute(body)
+                    return
+            return
+        if name == "loop":
+            self.send("L")
+            try:
+                while self.condition(block.head):
+                    self.check_abort()
+                    self.execute(block.body)
+            except _Break:
+                pass
+            self.send("+")
+            return
+        self.measurement(block)
+
+    def command(self, cmd: Command) -> None:
+        dev, args, name = self.device, cmd.args, cmd.name
+        if name == "var":
+            self.vars[args[0]] = Value()
+        elif name == "store_var":
+            number, integer = parse_literal(args[1]) if is_literal(args[1]) else (self.number(args[1], cmd), False)
+            self.vars[args[0]] = Value(number, integer, args[2] if len(args) > 2 else "aa")
+        elif name == "copy_var":
+            self.vars[args[1]] = dataclasses.replace(self.vars[args[0]])
+        elif name in ("add_var", "sub_var", "mul_var", "div_var"):
+            target = self.vars[args[0]]
+            operand = self.number(args[1], cmd)
+            if name == "div_var" and operand == 0:
+                raise RuntimeFault(E.CODE_DIVISION_BY_ZERO, cmd.line)
+            target.value = {
+                "add_var": target.value + operand,
+                "sub_var": target.value - operand,
+                "mul_var": target.value * operand,
+                "div_var": target.value / (operand or 1.0),
+            }[name]
+        elif name == "set_pgstat_mode":
+            mode = int(self.number(args[0], cmd))
+            if mode not in dev.model.pgstat_modes.values() and mode != 0:
+                raise RuntimeFault(E.CODE_UNSUPPORTED, cmd.line)
+            dev.pgstat_mode = mode
+        elif name in ("set_pgstat_chan", "set_max_bandwidth"):
+            self.number(args[0], cmd)
+        elif name == "set_range":
+            full = abs(self.number(args[1], cmd))
+            dev.ranges[args[0]] = (full, full)
+        elif name in ("set_autoranging", "set_range_minmax"):
+            lo, hi = self.number(args[1], cmd), self.number(args[2], cmd)
+            if name == "set_autoranging":
+                dev.ranges[args[0]] = (abs(lo), abs(hi))
+        elif name == "set_e":
+            dev.e_set = self.number(args[0], cmd)
+        elif name == "set_i":
+            dev.i_set = self.number(args[0], cmd)
+        elif name == "cell_on":
+            dev.cell_on = True
+        elif name == "cell_off":
+            dev.cell_on = False
+            dev.sim.safe_state()
+        elif name == "timer_start":
+            self.timer0 = dev.now()
+        elif name == "timer_get":
+            self.vars[args[0]] = Value(dev.now() - self.timer0, False, "eb")
+        elif name == "wait":
+            if not dev.clock.sleep(max(self.number(args[0], cmd), 0.0), dev._abort):
+                raise _Abort
+        elif name == "pck_start":
+            self.packet = []
+        elif name == "pck_add":
+            if self.packet is None:
+                raise RuntimeFault(E.CODE_SYNTAX, cmd.line)
+            self.packet.append(dataclasses.replace(self.vars[args[0]]))
+        elif name == "pck_end":
+            if self.packet is None:
+                raise RuntimeFault(E.CODE_SYNTAX, cmd.line)
+            packet = [(PacketVar(v.type, v.value, v.status, v.range), v.integer) for v in self.packet]
+            self.packet = None
+            self.send(encode_packet(packet))
+            dev.packets_sent += 1
+        elif name == "breakloop":
+            raise _Break
+        elif name == "abort":
+            raise _Abort
+        else:  # the parser only lets known commands through
+            raise RuntimeFault(E.CODE_UNKNOWN_COMMAND, cmd.line)
+
+    # -- measurement loops -------------------------------------------------------------------
+    def _step(self, technique: str, head: Command) -> tuple[Step, float]:
+        """The SimChannel step a loop runs, and its sample period (cell s)."""
+        n = [self.number(a, head) for a in head.args[len(OUTPUT_TYPES[technique]) :]]
+        if technique == "ocp":
+            interval, run_time = n
+            return Rest(duration=run_time, sample_period=interval), interval
+        if technique == "ca":
+            e, interval, run_time = n
+            return ConstantVoltage(voltage=e, limits=Limits(max_time=run_time), sample_period=interval), interval
+        if technique == "cp":
+            i, interval, run_time = n
+            return ConstantCurrent(current=i, limits=Limits(max_time=run_time), sample_period=interval), interval
+        if technique == "lsv":
+            begin, end, e_step, rate = n
+            period = abs(e_step) / rate
+            return VoltageSweep(start=begin, stop=end, rate=rate, sample_period=period), period
+        amplitude, f_start, f_end, count, dc = n
+        count = int(round(count))
+        freqs = tuple(float(f) for f in np.logspace(math.log10(f_start), math.log10(f_end), count))
+        step = _FrequencyList(
+            f_start=f_start,
+            f_stop=f_end if f_end != f_start else f_start * 10.0,
+            amplitude=amplitude,
+            bias=dc,
+            bias_vs_ocv=False,
+            mode="galvanostatic" if technique == "geis" else "potentiostatic",
+            points=freqs,
+        )
+        return step, 1.0
+
+    def measurement(self, block: Block) -> None:
+        dev, head = self.device, block.head
+        technique = head.name[len("meas_loop_") :]
+        if NEEDS_CELL_ON[technique] != dev.cell_on:
+            raise RuntimeFault(E.CODE_CELL_STATE, head.line)
+        try:
+            step, period = self._step(technique, head)
+        except (ValueError, ZeroDivisionError) as exc:
+            log.info("emulator: invalid %s arguments: %s", head.name, exc)
+            raise RuntimeFault(E.CODE_SYNTAX, head.line) from None
+        outputs = head.args[: len(OUTPUT_TYPES[technique])]
+        for name in outputs:
+            self.vars[name] = Value(type="aa")
+        self.send(f"M{TECHNIQUES[technique]:04X}")
+        impedance = technique in ("eis", "geis")
+        # One sample per block: the body (and its cutoffs) runs as each sample is measured.
+        wall = 0.02 if impedance else period / (0.8 * dev.speed)
+        ctx = StepContext(clock=dev.clock, t_origin=dev.clock.now(), interrupt=dev._abort, max_block_wall=wall)
+        run = dev.sim.run_step(step, ctx)
+        aborted = False
+        try:
+            while True:
+                try:
+                    rows = next(run)
+                except StopIteration:
+                    break
+                for row in rows:
+                    if dev._abort.is_set() or self.session.closed.is_set():
+                        aborted = True
+                        break
+                    dev._sample_time = ctx.t_origin + float(row["t"])
+                    self._assign(technique, outputs, row)
+                    self._maybe_fail(head)
+                    try:
+                        self.execute(block.body)
+                    except _Break:
+                        return
+                    finally:
+                        dev._sample_time = None
+                if aborted:
+                    break
+                if dev._abort.is_set() or self.session.closed.is_set():
+                    aborted = True
+                    break
+        finally:
+            run.close()
+            self.send("*")
+        if aborted or dev._abort.is_set():
+            raise _Abort
+
+    def _assign(self, technique: str, outputs: tuple[str, ...], row: np.void) -> None:
+        dev, types = self.device, OUTPUT_TYPES[technique]
+        faults = dev.faults
+        overload = faults.overload if dev.packets_sent - faults.armed_at >= faults.overload_after else None
+        if technique in ("eis", "geis"):
+            i_range = dev.model.current_range_code(dev.ranges.get("ba", (0.0, dev.model.max_current))[1])
+            values = (
+                Value(float(row["freq"]), False, "dc"),
+                Value(float(row["z_re"]), False, "cc", 0, i_range),
+                Value(float(row["z_im"]), False, "cd", 0),
+            )
+        else:
+            e, i = float(row["E"]), float(row["I"])
+            e_hi = dev.ranges.get("ab", (0.0, max(abs(x) for x in dev.model.potential_range)))[1]
+            e_status = STATUS_OVERLOAD if abs(e) > e_hi or overload == "potential" else 0
+            values_list = [Value(e, False, types[0], e_status)]
+            if technique != "ocp":
+                lo, hi = dev.ranges.get("ba", (0.0, dev.model.max_current))
+                status = STATUS_OVERLOAD if abs(i) > hi * 1.05 or overload == "current" else 0
+                code = dev.model.current_range_code(min(max(abs(i), lo), hi))
+                values_list.append(Value(i, False, types[1], status, code))
+            values = tuple(values_list)
+        for name, value in zip(outputs, values, strict=True):
+            self.vars[name] = value
+
+    def _maybe_fail(self, head: Command) -> None:
+        faults = self.device.faults
+        if faults.error_code is not None and self.device.packets_sent - faults.armed_at >= faults.error_after:
+            code = faults.error_code
+            self.device.faults = dataclasses.replace(faults, error_code=None)
+            raise RuntimeFault(code, head.line)
+
+
+class EmStatServer:
+    """An emulated instrument served on a pseudo-terminal (``resource`` is its path)."""
+
+    def __init__(self, device: EmStatDevice) -> None:
+        self.device = device
+        self._pty = PtyServer(device.handler)
+        self.resource = self._pty.path
+        self.faults = self._pty.faults
+
+    @property
+    def path(self) -> str:
+        return self._pty.path
+
+    def start(self) -> EmStatServer:
+        self._pty.start()
+        return self
+
+    def reconnect(self) -> None:
+        """Undo a dropped link (see ``PtyServer.reconnect``)."""
+        self._pty.reconnect()
+        self.device.link_restored()
+
+    def stop(self) -> None:
+        self._pty.stop()
+        self.device.host_gone()
+
+    def __enter__(self) -> EmStatServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _serve(model: ModelSpec, params: SimParams, speed: float, cell_type: str, options: dict[str, Any]) -> EmStatServer:
+    serial = options.pop("serial", None)
+    if options:
+        raise ValueError(f"unknown emulator option(s): {', '.join(sorted(options))} (known: serial, variant)")
+    device = EmStatDevice(model, params, cell_type=cell_type, speed=speed, serial=serial)
+    return EmStatServer(device).start()
+
+
+def serve_emstat4(
+    params: SimParams, *, port: int = 0, speed: float = 1.0, cell_type: str = "auto", **options: Any
+) -> EmStatServer:
+    """An EmStat4 (``variant="lr"`` for the LR) on a pseudo-terminal; ``port`` is unused (serial)."""
+    variant = str(options.pop("variant", "hr")).lower()
+    if variant not in ("hr", "lr"):
+        raise ValueError(f"EmStat4 variant must be hr or lr, got {variant!r}")
+    return _serve(EMSTAT4_HR if variant == "hr" else EMSTAT4_LR, params, speed, cell_type, options)
+
+
+def serve_nexus(
+    params: SimParams, *, port: int = 0, speed: float = 1.0, cell_type: str = "auto", **options: Any
+) -> EmStatServer:
+    """A Nexus on a pseudo-terminal."""
+    return _serve(NEXUS, params, speed, cell_type, options)
+
+
+def serve_pico(
+    params: SimParams, *, port: int = 0, speed: float = 1.0, cell_type: str = "auto", **options: Any
+) -> EmStatServer:
+    """An EmStat Pico (no galvanostat) on a pseudo-terminal."""
+    return _serve(EMSTAT_PICO, params, speed, cell_type, options)
