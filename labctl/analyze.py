@@ -21,7 +21,7 @@ import numpy as np
 
 from labctl import protocol as protocols
 from labctl.analysis.arrhenius import fit_arrhenius
-from labctl.analysis.eis_conductivity import conductivity_from_spectrum, sigma_from_resistance
+from labctl.analysis.eis_conductivity import ConductivityResult, conductivity_from_spectrum, sigma_from_resistance
 from labctl.params import Param, ParameterError, validate
 from labctl.steps import EndReason, StepResult
 
@@ -112,14 +112,7 @@ def analyze_spectrum_file(path: Path, given: Mapping[str, str]) -> dict[str, Any
     values = validate(SPECTRUM_PARAMS, given, context="an impedance file")
     _require_geometry(values)
     spectrum = load_spectrum(path)
-    result = conductivity_from_spectrum(
-        spectrum.freq,
-        spectrum.z,
-        thickness_um=values["thickness"],
-        area_cm2=values["area"],
-        r_leads_ohm=values["r_leads"],
-        circuit=values["circuit"],
-    )
+    result = _conductivity(spectrum, values)
     return {
         "file": str(path),
         "format": spectrum.format,
@@ -127,6 +120,17 @@ def analyze_spectrum_file(path: Path, given: Mapping[str, str]) -> dict[str, Any
         "metadata": spectrum.metadata,
         "results": result.as_dict(),
     }
+
+
+def _conductivity(spectrum: Any, values: Mapping[str, Any]) -> ConductivityResult:
+    return conductivity_from_spectrum(
+        spectrum.freq,
+        spectrum.z,
+        thickness_um=values["thickness"],
+        area_cm2=values["area"],
+        r_leads_ohm=values["r_leads"],
+        circuit=values["circuit"],
+    )
 
 
 def _require_geometry(values: Mapping[str, Any]) -> None:
@@ -159,14 +163,7 @@ def analyze_arrhenius_files(
         temp = temperatures_c[k] if temperatures_c is not None else spectrum.metadata.get("temperature_C")
         if temp is None:
             raise ParameterError("temperatures", f"{path} carries no temperature: give --temperatures")
-        fit = conductivity_from_spectrum(
-            spectrum.freq,
-            spectrum.z,
-            thickness_um=values["thickness"],
-            area_cm2=values["area"],
-            r_leads_ohm=values["r_leads"],
-            circuit=values["circuit"],
-        )
+        fit = _conductivity(spectrum, values)
         bulk = fit.R_bulk_arc_ohm if fit.R_gb_ohm is not None else None
         rows.append(
             {

@@ -13,13 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from labctl.analysis.arrhenius import fit_arrhenius
-from labctl.analysis.eis_conductivity import conductivity_from_spectrum
 from labctl.params import Param, ParameterError
 from labctl.protocol import Cell, Plan, Protocol
 from labctl.safety import Demand
 from labctl.steps import EndReason, SetTemperature
 from protocols.eis import PARAMS as EIS_PARAMS
-from protocols.eis import impedance_step, mean_temperature
+from protocols.eis import impedance_step, mean_temperature, sweep_conductivity
 
 DEFAULT_TEMPERATURES = tuple(float(t) for t in range(-20, 91, 10))
 
@@ -76,14 +75,7 @@ def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
             continue
         sweep = yield impedance_step(values, label=f"EIS {set_point:g} °C")
         measured = mean_temperature(sweep.spectrum)
-        fit = conductivity_from_spectrum(
-            sweep.spectrum["freq"],
-            sweep.spectrum["z_re"] + 1j * sweep.spectrum["z_im"],
-            thickness_um=cell.thickness_um,
-            area_cm2=cell.area_cm2,
-            r_leads_ohm=float(values["r_leads"]),
-            circuit=str(values["circuit"]),
-        )
+        fit = sweep_conductivity(sweep.spectrum, values, cell)
         table.append(
             {
                 "T_set_C": float(set_point),

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from labctl.analysis.eis_conductivity import conductivity_from_spectrum
+import numpy as np
+
+from labctl.analysis.eis_conductivity import ConductivityResult, conductivity_from_spectrum
 from labctl.params import Param
 from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol
 from labctl.steps import Impedance, Rest
@@ -61,23 +63,26 @@ def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
     sweep = yield impedance_step(values)
     if sweep.spectrum is None or len(sweep.spectrum) < 5:
         raise RuntimeError(f"impedance sweep returned too few points ({sweep.end_reason.value})")
-    result = conductivity_from_spectrum(
-        sweep.spectrum["freq"],
-        sweep.spectrum["z_re"] + 1j * sweep.spectrum["z_im"],
-        thickness_um=cell.thickness_um,
-        area_cm2=cell.area_cm2,
-        r_leads_ohm=float(values["r_leads"]),
-        circuit=str(values["circuit"]),
-    )
+    result = sweep_conductivity(sweep.spectrum, values, cell)
     out = result.as_dict()
     out["temperature_C"] = mean_temperature(sweep.spectrum)
     return out
 
 
-def mean_temperature(spectrum) -> float | None:
-    """The cell temperature during a sweep, when the instrument knows it."""
-    import numpy as np
+def sweep_conductivity(spectrum: np.ndarray, values: Mapping[str, Any], cell: Cell) -> ConductivityResult:
+    """σ from a measured sweep, with the protocol's lead resistance and circuit."""
+    return conductivity_from_spectrum(
+        spectrum["freq"],
+        spectrum["z_re"] + 1j * spectrum["z_im"],
+        thickness_um=cell.thickness_um,
+        area_cm2=cell.area_cm2,
+        r_leads_ohm=float(values["r_leads"]),
+        circuit=str(values["circuit"]),
+    )
 
+
+def mean_temperature(spectrum: np.ndarray) -> float | None:
+    """The cell temperature during a sweep, when the instrument knows it."""
     temps = spectrum["T"][np.isfinite(spectrum["T"])]
     return float(temps.mean()) if temps.size else None
 

@@ -1171,6 +1171,9 @@ def _without_diffusion(results: list[_Result], data: _Data) -> list[_Result]:
     circuit without it (two parameters fewer, the same χ²)."""
     out = []
     for res in [r for r in results if r.spec.diffusion]:
+        se = _stderr(res, data)[0]["RD"]
+        if math.isfinite(se) and se < _DIFFUSION_REL_SE * _from_theta(res.spec, res.theta, data)["RD"]:
+            continue  # the data need this Warburg: without it the fit can only be worse
         spec = replace(res.spec, diffusion=False)
         p = _from_theta(res.spec, res.theta, data)
         seed = _to_theta(spec, {k: v for k, v in p.items() if k not in ("RD", "tauD")}, data)
