@@ -164,6 +164,9 @@ def _start_slow_run(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
 
 def test_sigint_aborts_cleanly_with_safe_state_recorded(tmp_path):
     proc, path = _start_slow_run(tmp_path)
+    live = _run_cli(["show", str(path), "--json"], tmp_path)  # readable while written
+    assert live.returncode == 0, live.stderr
+    assert json.loads(live.stdout)["status"] == "running"
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
@@ -196,3 +199,24 @@ def test_sigkill_leaves_readable_file_reported_interrupted(tmp_path):
     assert summary["status"] == "interrupted"
     human = _run_cli(["show", str(path)], tmp_path)
     assert "interrupted" in human.stdout
+
+
+def test_program_exit_mid_run_aborts_and_leaves_the_cell_safe(tmp_path):
+    """A script that starts a run and exits (or crashes) does not leave the cell driven."""
+    script = f"""
+import sys
+from pathlib import Path
+from labctl.runner import prepare_run
+prepared = prepare_run("eis", params={{}}, speed="5", out_dir=Path({str(tmp_path)!r}))
+handle, subscription, writer = prepared.start()
+import time; time.sleep(1.0)
+print(prepared.path, flush=True)
+raise SystemExit("script crashed")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 1 and "script crashed" in proc.stderr
+    path = Path(proc.stdout.strip())
+    with open_run(path) as run:
+        assert run.status == "aborted"
+        assert run.error == "program exiting"
+        assert "safe" in [e["state"] for e in run.events]
