@@ -356,6 +356,19 @@ def instruments_identify(name: str, lab_path: str, as_json: bool) -> None:
         click.echo(f"{key:10s} {value}")
 
 
+def _option_value(text: str) -> int | float | bool | str:
+    """Command-line option values: numbers and true/false as such, the rest as text."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -368,7 +381,16 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 @click.option(
     "--cell", "cell_type", default="auto", show_default=True, help="cell type (ss, li_li, li_ss, li_cu, full)"
 )
-def sim_server_command(model: str, port: int, sim: tuple[str, ...], speed: float, cell_type: str) -> None:
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="emulator option, e.g. chamber=espec (an LCR emulator with a chamber on the same cell)",
+)
+def sim_server_command(
+    model: str, port: int, sim: tuple[str, ...], speed: float, cell_type: str, options: tuple[str, ...]
+) -> None:
     """Serve a wire-level emulator of an instrument, backed by the cell physics.
 
     Point the real driver (or any client) at the printed resource. Ctrl-C stops it.
@@ -381,12 +403,21 @@ def sim_server_command(model: str, port: int, sim: tuple[str, ...], speed: float
         factory = emulator_factory(model)
         if not speed > 0:
             raise ParameterError("speed", f"{speed:g} is out of range (allowed: a number > 0)")
+        extra = {name: _option_value(value) for name, value in parse_assignments(options, "--option").items()}
     except (ParameterError, ValueError) as exc:
         _fail_usage(exc)
         return
-    server = factory(params, port=port, speed=speed, cell_type=cell_type)
+    try:
+        server = factory(params, port=port, speed=speed, cell_type=cell_type, **extra)
+    except TypeError as exc:
+        _fail_usage(ValueError(f"emulator {model!r} does not take these options: {exc}"))
+        return
     click.echo(f"{model} emulator at {server.resource} (speed {speed:g}x); Ctrl-C to stop", err=True)
     click.echo(server.resource)
+    chamber = getattr(server, "chamber", None)
+    if chamber is not None:
+        click.echo(f"chamber emulator on the same cell at {chamber.resource}", err=True)
+        click.echo(chamber.resource)
     try:
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         while True:

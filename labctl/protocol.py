@@ -105,6 +105,14 @@ class Protocol:
     #: What the parameters will demand of the channel (largest current,
     #: potentials, chamber temperature), checked against its safety limits.
     demands: Callable[[Mapping[str, Any], Cell], list[Demand]] | None = None
+    #: Representative steps the parameters will produce (e.g. the impedance
+    #: sweep, the largest current step), checked against the channel's
+    #: capabilities before the run so a 10 Hz sweep on a 20 Hz meter is
+    #: refused up front, not half-way through.
+    preview: Callable[[Mapping[str, Any], Cell], list[Step]] | None = None
+
+    def preview_steps(self, values: Mapping[str, Any], cell: Cell) -> list[Step]:
+        return self.preview(values, cell) if self.preview else []
 
     def demands_for(self, values: Mapping[str, Any], cell: Cell) -> list[Demand]:
         return self.demands(values, cell) if self.demands else []
@@ -146,6 +154,13 @@ class Protocol:
             geometry_source=source,
             ocv_V=None if ocv is None else float(ocv),
         )
+
+
+def largest_current_step(j_ma_cm2: float, cell: Cell) -> Step:
+    """A stand-in for a protocol's largest galvanostatic step, for previews."""
+    from labctl.steps import ConstantCurrent, Limits
+
+    return ConstantCurrent(current=j_ma_cm2 * 1e-3 * cell.area_cm2, limits=Limits(max_time=1.0))
 
 
 def _protocol_modules() -> dict[str, str]:

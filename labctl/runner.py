@@ -144,6 +144,10 @@ def prepare_run(
             f"instrument '{instrument}' cannot run protocol '{protocol.name}': "
             f"it does not support {', '.join(missing)} steps"
         )
+    for step in protocol.preview_steps(values, cell):
+        refusal = channel.capabilities.refusal(step)
+        if refusal:
+            raise ValueError(f"instrument '{instrument}' cannot run protocol '{protocol.name}': {refusal}")
     if not operator and lab is not None:
         operator = lab.operator
     run_id = new_run_id()

@@ -96,6 +96,10 @@ class Limits:
     away"). ``steady_slope`` (A/s) ends a potentiostatic hold when the
     current's slope, fitted over the last ``steady_window`` seconds, is below it
     in magnitude (the DC-polarisation "current is steady" criterion).
+
+    ``on_limit="abort"`` makes any limit that ends the step end the whole run
+    (status aborted, the limit named as the reason): use it for steps whose
+    limits are guards, not for a step meant to end by time or charge.
     """
 
     max_time: float | None = None

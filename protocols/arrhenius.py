@@ -131,6 +131,7 @@ PROTOCOL = Protocol(
     check=check,
     step_kinds=frozenset({"SetTemperature", "Impedance"}),
     description=__doc__ or "",
+    preview=lambda values, cell: [impedance_step(values)],
     result_keys=("ea_eV", "sigma_S_cm", "form"),
     demands=demands,
 )

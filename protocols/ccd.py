@@ -15,7 +15,7 @@ from typing import Any
 
 from labctl.analysis.ccd import HalfCycle, classify_half_cycle, critical_current_density
 from labctl.params import Param, ParameterError
-from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol
+from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol, largest_current_step
 from labctl.safety import Demand
 from labctl.steps import ConstantCurrent, Limits, Rest
 from labctl.units import areal_capacity_to_c, current_density_to_a
@@ -119,6 +119,7 @@ PROTOCOL = Protocol(
     check=check,
     step_kinds=frozenset({"ConstantCurrent", "Rest"}),
     description=__doc__ or "",
+    preview=lambda values, cell: [largest_current_step(max(current_densities(values) or [values["start"]]), cell)],
     result_keys=("ccd_mA_cm2", "last_passed_mA_cm2", "failure"),
     demands=demands,
 )

@@ -14,7 +14,7 @@ from typing import Any
 
 from labctl.analysis.cycling import Segment, full_cell_cycling_summary, symmetric_cycling_summary
 from labctl.params import Param, ParameterError
-from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol
+from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol, largest_current_step
 from labctl.safety import Demand
 from labctl.steps import ConstantCurrent, EndReason, Limits, Rest, StepResult
 from labctl.units import current_density_to_a
@@ -139,6 +139,7 @@ PROTOCOL = Protocol(
     check=check,
     step_kinds=frozenset({"ConstantCurrent", "Rest"}),
     description=__doc__ or "",
+    preview=lambda values, cell: [largest_current_step(max(values["rates"]), cell)],
     result_keys=("cycles_completed",),
     cell_type_from=lambda values: "li_li" if values["mode"] == "symmetric" else "full",
     demands=demands,

@@ -104,5 +104,6 @@ PROTOCOL = Protocol(
     check=check,
     step_kinds=frozenset({"Rest", "Impedance"}),
     description=__doc__ or "",
+    preview=lambda values, cell: [impedance_step(values)],
     result_keys=("R_bulk_ohm", "sigma_S_cm"),
 )

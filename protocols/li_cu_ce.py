@@ -18,7 +18,7 @@ from typing import Any
 
 from labctl.analysis.coulombic import NucleationResult, average_coulombic_efficiency, nucleation_overpotential
 from labctl.params import Param, ParameterError
-from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol
+from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol, largest_current_step
 from labctl.safety import Demand
 from labctl.steps import ConstantCurrent, EndReason, Limits, Rest, StepResult
 from labctl.units import areal_capacity_to_c, c_to_areal_capacity, current_density_to_a
@@ -179,6 +179,7 @@ PROTOCOL = Protocol(
     check=check,
     step_kinds=frozenset({"ConstantCurrent", "Rest"}),
     description=__doc__ or "",
+    preview=lambda values, cell: [largest_current_step(values["j"], cell)],
     result_keys=("ce_avg", "Q_s_mAh_cm2", "nucleation_overpotential_mV", "valid"),
     demands=demands,
 )

@@ -149,6 +149,7 @@ PROTOCOL = Protocol(
     plan=plan,
     step_kinds=frozenset({"Rest", "Impedance", "ConstantVoltage"}),
     description=__doc__ or "",
+    preview=lambda values, cell: [impedance_step(values)],
     result_keys=("t_plus", "I0_A", "Iss_A", "R0_ohm", "Rss_ohm"),
     demands=demands,
 )

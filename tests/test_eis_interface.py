@@ -55,27 +55,46 @@ def frequencies(f_max: float, f_min: float) -> np.ndarray:
     return np.logspace(math.log10(f_max), math.log10(f_min), round(10 * math.log10(f_max / f_min)) + 1)
 
 
-def noisy(z: np.ndarray, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(50_000 + seed)
+def noisy(z: np.ndarray, seed: int, *, rng_seed: int | None = None) -> np.ndarray:
+    """``z`` plus complex noise of NOISE·|Z| on each part (generator seed 50 000 + ``seed``
+    unless ``rng_seed`` is given)."""
+    rng = np.random.default_rng(50_000 + seed if rng_seed is None else rng_seed)
     return z + NOISE * np.abs(z) * (rng.standard_normal(z.size) + 1j * rng.standard_normal(z.size))
-
-
-def li_li_params(
-    r_s: float, inductance: float, r_b: float, c_b: float, n_b: float,
-    r_int: float, q_int: float, n_int: float, t_plus: float, tau_d: float,
-) -> dict[str, float]:
-    """Circuit parameters (names of CircuitSpec.param_names) of a Li|SE|Li cell."""
-    return {
-        "R0": r_s, "L": inductance,
-        "R1": r_b, "Q1": c_b**n_b * r_b ** (1 - n_b), "n1": n_b,  # CPE arc with the R_b·C_b apex
-        "Rint": r_int, "Qint": q_int, "nint": n_int,
-        "RD": r_b * (1 - t_plus) / t_plus, "tauD": tau_d,
-    }
 
 
 def interface_q(r_int: float, n_int: float, apex_hz: float) -> float:
     """Q of the interfacial CPE whose arc peaks at ``apex_hz``, kept in 1e-6..1e-4 F·s^(n−1)."""
     return float(np.clip((1 / (2 * math.pi * apex_hz)) ** n_int / r_int, 1e-6, 1e-4))
+
+
+def li_li_params(
+    *,
+    r_b: float,
+    r_int: float,
+    apex_hz: float = 100.0,
+    t_plus: float = 0.5,
+    tau_d: float = 300.0,
+    r_s: float = 0.5,
+    inductance: float = 3e-7,
+    c_b: float = 2e-10,
+    n_b: float = 0.97,
+    n_int: float = 0.85,
+) -> dict[str, float]:
+    """Circuit parameters (names of CircuitSpec.param_names) of a Li|SE|Li cell: the bulk
+    arc a CPE with the apex of the ideal R_b·C_b arc, the interfacial one peaking near
+    ``apex_hz`` (see :func:`interface_q`), R_D = R_b(1 − t+)/t+."""
+    return {
+        "R0": r_s,
+        "L": inductance,
+        "R1": r_b,
+        "Q1": c_b**n_b * r_b ** (1 - n_b),
+        "n1": n_b,
+        "Rint": r_int,
+        "Qint": interface_q(r_int, n_int, apex_hz),
+        "nint": n_int,
+        "RD": r_b * (1 - t_plus) / t_plus,
+        "tauD": tau_d,
+    }
 
 
 @dataclass(frozen=True)
@@ -104,22 +123,19 @@ def draw_cell(seed: int) -> Cell:
     rng = np.random.default_rng(seed)
     u = (_STRATA[:, seed] + rng.uniform(size=4)) / N_DRAWS
     r_b, r_int, tau_d, t_plus = 10 ** (5 * u[0]), 10 ** (4 * u[1]), 10 ** (1 + 3 * u[2]), 0.1 + 0.85 * u[3]
-    n_int = rng.uniform(0.8, 0.95)
-    q_int = interface_q(r_int, n_int, 10 ** rng.uniform(0, 4))
     common = {
-        "r_s": rng.uniform(0.1, 1.0), "inductance": rng.uniform(0, 1e-6), "r_b": r_b,
-        "c_b": 10 ** rng.uniform(-11, -9), "n_b": rng.uniform(0.9, 1.0),
-        "n_int": n_int, "q_int": q_int, "t_plus": t_plus, "tau_d": tau_d,
+        "n_int": rng.uniform(0.8, 0.95),
+        "apex_hz": 10 ** rng.uniform(0, 4),
+        "r_s": rng.uniform(0.1, 1.0),
+        "inductance": rng.uniform(0, 1e-6),
+        "c_b": 10 ** rng.uniform(-11, -9),
+        "n_b": rng.uniform(0.9, 1.0),
     }
     drift = 1.0 if seed % 3 == 0 else 10 ** rng.uniform(math.log10(0.5), math.log10(2.0))
     band = list(BANDS)[seed % 2]
-    return Cell(
-        before=li_li_params(r_int=r_int, **common),
-        after=li_li_params(r_int=r_int * drift, **common),
-        t_plus=t_plus,
-        freq=frequencies(*BANDS[band]),
-        band=band,
-    )
+    before = li_li_params(r_b=r_b, r_int=r_int, t_plus=t_plus, tau_d=tau_d, **common)
+    after = before | {"Rint": r_int * drift}  # the interface drifts during the polarisation
+    return Cell(before=before, after=after, t_plus=t_plus, freq=frequencies(*BANDS[band]), band=band)
 
 
 # --------------------------------------------------------------------------- Cramér–Rao
@@ -136,9 +152,7 @@ def crb(params: dict[str, float], freq: np.ndarray, combos: dict[str, dict[str, 
     spec = TRUE
     if arc_apex_frequency(params["R1"], params["Q1"], params["n1"]) > 100 * freq.max():
         spec = NO_BULK
-        params = {k: v for k, v in params.items() if k not in ("R1", "Q1", "n1")} | {
-            "R0": params["R0"] + params["R1"]
-        }
+        params = {k: v for k, v in params.items() if k not in ("R1", "Q1", "n1")} | {"R0": params["R0"] + params["R1"]}
     z0 = circuit_impedance(spec, params, freq)
     w = 1.0 / np.abs(z0)
     cols = []
@@ -195,10 +209,10 @@ class Outcome:
     strict: bool  # held to the required tolerance (not widened by the Cramér–Rao bound)
 
 
-def check_split(params: dict[str, float], freq: np.ndarray, seed: int) -> tuple[SymmetricSplit, Outcome, float]:
-    """Fit one spectrum, check R_interface and R_bulk + R_interface; return the split, whether
-    the interface check was strict, and the bound of R_interface (Ω) for the t+ check."""
-    z = noisy(circuit_impedance(TRUE, params, freq), seed)
+def check_split(params: dict[str, float], freq: np.ndarray, z: np.ndarray) -> tuple[SymmetricSplit, Outcome, float]:
+    """Split one spectrum of the cell ``params``, check R_interface and R_bulk + R_interface;
+    return the split, whether the interface check was strict, and the bound of R_interface
+    (Ω) for the t+ check."""
     split = split_symmetric(freq, z, r_leads_ohm=params["R0"])
     se_iface, se_sum = split_bounds(params, freq, split.bulk_arc_resolved)
 
@@ -225,8 +239,10 @@ def check_split(params: dict[str, float], freq: np.ndarray, seed: int) -> tuple[
 
 def check_cell(cell: Cell, seed: int) -> tuple[Outcome, Outcome, bool]:
     """Split the EIS before and after polarisation and compute t+ from them."""
-    before, out0, se0 = check_split(cell.before, cell.freq, 2 * seed)
-    after, out1, se1 = check_split(cell.after, cell.freq, 2 * seed + 1)
+    z0 = noisy(circuit_impedance(TRUE, cell.before, cell.freq), 2 * seed)
+    z1 = noisy(circuit_impedance(TRUE, cell.after, cell.freq), 2 * seed + 1)
+    before, out0, se0 = check_split(cell.before, cell.freq, z0)
+    after, out1, se1 = check_split(cell.after, cell.freq, z1)
 
     p0, p1 = cell.before, cell.after
     r_b, t = p0["R1"], cell.t_plus
@@ -278,6 +294,121 @@ def test_draws_span_the_ranges_and_hold_most_to_the_required_tolerance(draw_outc
     assert strict_t >= 10
 
 
+# Cells that defeated earlier versions of the fit, found in random sweeps like the one above
+# (1200 spectra); (band, noise seed, parameters). Each failure mode named with its case.
+HARD_CASES = [
+    # bulk arc peaking 20x above f_max: its foot alone gives an interfacial-looking capacitance
+    (
+        "100kHz-0.1Hz",
+        10387,
+        {
+            "R0": 0.5709,
+            "L": 4.552e-07,
+            "R1": 71.57,
+            "Q1": 3.013e-09,
+            "n1": 0.938,
+            "Rint": 65.77,
+            "Qint": 0.0001,
+            "nint": 0.8568,
+            "RD": 106.5,
+            "tauD": 3244.0,
+        },
+    ),
+    # without a Warburg, a p(R,CPE) with n -> 0.4 dresses the diffusion tail up as interface
+    (
+        "100kHz-0.1Hz",
+        50076,
+        {
+            "R0": 0.1703,
+            "L": 3.089e-07,
+            "R1": 84650.0,
+            "Q1": 1.488e-10,
+            "n1": 0.9967,
+            "Rint": 536.5,
+            "Qint": 2.748e-05,
+            "nint": 0.8335,
+            "RD": 23130.0,
+            "tauD": 1454.0,
+        },
+    ),
+    # a Warburg at its τD bound taking the tail of the interfacial arc (tiny RD)
+    (
+        "100kHz-0.1Hz",
+        10046,
+        {
+            "R0": 0.9406,
+            "L": 8.495e-08,
+            "R1": 2.433,
+            "Q1": 3.06e-10,
+            "n1": 0.9776,
+            "Rint": 12.31,
+            "Qint": 3.846e-05,
+            "nint": 0.8767,
+            "RD": 0.3643,
+            "tauD": 733.8,
+        },
+    ),
+    # a short Warburg imitating the top of a bulk arc cut off by f_max (R_s + R_b booked as RD)
+    (
+        "1MHz-0.01Hz",
+        10009,
+        {
+            "R0": 0.7445,
+            "L": 9.154e-07,
+            "R1": 27.17,
+            "Q1": 6.433e-10,
+            "n1": 0.9918,
+            "Rint": 258.6,
+            "Qint": 3.463e-05,
+            "nint": 0.804,
+            "RD": 5.186,
+            "tauD": 2151.0,
+        },
+    ),
+    # grid seeds with an absurd L that trail after the polish but lead to the global minimum
+    (
+        "1MHz-0.01Hz",
+        10052,
+        {
+            "R0": 0.5953,
+            "L": 9.683e-07,
+            "R1": 743.2,
+            "Q1": 1.21e-09,
+            "n1": 0.9016,
+            "Rint": 119.7,
+            "Qint": 1.222e-06,
+            "nint": 0.8366,
+            "RD": 449.0,
+            "tauD": 10.45,
+        },
+    ),
+    # the interface behind a Warburg that the one-arc fit used to imitate it
+    (
+        "100kHz-0.1Hz",
+        10013,
+        {
+            "R0": 0.1695,
+            "L": 9.465e-07,
+            "R1": 18900.0,
+            "Q1": 4.254e-09,
+            "n1": 0.9003,
+            "Rint": 1754.0,
+            "Qint": 1e-06,
+            "nint": 0.9366,
+            "RD": 3733.0,
+            "tauD": 60.86,
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize("case", range(len(HARD_CASES)))
+def test_hard_cases(case: int) -> None:
+    band, noise_seed, params = HARD_CASES[case]
+    freq = frequencies(*BANDS[band])
+    check_split(params, freq, noisy(circuit_impedance(TRUE, params, freq), 0, rng_seed=noise_seed))
+
+
 # Cells typical of Bruce–Vincent–Evans practice, where t+ is well conditioned (R_int within a
 # decade of R_b) and the interface drifts; held to the required tolerances with no widening.
 # (R_b, R_int before, R_int after, t+, τ_D, interfacial apex Hz, band)
@@ -295,12 +426,10 @@ BVE_CELLS = [
 def test_bve_typical_cells_strict(case: int) -> None:
     r_b, r0, rss, t_plus, tau_d, apex, band = BVE_CELLS[case]
     rng = np.random.default_rng(700 + case)
-    common = {"r_s": 0.5, "inductance": 3e-7, "r_b": r_b, "c_b": 3e-10, "n_b": 0.95, "t_plus": t_plus, "tau_d": tau_d}
     freq = frequencies(*BANDS[band])
     splits = []
     for k, r_int in enumerate((r0, rss)):
-        n_int = 0.85
-        params = li_li_params(r_int=r_int, n_int=n_int, q_int=interface_q(r_int, n_int, apex), **common)
+        params = li_li_params(r_b=r_b, r_int=r_int, apex_hz=apex, t_plus=t_plus, tau_d=tau_d, c_b=3e-10, n_b=0.95)
         z = noisy(circuit_impedance(TRUE, params, freq), 800 + 2 * case + k)
         split = split_symmetric(freq, z, r_leads_ohm=0.5 + 0.05 * rng.uniform(-1, 1))  # leads known to ±10 %
         assert split.R_interface_ohm == pytest.approx(r_int + 0.5, rel=0.02)
@@ -324,8 +453,7 @@ def test_resolved_bulk_arc_uses_r1_and_puts_r0_on_the_interface_side() -> None:
     """A resistive electrolyte whose bulk arc peaks inside the band (~16 kHz): R_bulk is its
     diameter and R_interface includes the fitted series resistance, whatever r_leads says."""
     params = li_li_params(
-        r_s=0.8, inductance=2e-7, r_b=2.0e4, c_b=5e-10, n_b=0.95, r_int=3000.0,
-        q_int=interface_q(3000.0, 0.85, 30.0), n_int=0.85, t_plus=0.4, tau_d=500.0,
+        r_s=0.8, inductance=2e-7, r_b=2.0e4, c_b=5e-10, n_b=0.95, r_int=3000.0, apex_hz=30.0, t_plus=0.4, tau_d=500.0
     )
     freq = frequencies(1e6, 0.01)
     split = split_symmetric(freq, noisy(circuit_impedance(TRUE, params, freq), 3), r_leads_ohm=0.3)
@@ -341,8 +469,7 @@ def test_unresolved_bulk_arc_moves_the_leads_to_the_interface() -> None:
     """A conductive electrolyte (bulk arc ~100 MHz): only R_s + R_b is seen; r_leads moves
     from the bulk to the interface side, the sum does not change, too large r_leads fails."""
     params = li_li_params(
-        r_s=0.6, inductance=5e-7, r_b=5.0, c_b=3e-10, n_b=0.95, r_int=40.0,
-        q_int=interface_q(40.0, 0.9, 500.0), n_int=0.9, t_plus=0.5, tau_d=100.0,
+        r_s=0.6, inductance=5e-7, r_b=5.0, c_b=3e-10, n_b=0.95, r_int=40.0, apex_hz=500.0, n_int=0.9, tau_d=100.0
     )
     freq = frequencies(1e5, 0.1)
     z = noisy(circuit_impedance(TRUE, params, freq), 4)
@@ -362,10 +489,7 @@ def test_diffusion_resolved_gives_r_d_tau_d_and_r_dc() -> None:
     """τ_D = 10 s measured down to 1 mHz: the Warburg turns over to the real axis inside the
     band, so R_D, τ_D, the DC resistance and the impedance-only t+ are known."""
     t_plus = 0.3
-    params = li_li_params(
-        r_s=0.4, inductance=3e-7, r_b=150.0, c_b=2e-10, n_b=0.97, r_int=200.0,
-        q_int=interface_q(200.0, 0.85, 100.0), n_int=0.85, t_plus=t_plus, tau_d=10.0,
-    )
+    params = li_li_params(r_s=0.4, r_b=150.0, r_int=200.0, t_plus=t_plus, tau_d=10.0)
     freq = frequencies(1e5, 1e-3)
     split = split_symmetric(freq, noisy(circuit_impedance(TRUE, params, freq), 5), r_leads_ohm=0.4)
     assert split.diffusion_resolved
@@ -380,10 +504,7 @@ def test_diffusion_resolved_gives_r_d_tau_d_and_r_dc() -> None:
 def test_long_diffusion_is_not_determined_and_r_dc_is_the_lowest_frequency_real_part() -> None:
     """τ_D = 5000 s at 0.1 Hz: only the 45° line is seen, R_D is unknown (None), and R_dc
     falls back to Re Z at the lowest frequency (a lower bound of the true DC resistance)."""
-    params = li_li_params(
-        r_s=0.4, inductance=3e-7, r_b=150.0, c_b=2e-10, n_b=0.97, r_int=200.0,
-        q_int=interface_q(200.0, 0.85, 100.0), n_int=0.85, t_plus=0.3, tau_d=5000.0,
-    )
+    params = li_li_params(r_s=0.4, r_b=150.0, r_int=200.0, t_plus=0.3, tau_d=5000.0)
     freq = frequencies(1e5, 0.1)
     z = noisy(circuit_impedance(TRUE, params, freq), 6)
     split = split_symmetric(freq, z, r_leads_ohm=0.4)
@@ -398,8 +519,14 @@ def test_single_ion_conductor_without_diffusion() -> None:
     """t+ = 1 (a ceramic): no Warburg at all; BIC drops it and the interface is recovered."""
     spec = CircuitSpec(n_arcs=1, spike=False, inductance=True, interface=True, diffusion=False)
     params = {
-        "R0": 0.5, "L": 4e-7, "R1": 300.0, "Q1": 1e-10, "n1": 0.97,
-        "Rint": 120.0, "Qint": interface_q(120.0, 0.88, 300.0), "nint": 0.88,
+        "R0": 0.5,
+        "L": 4e-7,
+        "R1": 300.0,
+        "Q1": 1e-10,
+        "n1": 0.97,
+        "Rint": 120.0,
+        "Qint": interface_q(120.0, 0.88, 300.0),
+        "nint": 0.88,
     }
     freq = frequencies(1e6, 0.01)
     split = split_symmetric(freq, noisy(circuit_impedance(spec, params, freq), 7), r_leads_ohm=0.5)
@@ -449,19 +576,13 @@ def test_a_single_arc_is_labelled_by_its_capacitance() -> None:
     """One visible arc is the bulk (geometric capacitance) when the interface is below the
     noise next to a large R_b, and the interface when the bulk arc is above the band."""
     freq = frequencies(1e5, 0.1)
-    resistive = li_li_params(
-        r_s=0.5, inductance=2e-7, r_b=5.0e4, c_b=5e-11, n_b=0.97, r_int=5.0,
-        q_int=interface_q(5.0, 0.85, 1e3), n_int=0.85, t_plus=0.5, tau_d=300.0,
-    )
+    resistive = li_li_params(inductance=2e-7, r_b=5.0e4, c_b=5e-11, r_int=5.0, apex_hz=1e3)
     split = split_symmetric(freq, noisy(circuit_impedance(TRUE, resistive, freq), 12), r_leads_ohm=0.5)
     assert split.fit["model"].endswith("R0-p(R1,CPE1)-Ws") and not split.interface_detected
     assert split.conventions["effective_capacitance_F"]["1"] < 1e-9
     assert split.R_bulk_ohm == pytest.approx(5.0e4, rel=0.01)
     assert split.stderr["R_interface_ohm"] is None
-    conductive = li_li_params(
-        r_s=0.5, inductance=2e-7, r_b=20.0, c_b=5e-11, n_b=0.97, r_int=500.0,
-        q_int=interface_q(500.0, 0.85, 100.0), n_int=0.85, t_plus=0.5, tau_d=300.0,
-    )
+    conductive = li_li_params(inductance=2e-7, r_b=20.0, c_b=5e-11, r_int=500.0)
     split = split_symmetric(freq, noisy(circuit_impedance(TRUE, conductive, freq), 13), r_leads_ohm=0.5)
     assert "p(Rint,CPEint)" in split.fit["model"] and "p(R1,CPE1)" not in split.fit["model"]
     assert split.interface_detected and not split.bulk_arc_resolved

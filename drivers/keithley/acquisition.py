@@ -45,17 +45,22 @@ class Acquisition:
         self._steady_rows: list[tuple[float, float, float, float, float]] = []
         self._steady_t = t_start
         self.charge = 0.0
+        self._stamp = t_start
         self.count = 0
         self.last: tuple[float, float, float, float, float] | None = None
         self._pending: list[tuple[float, float, float, float, float]] = []
         self._wall = time.monotonic()
 
-    def add(self, t: float, e: float, i: float) -> EndReason | None:
-        """Record a point; the limit it meets, if any."""
+    def add(self, t: float, e: float, i: float, tau: float | None = None) -> EndReason | None:
+        """Record a point at run time ``t``; the limit it meets, if any. ``tau``, the
+        instrument's own time stamp, times the charge integral when given (exact
+        intervals, whatever the host's latency; see ``timebase``)."""
+        stamp = t if tau is None else tau
         if self.last is None:
-            dt, i_prev = t - self.t_start, i
+            dt, i_prev = (t - self.t_start) if tau is None else 0.0, i
         else:
-            dt, i_prev = t - self.last[0], self.last[2]
+            dt, i_prev = stamp - self._stamp, self.last[2]
+        self._stamp = stamp
         self.charge += 0.5 * (i + i_prev) * max(dt, 0.0)
         row = (t, e, i, self.charge, math.nan)
         self.last = row

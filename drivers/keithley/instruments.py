@@ -38,11 +38,13 @@ STAT_COMPLIANCE_2400 = 8
 
 @dataclass(frozen=True)
 class Point:
-    """One reading: cell voltage and current, whether the source sat at its limit,
-    and how many errors wait in the instrument's queue."""
+    """One reading: cell voltage and current, the instrument's own time stamp of it
+    (s, arbitrary origin), whether the source sat at its limit, and how many errors
+    wait in the instrument's queue."""
 
     E: float
     I: float  # noqa: E741 (the SAMPLE_DTYPE name)
+    tau: float
     limited: bool
     errors: int
 
@@ -84,7 +86,7 @@ def parse_error(text: str) -> tuple[int, str]:
     """``code,"message"`` from the error queue."""
     match = re.fullmatch(r'\s*([+-]?\d+)\s*,\s*"(.*)"\s*', text)
     if match is None:
-        raise GarbledReply(f"error queue reply {text!r} is not code,\"message\"")
+        raise GarbledReply(f'error queue reply {text!r} is not code,"message"')
     return int(match.group(1)), match.group(2)
 
 
@@ -123,13 +125,12 @@ class SmuDialect(ABC):
         """Known state: reset, output off-state relay open (HIMP), read-back on, NPLC."""
 
     @abstractmethod
-    def source_current(self, current: float, voltage_limit: float | None, *, switch: bool) -> None:
-        """Source ``current`` with the voltage clamped at ±``voltage_limit`` (None: leave
-        the limit as it is); ``switch`` when the source function must change (the
-        measure function follows)."""
-
-    @abstractmethod
-    def source_voltage(self, voltage: float, current_limit: float | None, *, switch: bool) -> None: ...
+    def start_commands(self, function: str, level: float, limit: float | None, *, switch: bool) -> list[str]:
+        """Commands that source ``function`` ("CURR"/"VOLT") at ``level`` with its limit
+        (None: keep the limit); with ``switch`` the source function changes (the level
+        and limit are programmed first, so the new function starts at the right level).
+        They are sent in the message of the step's first reading, so the step starts
+        at the instant of that reading."""
 
     @abstractmethod
     def set_output(self, on: bool) -> None: ...
@@ -138,8 +139,22 @@ class SmuDialect(ABC):
     def output(self) -> bool: ...
 
     @abstractmethod
-    def read(self, sourcing: str) -> Point:
-        """A reading while sourcing ``"CURR"`` or ``"VOLT"``."""
+    def level_command(self, function: str, level: float) -> str:
+        """The command that sets the source level (for compound messages)."""
+
+    @abstractmethod
+    def output_command(self, on: bool) -> str: ...
+
+    @abstractmethod
+    def read(self, sourcing: str, before: tuple[str, ...] = (), after: tuple[str, ...] = ()) -> Point:
+        """A reading while sourcing ``"CURR"`` or ``"VOLT"``, in one message with the
+        commands ``before`` and ``after`` it: the instrument executes the units of a
+        message in order (IEEE 488.2 §7), so "set the level; read" starts a step at
+        the instant of its first reading and "read; set 0 A" ends it at the instant of
+        its last, whatever the host's latency."""
+
+    def _message(self, before: tuple[str, ...], read: str, after: tuple[str, ...]) -> str:
+        return ";".join((*before, read, *after, ":SYST:ERR:COUN?"))
 
     @abstractmethod
     def next_error(self) -> tuple[int, str]: ...
@@ -201,8 +216,9 @@ class Smu2450(Keithley2450):
         maxsplit=1,
     )
 
-    #: One round trip per sample: sense reading, source read-back, source status, error count.
-    READ_COMMAND = ':READ? "defbuffer1", READ, SOUR, SOURSTAT;:SYST:ERR:COUN?'
+    #: One round trip per sample: sense reading, source read-back, source status, relative
+    #: time stamp (+ the error count).
+    READ_COMMAND = ':READ? "defbuffer1", READ, SOUR, SOURSTAT, REL'
 
 
 class Dialect2450(SmuDialect):
@@ -219,34 +235,23 @@ class Dialect2450(SmuDialect):
 
     def configure(self, *, reset: bool, nplc: float) -> None:
         k = self._inst
-        if reset:
-            k.write("*RST")
-        k.write("*CLS")
-        k.current_output_off_state = "HIMP"
-        k.voltage_output_off_state = "HIMP"
+        # *RST restores the NORMal off-state (a 0 V source on the cell): open the
+        # relay in the same message so that state never lasts.
+        k.write(("*RST;" if reset else "") + "*CLS;:OUTP:CURR:SMOD HIMP;:OUTP:VOLT:SMOD HIMP")
         k.current_readback = True
         k.voltage_readback = True
         k.current_nplc = nplc
         k.voltage_nplc = nplc
         k.write(":SENS:CURR:RANG:AUTO 1;:SENS:VOLT:RANG:AUTO 1;:SOUR:CURR:RANG:AUTO 1;:SOUR:VOLT:RANG:AUTO 1")
 
-    def source_current(self, current: float, voltage_limit: float | None, *, switch: bool) -> None:
-        k = self._inst
+    def start_commands(self, function: str, level: float, limit: float | None, *, switch: bool) -> list[str]:
+        commands = [self.level_command(function, level)]
+        if limit is not None:
+            commands.append(f":SOUR:CURR:VLIM {limit:.9g}" if function == "CURR" else f":SOUR:VOLT:ILIM {limit:.9g}")
         if switch:
-            k.source_mode = "current"
-            k.sense_function = "VOLT"
-        if voltage_limit is not None:
-            k.compliance_voltage = voltage_limit
-        k.source_current = current
-
-    def source_voltage(self, voltage: float, current_limit: float | None, *, switch: bool) -> None:
-        k = self._inst
-        if switch:
-            k.source_mode = "voltage"
-            k.sense_function = "CURR"
-        if current_limit is not None:
-            k.compliance_current = current_limit
-        k.source_voltage = voltage
+            commands.append(':SENS:FUNC "VOLT"' if function == "CURR" else ':SENS:FUNC "CURR"')
+            commands.append(f":SOUR:FUNC {function}")
+        return commands
 
     def set_output(self, on: bool) -> None:
         if on:
@@ -257,15 +262,22 @@ class Dialect2450(SmuDialect):
     def output(self) -> bool:
         return parse_flag(self._inst.ask("OUTPUT?"), "OUTPUT?")
 
-    def read(self, sourcing: str) -> Point:
-        text = self._inst.ask(Smu2450.READ_COMMAND)
-        (reading, source, status), tail = split_reply(text, 3, ":READ?")
+    def level_command(self, function: str, level: float) -> str:
+        return f":SOUR:{function}:LEV {level:.9g}"
+
+    def output_command(self, on: bool) -> str:
+        return "OUTPUT ON" if on else "OUTPUT OFF"
+
+    def read(self, sourcing: str, before: tuple[str, ...] = (), after: tuple[str, ...] = ()) -> Point:
+        text = self._inst.ask(self._message(before, Smu2450.READ_COMMAND, after))
+        (reading, source, status, rel), tail = split_reply(text, 4, ":READ?")
         value = parse_number(reading, ":READ? reading")
+        tau = parse_number(rel, ":READ? relative time")
         level = parse_number(source, ":READ? source value")
         stat = parse_count(status, ":READ? source status")
         count = parse_count(tail, ":SYST:ERR:COUN?")
         e, i = (value, level) if sourcing == "CURR" else (level, value)
-        return Point(E=e, I=i, limited=bool(stat & STAT_LIMIT_2450), errors=count)
+        return Point(E=e, I=i, tau=tau, limited=bool(stat & STAT_LIMIT_2450), errors=count)
 
     def next_error(self) -> tuple[int, str]:
         return parse_error(self._inst.ask(":SYST:ERR:NEXT?"))
@@ -291,8 +303,8 @@ class Smu2400(Keithley2400):
     )
     error_count = Instrument.measurement(":SYST:ERR:COUN?", """Get the number of entries in the error queue.""")
 
-    #: Elements VOLT, CURR, RES, TIME, STAT (set at configure) and the error count.
-    READ_COMMAND = ":READ?;:SYST:ERR:COUN?"
+    #: Elements VOLT, CURR, RES, TIME, STAT (set at configure).
+    READ_COMMAND = ":READ?"
 
 
 class Dialect2400(SmuDialect):
@@ -309,10 +321,8 @@ class Dialect2400(SmuDialect):
 
     def configure(self, *, reset: bool, nplc: float) -> None:
         k = self._inst
-        if reset:
-            k.write("*RST")
-        k.write("*CLS")
-        k.output_off_state = "disconnected"  # :OUTP:SMOD HIMP, the relay opens
+        # *RST restores the NORMal off-state: open the relay in the same message.
+        k.write(("*RST;" if reset else "") + "*CLS;:OUTP:SMOD HIMP")
         k.write(':SENS:FUNC:CONC 1;:SENS:FUNC:ON "VOLT","CURR"')
         k.reset_data_format()  # :FORM:ELEM VOLT,CURR,RES,TIME,STAT
         k.current_nplc = nplc
@@ -320,21 +330,13 @@ class Dialect2400(SmuDialect):
         k.write(":SENS:CURR:RANG:AUTO 1;:SENS:VOLT:RANG:AUTO 1;:SOUR:CURR:RANG:AUTO 1;:SOUR:VOLT:RANG:AUTO 1")
         k.write(":SOUR:CLE:AUTO 0")
 
-    def source_current(self, current: float, voltage_limit: float | None, *, switch: bool) -> None:
-        k = self._inst
+    def start_commands(self, function: str, level: float, limit: float | None, *, switch: bool) -> list[str]:
+        commands = [self.level_command(function, level)]
+        if limit is not None:
+            commands.append(f":SENS:VOLT:PROT {limit:.9g}" if function == "CURR" else f":SENS:CURR:PROT {limit:.9g}")
         if switch:
-            k.source_mode = "current"
-        if voltage_limit is not None:
-            k.compliance_voltage = voltage_limit
-        k.source_current = current
-
-    def source_voltage(self, voltage: float, current_limit: float | None, *, switch: bool) -> None:
-        k = self._inst
-        if switch:
-            k.source_mode = "voltage"
-        if current_limit is not None:
-            k.compliance_current = current_limit
-        k.source_voltage = voltage
+            commands.append(f":SOUR:FUNC {function}")
+        return commands
 
     def set_output(self, on: bool) -> None:
         self._inst.write(f"OUTPUT {int(on)}")
@@ -342,15 +344,22 @@ class Dialect2400(SmuDialect):
     def output(self) -> bool:
         return parse_flag(self._inst.ask("OUTPUT?"), "OUTPUT?")
 
-    def read(self, sourcing: str) -> Point:
-        text = self._inst.ask(Smu2400.READ_COMMAND)
-        (volt, curr, _res, _time, status), tail = split_reply(text, 5, ":READ?")
+    def level_command(self, function: str, level: float) -> str:
+        return f":SOUR:{function} {level:.9g}"
+
+    def output_command(self, on: bool) -> str:
+        return f"OUTPUT {int(on)}"
+
+    def read(self, sourcing: str, before: tuple[str, ...] = (), after: tuple[str, ...] = ()) -> Point:
+        text = self._inst.ask(self._message(before, Smu2400.READ_COMMAND, after))
+        (volt, curr, _res, stamp, status), tail = split_reply(text, 5, ":READ?")
         word = parse_number(status, ":READ? status word")
         if word < 0 or not word.is_integer():
             raise GarbledReply(f":READ? status word {status!r} is not a bit field")
         return Point(
             E=parse_number(volt, ":READ? voltage"),
             I=parse_number(curr, ":READ? current"),
+            tau=parse_number(stamp, ":READ? time stamp"),
             limited=bool(int(word) & STAT_COMPLIANCE_2400),
             errors=parse_count(tail, ":SYST:ERR:COUN?"),
         )

@@ -14,9 +14,10 @@ What each step does on the instrument:
   measured (>10 GΩ input); switching the output off would open the relay (the
   HIMP off-state set at open) and leave nothing to record. The voltage limit is
   the ``compliance_voltage`` option.
-* ``ConstantCurrent``: current source; voltage limit = the step's largest
-  voltage cutoff + ``voltage_margin`` (never above ``compliance_voltage``), so
-  the clamp sits just outside the software cutoff. When the step ends by its
+* ``ConstantCurrent``: current source; voltage limit = the largest of the
+  step's voltage cutoffs and the cell's present voltage, + ``voltage_margin``
+  (never above ``compliance_voltage``), so the clamp sits just outside every
+  voltage the step may legitimately reach. When the step ends by its
   limits the current is set to 0 A at once (the cell stops being driven
   while the protocol decides what comes next).
 * ``ConstantVoltage``: voltage source (``vs_ocv``: relative to the OCV measured
@@ -42,6 +43,7 @@ its output on when the LAN cable is pulled).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import threading
@@ -65,7 +67,8 @@ from drivers.base import (
 )
 from drivers.keithley.acquisition import Acquisition
 from drivers.keithley.instruments import Point, SmuDialect, open_dialect
-from drivers.keithley.visa_io import typed_errors
+from drivers.keithley.timebase import Timebase
+from drivers.keithley.visa_io import enable_nodelay, typed_errors
 from labctl.clock import Clock, ScaledClock
 from labctl.steps import ConstantCurrent, ConstantVoltage, EndReason, Limits, Rest, Step, VoltageSweep
 
@@ -90,7 +93,8 @@ class SmuOptions:
     current_margin: float = 1.5  # hardware current limit / the step's current_above
     max_current: float = 1.0  # A: largest current a step may ask for
     clock_speed: float | None = None  # run on ScaledClock(clock_speed) (emulators at N× real time)
-    reset: bool = True  # *RST when the channel is opened for a run
+    reset: bool = True  # *RST before the first step of a run
+    channel: str = "1"  # the lab file's channel name: these SMUs have one
 
     @classmethod
     def parse(cls, options: Mapping[str, Any] | None) -> SmuOptions:
@@ -102,7 +106,7 @@ class SmuOptions:
             raise ValueError(f"unknown Keithley option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         values: dict[str, Any] = {}
         for name, raw in options.items():
-            if name == "visa_library":
+            if name in ("visa_library", "channel"):
                 values[name] = str(raw)
             elif name == "reset":
                 values[name] = _as_bool(name, raw)
@@ -128,6 +132,7 @@ class SmuOptions:
             ("current_margin", self.current_margin >= 1, ">= 1"),
             ("max_current", 0 < self.max_current <= 1.05, "0..1.05 A"),
             ("clock_speed", self.clock_speed is None or self.clock_speed > 0, "> 0"),
+            ("channel", self.channel == "1", "1: a single-channel SourceMeter"),
         )
         for name, ok, allowed in rules:
             if not ok:
@@ -185,6 +190,8 @@ class KeithleySmuChannel(Channel):
         self._holding_potential = False
         self._ocv_ref: float | None = None
         self._last_e: float | None = None  # last voltage read in the present step
+        self._e_measured: float | None = None  # last voltage read at all
+        self._timebase = Timebase()
 
     # --- connection -------------------------------------------------------------------
     @property
@@ -209,14 +216,12 @@ class KeithleySmuChannel(Channel):
                     yield dev
             finally:
                 if previous is not None and handle is not None and self._resource_handle() is handle:
-                    try:
+                    with contextlib.suppress(Exception):  # the session may be gone: nothing to restore
                         handle.timeout = previous
-                    except Exception:  # the session may be gone; nothing to restore
-                        pass
 
     def _connect(self, timeout_ms: float) -> SmuDialect:
         with typed_errors(f"connecting to {self.resource}", None, timeout_ms):
-            return open_dialect(
+            dev = open_dialect(
                 self.driver,
                 self.resource,
                 visa_library=self.options.visa_library,
@@ -224,6 +229,9 @@ class KeithleySmuChannel(Channel):
                 write_termination="\n",
                 timeout=timeout_ms,
             )
+        if "SOCKET" in self.resource.upper():
+            enable_nodelay(dev.instrument.adapter.connection)
+        return dev
 
     def _ensure_connected(self) -> SmuDialect:
         if self._dev is None:
@@ -235,15 +243,19 @@ class KeithleySmuChannel(Channel):
         dev, self._dev = self._dev, None
         self._configured = False
         if dev is not None:
-            try:
+            with contextlib.suppress(Exception):  # a broken session may not close cleanly; dropped anyway
                 dev.close()
-            except Exception:  # a broken session may not close cleanly; it is dropped anyway
-                pass
 
     def open(self) -> None:
-        """Connect, identify, and bring the instrument to a known state (output off)."""
-        with self._io("configuring the SMU") as dev:
+        """Connect and identify. Nothing is changed on the instrument yet (``labctl
+        instruments identify`` opens too): the reset to a known state comes with the
+        first step."""
+        with self._io("identifying the SMU") as dev:
             self._info = self._identify(dev)
+
+    def _configure(self) -> None:
+        """Known state before the first step: reset, relay-open off state, output off."""
+        with self._io("configuring the SMU") as dev:
             dev.configure(reset=self.options.reset, nplc=self.options.nplc)
             dev.set_output(False)
             self._output = False
@@ -283,7 +295,9 @@ class KeithleySmuChannel(Channel):
             errors.append((code, message))
         if errors:
             code, message = errors[0]
-            more = f" (+{len(errors) - 1} more: {'; '.join(f'{c} {m}' for c, m in errors[1:])})" if len(errors) > 1 else ""
+            more = (
+                f" (+{len(errors) - 1} more: {'; '.join(f'{c} {m}' for c, m in errors[1:])})" if len(errors) > 1 else ""
+            )
             raise InstrumentErrorCode(code, f"{message} while {what}{more}")
 
     # --- safety -----------------------------------------------------------------------
@@ -293,7 +307,7 @@ class KeithleySmuChannel(Channel):
             if self._dev is None or not self._output or self._holding_potential:
                 return
             with self._io("holding the cell") as dev:
-                dev.source_current(0.0, None, switch=self._function != "CURR")
+                dev.instrument.write(";".join(dev.start_commands("CURR", 0.0, None, switch=self._function != "CURR")))
                 self._function = "CURR"
 
     def safe_state(self) -> None:
@@ -333,7 +347,7 @@ class KeithleySmuChannel(Channel):
         if refusal is not None:
             raise UnsupportedStep(refusal)
         if not self._configured:
-            self.open()
+            self._configure()
         if isinstance(step, Rest):
             outcome = yield from self._execute(step, ctx, self._rest_program(step))
             if self._last_e is not None:
@@ -369,10 +383,14 @@ class KeithleySmuChannel(Channel):
 
     # --- programs ----------------------------------------------------------------------
     def _voltage_clamp(self, limits: Limits) -> float:
+        """The voltage limit of a current step: just outside every voltage the step may
+        legitimately see, i.e. its cutoffs and the voltage the cell starts from (a
+        discharge to 2.5 V starts at 4.1 V). Without a cutoff, or before anything was
+        measured, it is the ``compliance_voltage`` option."""
         cutoffs = [abs(v) for v in (limits.voltage_above, limits.voltage_below) if v is not None]
         clamp = self.options.compliance_voltage
-        if cutoffs:
-            clamp = min(clamp, max(cutoffs) + self.options.voltage_margin)
+        if cutoffs and self._e_measured is not None:
+            clamp = min(clamp, max(*cutoffs, abs(self._e_measured)) + self.options.voltage_margin)
         return max(clamp, MIN_VOLTAGE_LIMIT)
 
     def _current_clamp(self, limits: Limits) -> float:
@@ -389,7 +407,9 @@ class KeithleySmuChannel(Channel):
 
     def _voltage_program(self, step: Step, voltage: float) -> _Program:
         if abs(voltage) > self.options.compliance_voltage:
-            raise UnsupportedStep(f"{voltage:g} V is outside the compliance window ±{self.options.compliance_voltage:g} V")
+            raise UnsupportedStep(
+                f"{voltage:g} V is outside the compliance window ±{self.options.compliance_voltage:g} V"
+            )
         return _Program("VOLT", (voltage,), self._current_clamp(step.effective_limits()))
 
     def _sweep_program(self, step: VoltageSweep, start: float) -> _Program:
@@ -409,30 +429,41 @@ class KeithleySmuChannel(Channel):
         """The OCV 'vs OCV' refers to: the end of the last Rest, else measured now at 0 A."""
         if self._ocv_ref is not None:
             return self._ocv_ref
-        self._apply("CURR", 0.0, self.options.compliance_voltage)
-        point = self._read("CURR")
+        point = self._start("CURR", 0.0, self.options.compliance_voltage)
         self._ocv_ref = point.E
         return point.E
 
     # --- instrument actions ------------------------------------------------------------------
-    def _apply(self, function: str, level: float, limit: float | None) -> None:
-        with self._io("setting the source") as dev:
-            switch = self._function != function
-            if function == "CURR":
-                dev.source_current(level, limit, switch=switch)
-            else:
-                dev.source_voltage(level, limit, switch=switch)
-            self._function = function
-            self._holding_potential = function == "VOLT"
+    def _start(self, function: str, level: float, limit: float | None) -> Point:
+        """Program the source and take the first reading in the same message as the level,
+        so the step starts at the instant of that reading."""
+        with self._io("starting the step") as dev:
+            before = dev.start_commands(function, level, limit, switch=self._function != function)
             if not self._output:
-                dev.set_output(True)
-                self._output = True
+                before.append(dev.output_command(True))
+            point = self._read_with(dev, function, before=tuple(before))
+            self._function = function
+            self._output = True
+            self._holding_potential = function == "VOLT"
+        return point
 
-    def _read(self, function: str) -> Point:
+    def _read(self, function: str, *, then: float | None = None) -> Point:
+        """A reading; ``then``: a level set right after it in the same message (the next
+        stair of a sweep, or 0 A at the predicted end of a current step), so it happens
+        at the reading's instant."""
         with self._io(":READ?") as dev:
-            point = dev.read(function)
-            if point.errors:
-                self._raise_queued_errors(dev, "running the step")
+            after = () if then is None else (dev.level_command(function, then),)
+            return self._read_with(dev, function, after=after)
+
+    def _read_with(
+        self, dev: SmuDialect, function: str, before: tuple[str, ...] = (), after: tuple[str, ...] = ()
+    ) -> Point:
+        a = self._clock.now()
+        point = dev.read(function, before, after)
+        self._timebase.observe(a, self._clock.now(), point.tau)
+        self._e_measured = point.E
+        if point.errors:
+            self._raise_queued_errors(dev, "running the step")
         return point
 
     def _tripped(self, function: str) -> bool:
@@ -446,60 +477,97 @@ class KeithleySmuChannel(Channel):
     def _execute(self, step: Step, ctx: StepContext, program: _Program) -> StepRun:
         limits = step.effective_limits()
         period = step.sample_period
-        self._last_e = None
-        self._apply(program.function, program.levels[0], program.limit)
-        t0 = ctx.run_time()
+        current_step = program.function == "CURR" and program.levels[0] != 0.0
+        point = self._start(program.function, program.levels[0], program.limit)
+        # Samples carry the instrument's time stamps placed on the run clock (timebase):
+        # the charge integrates over the stamps, so host latency does not enter it.
+        t0 = t = self._run_time(point, ctx)
         acq = Acquisition(limits, t0, ctx.max_block_wall)
-        k = 1 if program.sweep else 0  # a hold is read at once; a stair at its end
-        stair = 0
+        stair, stopped = 0, ""
         while True:
-            target = t0 + k * period
-            for end in (limits.max_time, program.natural_end):
-                if end is not None:
-                    target = min(target, t0 + end)
-            target = min(target, acq.charge_eta())
+            self._last_e = point.E
+            reason = acq.add(t, point.E, point.I, point.tau)
+            elapsed = t - t0
+            natural = elapsed >= program.natural_end * (1 - 1e-12)
+            if reason is EndReason.TIME and natural:
+                reason = program.natural_reason
+            if reason is None and stopped:
+                reason = self._confirm_stop(stopped, acq, limits, program)
+            message = ""
+            if reason is None and point.limited:
+                reason = EndReason.COMPLIANCE
+            elif reason is not None and point.limited:
+                message = f" (hardware limit {self._limit_text(program)} engaged too)"
+            if reason is None and natural:
+                reason = program.natural_reason
+            if reason is not None:
+                if reason is EndReason.COMPLIANCE:
+                    message = self._compliance_message(program)
+                self._finish(program, reason, bool(stopped))
+                yield acq.block()
+                text = message if reason is EndReason.COMPLIANCE else f"{reason.value} after {elapsed:.6g} s{message}"
+                return StepOutcome(reason, text)
+            if acq.due():
+                yield acq.block()
+
+            target, stop = self._next_target(t0, elapsed, period, limits, program, acq)
+            stop = stop if current_step else ""
             waited = yield from self._wait(acq, ctx, target)
             if not waited:
                 pending = acq.block()
                 if len(pending):
                     yield pending
                 return StepOutcome(EndReason.ABORTED, "interrupted")
-            t_a = ctx.run_time()
+            then = 0.0 if stop else None
+            if program.sweep:
+                due = min(math.floor((ctx.run_time() - t0) / period + 1e-9), len(program.levels) - 1)
+                if due > stair:  # read the end of this stair and start the next in one message
+                    stair, then = due, program.levels[due]
             try:
-                point = self._read(program.function)
+                point = self._read(program.function, then=then)
             except InstrumentError:
                 pending = acq.block()
                 if len(pending):
                     yield pending
                 raise
-            t = 0.5 * (t_a + ctx.run_time())
-            self._last_e = point.E
-            reason = acq.add(t, point.E, point.I)
-            elapsed = t - t0
-            natural = elapsed >= program.natural_end * (1 - 1e-12)
-            if reason is EndReason.TIME and natural:
-                reason = program.natural_reason
-            message = ""
-            if reason is None and point.limited:
-                reason = EndReason.COMPLIANCE
-                message = self._compliance_message(program)
-            elif reason is not None and point.limited:
-                message = f" (hardware limit {self._limit_text(program)} engaged too)"
-            if reason is None and natural:
-                reason = program.natural_reason
-            if reason is not None:
-                self._finish(program, reason)
-                yield acq.block()
-                text = message if reason is EndReason.COMPLIANCE else f"{reason.value} after {elapsed:.6g} s{message}"
-                return StepOutcome(reason, text)
-            k = math.floor(elapsed / period + 1e-9) + 1
-            if program.sweep:
-                nxt = min(k - 1, len(program.levels) - 1)
-                if nxt != stair:
-                    stair = nxt
-                    self._apply(program.function, program.levels[stair], None)
-            if acq.due():
-                yield acq.block()
+            stopped = stop
+            t = self._run_time(point, ctx)
+
+    def _run_time(self, point: Point, ctx: StepContext) -> float:
+        """The run time of a reading: its stamp on the host clock (within its round trip,
+        so successive samples stay in order)."""
+        return point.tau + self._timebase.offset - ctx.t_origin
+
+    @staticmethod
+    def _next_target(
+        t0: float, elapsed: float, period: float, limits: Limits, program: _Program, acq: Acquisition
+    ) -> tuple[float, str]:
+        """The run time of the next reading, and "time"/"charge" when it is the step's
+        predicted end. A grid reading that would fall in the last half period before a
+        predicted end is merged into it, so a late reading cannot pass the limit
+        unannounced (the end is then stopped in the reading's own message)."""
+        grid = t0 + (math.floor(elapsed / period + 1e-9) + 1) * period
+        ends = [(acq.charge_eta(), "charge")]
+        if limits.max_time is not None:
+            ends.append((t0 + limits.max_time, "time"))
+        end, kind = min(ends)
+        natural = t0 + program.natural_end
+        if natural < min(grid, end):
+            return natural, ""
+        if end <= grid + 0.5 * period:
+            return end, kind
+        return grid, ""
+
+    def _confirm_stop(self, stopped: str, acq: Acquisition, limits: Limits, program: _Program) -> EndReason | None:
+        """The current was stopped in the message of a reading the host scheduled as the
+        step's end: the end stands (the time was up by the host clock; the charge is
+        there but for what noise in the integrated current leaves), or the source resumes."""
+        if stopped == "time":
+            return EndReason.TIME
+        if limits.max_charge is not None and abs(acq.charge) >= limits.max_charge * (1 - 1e-3):
+            return EndReason.CHARGE
+        self._write_level(program.function, program.levels[0])
+        return None
 
     def _wait(self, acq: Acquisition, ctx: StepContext, target: float) -> Generator[np.ndarray, None, bool]:
         """Sleep until run time ``target``, handing the engine a block at least every block period."""
@@ -516,15 +584,20 @@ class KeithleySmuChannel(Channel):
                 return False
             yield acq.block()
 
-    def _finish(self, program: _Program, reason: EndReason) -> None:
+    def _finish(self, program: _Program, reason: EndReason, stopped: bool) -> None:
         """Leave the cell safe after the step: output off after a clamp, 0 A after a current step."""
         if reason is EndReason.COMPLIANCE:
             with self._io("switching the output off after a compliance trip") as dev:
                 dev.set_output(False)
             self._output = False
             self._holding_potential = False
-        elif program.function == "CURR" and program.levels[0] != 0.0:
-            self._apply("CURR", 0.0, None)
+        elif program.function == "CURR" and program.levels[0] != 0.0 and not stopped:
+            with self._io("stopping the current") as dev:  # *OPC?: applied before the next step
+                dev.instrument.ask(f"{dev.level_command('CURR', 0.0)};*OPC?")
+
+    def _write_level(self, function: str, level: float) -> None:
+        with self._io("setting the source level") as dev:
+            dev.instrument.write(dev.level_command(function, level))
 
     def _limit_text(self, program: _Program) -> str:
         return f"±{program.limit:g} V" if program.function == "CURR" else f"±{program.limit:g} A"

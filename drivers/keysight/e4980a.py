@@ -27,12 +27,13 @@ running, the time passes and rows with ``I = 0`` and ``E`` unknown (NaN) are
 recorded at the step's sample period, so an ``eis`` protocol (Rest, then
 Impedance) runs unchanged.
 
-Safe state (every exit path, and on pause for non-biased sweeps): ``:BIAS:STAT
+Safe state (every exit path: abort, error, program exit): ``:BIAS:STAT
 OFF``, ``:ABOR`` (no measurement running), ``:TRIG:SOUR HOLD`` (nothing
 re-triggers it), ``:VOLT:LEV 0`` (oscillator at its minimum: the E4980A has
 no output relay, so a 0 V test signal and no bias is the nearest to "output
 off" it offers), then ``:BIAS:STAT?`` must read 0. If the connection is gone
-the driver reconnects once to get there.
+the driver reconnects once to get there. Pause (``hold``) only stops the
+measurement (``:ABOR``); a DC bias stays, as the present potential.
 
 Errors: no reply within ``timeout`` → InstrumentTimeout; a reply that does not
 parse → GarbledReply; the connection closed → ConnectionLost; an entry in
@@ -46,6 +47,8 @@ import contextlib
 import logging
 import math
 import re
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -372,6 +375,8 @@ class E4980AChannel(Channel):
         except InstrumentError:
             raise
         except pyvisa.errors.VisaIOError as exc:
+            if exc.error_code == StatusCode.error_timeout and self._peer_closed():
+                raise ConnectionLost(f"E4980A: the instrument closed the connection during {what}") from exc
             if exc.error_code == StatusCode.error_timeout:
                 raise InstrumentTimeout(f"E4980A: no reply to {what} within {self.options.timeout:g} s") from exc
             if exc.error_code in (StatusCode.error_connection_lost, StatusCode.error_io):
@@ -383,6 +388,17 @@ class E4980AChannel(Channel):
             raise GarbledReply(f"E4980A: undecodable reply to {what}") from exc
         except OSError as exc:
             raise ConnectionLost(f"E4980A: transport failed during {what}: {exc}") from exc
+
+    def _peer_closed(self) -> bool:
+        """Whether the far end closed a LAN socket: pyvisa-py reports that as a
+        timeout, so look at the socket itself (a closed peer reads as EOF)."""
+        try:
+            conn = self._inst.adapter.connection  # type: ignore[union-attr]
+            sock = conn.visalib.sessions[conn.session].interface
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        except Exception:  # not a pyvisa-py socket, or already gone: no verdict
+            return False
 
     def _write(self, command: str) -> None:
         with self._lock, self._io(command):
@@ -497,9 +513,11 @@ class E4980AChannel(Channel):
     def _wall_to_cell(self, seconds: float, clock: Clock) -> float:
         return seconds * float(getattr(clock, "speed", 1.0))
 
-    def _wait(self, ctx: StepContext, until: float) -> Generator[np.ndarray, None, bool]:
-        """Sleep until run time ``until``, yielding often enough for the engine; False if interrupted."""
-        dtype = SAMPLE_DTYPE
+    def _wait(
+        self, ctx: StepContext, until: float, dtype: np.dtype = SAMPLE_DTYPE
+    ) -> Generator[np.ndarray, None, bool]:
+        """Sleep until run time ``until``, handing the engine an empty block at least
+        every ``0.8 * max_block_wall`` of wall time; False when interrupted."""
         piece = self._wall_to_cell(0.8 * ctx.max_block_wall, ctx.clock)
         while True:
             now = ctx.run_time()
@@ -507,8 +525,7 @@ class E4980AChannel(Channel):
                 return True
             if not ctx.clock.sleep(min(until - now, piece), ctx.interrupt):
                 return False
-            if ctx.run_time() < until:
-                yield np.empty(0, dtype=dtype)
+            yield np.empty(0, dtype=dtype)
 
     def _rest(self, step: Rest, ctx: StepContext) -> StepRun:
         """Output off (bias off, nothing measuring), time passes; rows record it."""
@@ -630,7 +647,7 @@ class E4980AChannel(Channel):
         # Most of the wait is known: sleep through it, then poll the event register.
         first = t_start + expected
         poll = self._wall_to_cell(max(self.options.poll_interval, 0.001), ctx.clock)
-        if not (yield from self._wait_spectrum(ctx, first)):
+        if not (yield from self._wait(ctx, first, SPECTRUM_DTYPE)):
             self._abort_quietly()
             return None
         while True:
@@ -643,7 +660,7 @@ class E4980AChannel(Channel):
                     f"E4980A: list sweep of {len(chunk)} points not complete after "
                     f"{3.0 * expected / speed + self.options.timeout:.3g} s"
                 )
-            if not (yield from self._wait_spectrum(ctx, ctx.run_time() + poll)):
+            if not (yield from self._wait(ctx, ctx.run_time() + poll, SPECTRUM_DTYPE)):
                 self._abort_quietly()
                 return None
         points = parse_list_data(self._ask(":FETC?"), len(chunk))
@@ -666,16 +683,6 @@ class E4980AChannel(Channel):
             good.append(row)
         self.check_errors()
         return np.concatenate(good)
-
-    def _wait_spectrum(self, ctx: StepContext, until: float) -> Generator[np.ndarray, None, bool]:
-        piece = self._wall_to_cell(0.8 * ctx.max_block_wall, ctx.clock)
-        while True:
-            now = ctx.run_time()
-            if now >= until:
-                return True
-            if not ctx.clock.sleep(min(until - now, piece), ctx.interrupt):
-                return False
-            yield np.empty(0, dtype=SPECTRUM_DTYPE)
 
     def _abort_quietly(self) -> None:
         with contextlib.suppress(InstrumentError):

@@ -76,6 +76,8 @@ VAR_TYPES: dict[str, tuple[str, str]] = {
 
 _LITERAL_RE = re.compile(r"^([+-]?)(\d+)([afpnumkMGTPE]?|i)$")
 _TYPE_RE = re.compile(r"^[a-z]{2}$")
+#: Digits after the kind of each metadata item: 1X status, 2XX range, 4X noise.
+_META_DIGITS = {"1": 1, "2": 2, "4": 1}
 _HEX = set("0123456789ABCDEFabcdef")
 
 
@@ -98,13 +100,20 @@ def format_literal(value: float, *, digits: int = 8) -> str:
     if value == 0:
         return "0"
     rounded = float(f"{value:.{digits - 1}e}")
+    finest = None
     for letter in _COARSEST_FIRST:
         factor = SI_PREFIXES[letter] if letter else 1.0
         mantissa = rounded / factor
         whole = round(mantissa)
-        if whole != 0 and abs(mantissa - whole) <= 1e-9 * abs(mantissa) and abs(whole) < 2**31:
+        if abs(whole) >= 2**31:
+            break
+        if whole != 0 and abs(mantissa - whole) <= 1e-9 * abs(mantissa):
             return f"{whole}{letter}"
-    raise EncodingError(f"cannot write {value!r} as an integer with an SI prefix")
+        finest = letter
+    if finest is None or round(rounded / (SI_PREFIXES[finest] if finest else 1.0)) == 0:
+        raise EncodingError(f"cannot write {value!r} as an integer with an SI prefix")
+    # More digits than a 31-bit mantissa holds: keep as many as fit.
+    return f"{round(rounded / (SI_PREFIXES[finest] if finest else 1.0))}{finest}"
 
 
 def format_int(value: int) -> str:
@@ -217,11 +226,13 @@ def decode_var(token: str) -> PacketVar:
             if not meta or not set(meta) <= _HEX:
                 raise EncodingError(f"bad metadata {meta!r} in {token!r}")
             kind, body = meta[0], meta[1:]
-            if kind == "1" and len(body) == 1:
+            if kind in _META_DIGITS and len(body) != _META_DIGITS[kind]:
+                raise EncodingError(f"metadata {meta!r} should have {_META_DIGITS[kind]} digit(s) in {token!r}")
+            if kind == "1":
                 status = int(body, 16)
-            elif kind == "2" and len(body) == 2:
+            elif kind == "2":
                 rng = int(body, 16)
-            elif kind == "4" and len(body) == 1:
+            elif kind == "4":
                 noise = int(body, 16)
             # other metadata kinds (newer firmware) are skipped, not errors
     return PacketVar(token[:2], value, status, rng, noise)

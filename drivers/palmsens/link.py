@@ -66,7 +66,8 @@ class Link:
 
     def _fail(self, action: str, exc: BaseException) -> ConnectionLost:
         self.closed = True
-        return ConnectionLost(f"{self.name or 'serial port'}: {action} failed ({exc}); was the instrument disconnected?")
+        where = self.name or "serial port"
+        return ConnectionLost(f"{where}: {action} failed ({exc}); was the instrument disconnected?")
 
     def write(self, text: str) -> None:
         if self.closed:

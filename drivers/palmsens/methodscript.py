@@ -54,7 +54,7 @@ from drivers.palmsens.encoding import EncodingError, PacketVar, decode_packet, f
 from drivers.palmsens.errors import ErrorReply, parse_error
 from drivers.palmsens.link import Link, Port, open_serial
 from drivers.palmsens.models import ModelSpec, model_for, model_for_firmware
-from drivers.palmsens.script import CODE_REASONS, Compiler, CompileError, ScriptPlan, Settings
+from drivers.palmsens.script import CODE_REASONS, CompileError, Compiler, ScriptPlan, Settings
 from labctl.clock import Clock, RealClock, ScaledClock
 from labctl.limits import LimitWatcher
 from labctl.steps import (
@@ -70,6 +70,17 @@ from labctl.steps import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Limits fields that end a step (LimitWatcher checks those that are set).
+_LIMIT_FIELDS = (
+    "max_time",
+    "voltage_above",
+    "voltage_below",
+    "current_below",
+    "current_above",
+    "max_charge",
+    "steady_slope",
+)
 
 #: Wall seconds to wait after an error reply before the next command (the
 #: instrument ignores commands for 50-100 ms after a '!' reply).
@@ -290,6 +301,10 @@ class MethodScriptChannel(Channel):
             raise InstrumentTimeout(f"{self.model.name} on {self.resource}: no reply within {timeout:g} s ({what})")
         return line
 
+    def _garbled(self, text: str) -> GarbledReply:
+        self._unsynced = True
+        return GarbledReply(f"garbled reply from the {self.model.name} on {self.resource}: {text}")
+
     def _error(self, reply: ErrorReply, context: str) -> InstrumentErrorCode:
         self._quiet_until = time.monotonic() + ERROR_QUIET_S
         return InstrumentErrorCode(f"{reply.code:04X}", f"{context}: {reply.text()}")
@@ -302,8 +317,7 @@ class MethodScriptChannel(Channel):
         if error is not None:
             raise self._error(error, f"command {command!r} refused")
         if not line.startswith(command):
-            self._unsynced = True
-            raise GarbledReply(f"reply to {command!r} should start with {command!r}, got {line!r}")
+            raise self._garbled(f"reply to {command!r} should start with {command!r}, got {line!r}")
         return line[len(command) :]
 
     def _resync(self, timeout: float) -> None:
@@ -346,15 +360,13 @@ class MethodScriptChannel(Channel):
         if error is not None:
             raise self._error(error, f"{what} script refused")
         if ack != "e":
-            self._unsynced = True
-            raise GarbledReply(f"{what}: expected 'e', got {ack!r}")
+            raise self._garbled(f"{what}: expected 'e', got {ack!r}")
         end = self._readline(self.timeout, f"{what} script end")
         error = parse_error(end)
         if error is not None:
             raise self._error(error, f"{what} script failed")
         if end != "":
-            self._unsynced = True
-            raise GarbledReply(f"{what}: expected the end of the script, got {end!r}")
+            raise self._garbled(f"{what}: expected the end of the script, got {end!r}")
 
     # --- identity ---------------------------------------------------------------------------
     def _identify(self) -> InstrumentInfo:
@@ -365,7 +377,7 @@ class MethodScriptChannel(Channel):
                 break
             parts.append(self._readline(self.timeout, "firmware version"))
         if not parts[-1].endswith("*"):
-            raise GarbledReply(f"firmware version reply does not end with '*': {parts!r}")
+            raise self._garbled(f"firmware version reply does not end with '*': {parts!r}")
         parts[-1] = parts[-1][:-1]
         firmware = " ".join(p.strip() for p in parts if p.strip())
         found = model_for_firmware(firmware)
@@ -389,12 +401,15 @@ class MethodScriptChannel(Channel):
         )
 
     def identify(self) -> InstrumentInfo:
+        """Asks the instrument (model, serial, firmware); while a script runs its output
+        owns the line, so the identification read at connection is returned."""
         with self._lock:
-            if self._info is None or self._run is None:
-                self._ensure_open()
-                if self._run is None and not self._unsynced:
-                    self._info = self._identify()
-            assert self._info is not None
+            if self._run is not None and self._info is not None:
+                return self._info
+            self._ensure_open()
+            if self._unsynced:
+                self._resync(self.timeout)
+            self._info = self._identify()
             return self._info
 
     # --- steps ------------------------------------------------------------------------------
@@ -413,17 +428,18 @@ class MethodScriptChannel(Channel):
             if self._unsynced or self._run is not None:
                 self._resync(self.timeout)
             self._ensure_open().flush_input()
-            watcher = None
             hl = plan.host_limits
-            if any(
-                v is not None
-                for v in (hl.max_time, hl.voltage_above, hl.voltage_below, hl.current_below, hl.current_above)
-            ) or (hl.max_charge is not None or hl.steady_slope is not None):
-                watcher = LimitWatcher(hl, ctx.run_time())
+            watcher = (
+                LimitWatcher(hl, ctx.run_time()) if any(getattr(hl, f) is not None for f in _LIMIT_FIELDS) else None
+            )
             run = _Run(plan, ctx.run_time(), watcher)
             self._write(plan.text())
             self._run = run
-            ack = self._readline(self.timeout, f"{plan.technique} script accepted")
+            try:
+                ack = self._readline(self.timeout, f"{plan.technique} script accepted")
+            except InstrumentError:
+                self._run = None  # unknown whether it runs: the next exchange resynchronises
+                raise
             error = parse_error(ack)
             if error is not None:
                 self._run = None
@@ -432,8 +448,7 @@ class MethodScriptChannel(Channel):
                     detail = f" (line {error.line}: {plan.lines[error.line - 1].strip()!r})"
                 raise self._error(error, f"{plan.technique} script refused{detail}")
             if ack != "e":
-                self._unsynced = True
-                raise GarbledReply(f"{plan.technique} script: expected 'e', got {ack!r}")
+                raise self._garbled(f"{plan.technique} script: expected 'e', got {ack!r}")
             return run
 
     def _execute(self, plan: ScriptPlan, ctx: StepContext) -> StepRun:
@@ -471,7 +486,8 @@ class MethodScriptChannel(Channel):
                             row, reason = hit
                             block = block[: row + 1]
                             self._abort(run)
-                            outcome = StepOutcome(reason, f"{reason.value} (host-side limit) at t={block['t'][-1]:.6g} s")
+                            at = float(block["t"][-1])
+                            outcome = StepOutcome(reason, f"{reason.value} (host-side limit) at t={at:.6g} s")
                     if outcome is None and ctx.interrupt.is_set():
                         self._abort(run)
                         outcome = StepOutcome(EndReason.ABORTED, "interrupted")
@@ -483,13 +499,23 @@ class MethodScriptChannel(Channel):
                     yield np.empty(0, dtype=dtype)
                 if outcome is not None:
                     return self._finish(run, outcome)
-        finally:
-            if self._run is run:  # the engine stopped iterating (pause/abort) or an error escaped
+        except GeneratorExit:
+            # The engine stopped iterating (pause, abort, safety): stop the script now.
+            self._hold_potential = self._pause_potential(run, interrupted=True)
+            if self._run is run:
                 try:
                     with self._lock:
                         self._abort(run)
                 except InstrumentError as exc:
                     log.warning("could not abort the running script: %s", exc)
+            raise
+        except BaseException:
+            # A failure: the instrument's state is unknown; safe_state() resynchronises
+            # (aborting here too would only wait a second time on a dead link).
+            if self._run is run:
+                self._run = None
+                self._unsynced = True
+            raise
 
     def _abort(self, run: _Run) -> None:
         """Stop the running script with Z and read its output to the end."""
@@ -523,8 +549,7 @@ class MethodScriptChannel(Channel):
         """One line of a running script's output; an outcome when the step is over."""
         if line == "":
             if run.depth != 0:
-                self._unsynced = True
-                raise GarbledReply(f"script output ended inside a measurement loop ({run.plan.technique})")
+                raise self._garbled(f"script output ended inside a measurement loop ({run.plan.technique})")
             self._run = None
             run.ended = True
             return self._natural_end(run)
@@ -533,8 +558,7 @@ class MethodScriptChannel(Channel):
             try:
                 variables = decode_packet(line)
             except EncodingError as exc:
-                self._unsynced = True
-                raise GarbledReply(f"unreadable data packet {line!r}: {exc}") from exc
+                raise self._garbled(f"unreadable data packet {line!r}: {exc}") from exc
             return self._packet(run, variables)
         if head in "MC" and len(line) == 5 and all(c in "0123456789ABCDEFabcdef" for c in line[1:]):
             if head == "M":
@@ -543,8 +567,7 @@ class MethodScriptChannel(Channel):
             return None
         if line in ("*", "+"):
             if run.depth <= 0:
-                self._unsynced = True
-                raise GarbledReply(f"loop end {line!r} without a loop")
+                raise self._garbled(f"loop end {line!r} without a loop")
             if line == "*":
                 run.depth -= 1
             return None
@@ -561,21 +584,20 @@ class MethodScriptChannel(Channel):
             if error.line is not None and 1 <= error.line <= len(run.plan.lines):
                 where = f" (line {error.line}: {run.plan.lines[error.line - 1].strip()!r})"
             raise self._error(error, f"{run.plan.technique} script stopped{where}")
-        self._unsynced = True
-        raise GarbledReply(f"unexpected line from the {self.model.name}: {line!r}")
+        raise self._garbled(f"unexpected line {line!r}")
 
     def _packet(self, run: _Run, variables: tuple[PacketVar, ...]) -> StepOutcome | None:
         by_type = {v.type: v for v in variables}
         if run.depth == 0:
             code = by_type.get("ja")
             if code is None or len(variables) != 1:
-                raise GarbledReply(f"unexpected packet outside the measurement loop: {variables!r}")
+                raise self._garbled(f"unexpected packet outside the measurement loop: {variables!r}")
             run.code = int(code.value)
             return None
         if not run.in_main_loop:  # the OCV measured before the step
             e = by_type.get("ab")
             if e is None:
-                raise GarbledReply(f"open-circuit packet without a potential: {variables!r}")
+                raise self._garbled(f"open-circuit packet without a potential: {variables!r}")
             run.ocv = e.value
             return None
         for v in variables:
@@ -583,17 +605,17 @@ class MethodScriptChannel(Channel):
                 run.timing_errors += 1
         tm = by_type.get("eb")
         if tm is None:
-            raise GarbledReply(f"data packet without a time: {variables!r}")
+            raise self._garbled(f"data packet without a time: {variables!r}")
         t = run.t0 + tm.value
         if run.plan.impedance:
             f, zr, zi = by_type.get("dc"), by_type.get("cc"), by_type.get("cd")
             if f is None or zr is None or zi is None:
-                raise GarbledReply(f"impedance packet without frequency/Z: {variables!r}")
+                raise self._garbled(f"impedance packet without frequency/Z: {variables!r}")
             run.rows.append((f.value, zr.value, zi.value, math.nan, math.nan, t, math.nan))
         else:
             e = by_type.get("ab") or by_type.get("da")
             if e is None:
-                raise GarbledReply(f"data packet without a potential: {variables!r}")
+                raise self._garbled(f"data packet without a potential: {variables!r}")
             i_var = by_type.get("ba")
             current = i_var.value if i_var is not None else 0.0
             if run.last is not None:
@@ -624,13 +646,26 @@ class MethodScriptChannel(Channel):
         plan = run.plan
         code = run.code
         if code is None:
-            raise GarbledReply(f"{plan.technique} script ended without its end-code packet")
+            raise self._garbled(f"{plan.technique} script ended without its end-code packet")
         if code in CODE_REASONS:
             reason = CODE_REASONS[code]
             return StepOutcome(reason, f"{reason.value} (on the instrument)")
         if code != 0:
-            raise GarbledReply(f"unknown end code {code} from the {plan.technique} script")
+            raise self._garbled(f"unknown end code {code} from the {plan.technique} script")
         return StepOutcome(plan.natural_reason, f"{plan.natural_reason.value} ({plan.technique} loop ended)")
+
+    @staticmethod
+    def _pause_potential(run: _Run, interrupted: bool) -> float | None:
+        """The potential a pause after (or during) this script holds: the set point of a
+        potentiostatic hold, the potential a sweep had reached; None = open circuit."""
+        plan = run.plan
+        if plan.keeps_cell_on:
+            if plan.set_potential is not None:
+                return plan.set_potential
+            return None if run.ocv is None else run.ocv + plan.ocv_offset
+        if isinstance(plan.step, VoltageSweep) and interrupted:
+            return run.last_e
+        return None
 
     def _finish(self, run: _Run, outcome: StepOutcome) -> StepOutcome:
         """Bookkeeping after a step: the OCV reference and what a pause would hold."""
@@ -646,15 +681,7 @@ class MethodScriptChannel(Channel):
                 self.ocv_ref = run.ocv
         elif isinstance(step, ConstantVoltage) and run.ocv is not None:
             self.ocv_ref = run.ocv
-        if plan.keeps_cell_on:
-            base = plan.set_potential
-            if base is None and run.ocv is not None:
-                base = run.ocv + plan.ocv_offset
-            self._hold_potential = base
-        elif isinstance(step, VoltageSweep) and outcome.end_reason is EndReason.ABORTED:
-            self._hold_potential = run.last_e
-        else:
-            self._hold_potential = None
+        self._hold_potential = self._pause_potential(run, outcome.end_reason is EndReason.ABORTED)
         message = outcome.message
         if run.timing_errors:
             message += f"; {run.timing_errors} packets flagged a timing error"
@@ -686,13 +713,16 @@ class MethodScriptChannel(Channel):
             short = min(self.timeout, 2.0)
             try:
                 self._resync(short)
+            except ConnectionLost as exc:
+                problems.append(exc)  # no port to send cell_off on
             except InstrumentError as exc:
                 problems.append(exc)
                 time.sleep(0.3)  # let a script that did get the Z wind up before cell_off
-            try:
-                self._simple_script(["cell_off"], "cell_off")
-            except InstrumentError as exc:
-                problems.append(exc)
+            if not any(isinstance(p, ConnectionLost) for p in problems):
+                try:
+                    self._simple_script(["cell_off"], "cell_off")
+                except InstrumentError as exc:
+                    problems.append(exc)
             self._run = None
             if problems:
                 self._unsynced = True

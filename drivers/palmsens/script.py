@@ -463,7 +463,9 @@ class Compiler:
             if not measure_ocv:
                 e_set = (ocv_ref + step.bias) if step.bias_vs_ocv else step.bias
                 _check_potential(self.model, e_set, "Impedance DC potential")
-            self._header(w, names, "low_speed", _lit(min(max(4 * freqs.max(), 1.0), 1e6)))
+            # The open-circuit measurement runs in low-speed mode, the sweep in high speed.
+            mode = "low_speed" if measure_ocv else "high_speed"
+            self._header(w, names, mode, _lit(min(max(4 * freqs.max(), 1.0), 1e6)))
             self._autorange(w)
             w.add("timer_start")
             if measure_ocv:
@@ -471,10 +473,10 @@ class Compiler:
                 w.add("copy_var ocp edc")
                 if step.bias != 0.0:
                     w.add(f"add_var edc {_lit(step.bias)}")
+                w.add(f"set_pgstat_mode {self.model.pgstat_modes['high_speed']}")
                 target = "edc"
             else:
                 target = _lit(e_set)
-            w.add(f"set_pgstat_mode {self.model.pgstat_modes['high_speed']}")
             w.add(f"set_e {target}")
             w.add("cell_on")
             head = f"meas_loop_eis fr zr zi {_lit(step.amplitude)} {sweep} {target}"

@@ -202,7 +202,8 @@ class _Parser:
 
     def _condition(self, cmd: Command) -> None:
         if len(cmd.args) != 3 or cmd.args[1] not in OPERATORS:
-            raise ScriptSyntaxError(f"{cmd.name} needs 'a <op> b' with op in {' '.join(OPERATORS)}", cmd.line, cmd.column)
+            ops = " ".join(OPERATORS)
+            raise ScriptSyntaxError(f"{cmd.name} needs 'a <op> b' with op in {ops}", cmd.line, cmd.column)
         self._value(cmd, cmd.args[0])
         self._value(cmd, cmd.args[2])
 

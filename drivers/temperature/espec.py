@@ -157,8 +157,14 @@ class EspecChamber(TemperatureController):
         with self._lock:
             link, self._link = self._link, None
             if link is not None:
+                # pyserial's socket:// skips closing its socket when shutdown() fails
+                # (a peer that already closed): close it here, or it leaks.
+                raw = getattr(link, "_socket", None)
                 with contextlib.suppress(Exception):
                     link.close()
+                if raw is not None:
+                    with contextlib.suppress(OSError):
+                        raw.close()
 
     @contextlib.contextmanager
     def _io(self, what: str) -> Iterator[None]:

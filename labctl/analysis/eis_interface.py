@@ -29,9 +29,11 @@ circuit with and without a resolved bulk arc, by BIC) and split here:
   steady-state current of a polarisation, never for t+.
 
 Arcs are told apart by effective capacitance (Brug et al., J. Electroanal. Chem. 176 (1984)
-275): geometric (bulk) below ``bulk_capacitance_max_F``, interfacial above (Irvine, Sinclair
-& West, Adv. Mater. 2 (1990) 132), so that a resistive electrolyte whose bulk arc sits in
-the band next to a small interface is not mistaken for it.
+275): geometric (bulk, also a grain-boundary arc: both are electrolyte resistance) below
+``bulk_capacitance_max_F``, interfacial above (Irvine, Sinclair & West, Adv. Mater. 2 (1990)
+132), so that a resistive electrolyte whose bulk arc sits in the band next to a small
+interface is not mistaken for it. An arc peaking above the highest measured frequency
+counts as electrolyte whatever its fitted capacitance, which only its foot determines.
 
 Pure numpy: no file or instrument access (DESIGN §1).
 """
@@ -47,6 +49,7 @@ import numpy as np
 from labctl.analysis.impedance import (
     GEOMETRIC_CAPACITANCE_MAX_F,
     EisFit,
+    arc_apex_frequency,
     effective_capacitance,
     fit_spectrum,
 )
@@ -160,7 +163,12 @@ def split_fit(
     c_eff: dict[str, float] = {}
     for a in fit.spec.arc_labels:
         c_eff[a] = effective_capacitance(p[f"R{a}"], p[f"Q{a}"], p[f"n{a}"])
-        (bulk if c_eff[a] < bulk_capacitance_max_F else interface).append(f"R{a}")
+        # an arc peaking above f_max is electrolyte whatever its fitted capacitance: only its
+        # low-frequency foot is measured, and that fixes R·C poorly (a bulk arc cut off by
+        # f_max comes out with C ten times too large); interfacial arcs are the slow ones
+        above_band = arc_apex_frequency(p[f"R{a}"], p[f"Q{a}"], p[f"n{a}"]) > fit.f_max
+        geometric = c_eff[a] < bulk_capacitance_max_F or above_band
+        (bulk if geometric else interface).append(f"R{a}")
 
     # R1 is the only arc arc_resolved speaks about; it must also be geometric
     resolved = bool(fit.arc_resolved and bulk == ["R1"])
@@ -209,8 +217,9 @@ def split_fit(
         "R_interface": "R0 + interfacial arc(s) (bulk arc resolved)" if resolved else "interfacial arc(s) + r_leads",
         "R_interface_use": "Bruce-Vincent-Evans R0 (before) / Rss (after polarisation) "
         "[Evans, Vincent & Bruce, Polymer 28 (1987) 2324]",
-        "arc_classification": "geometric (bulk) if the effective capacitance Q^(1/n)*R^(1/n-1) is "
-        f"< {bulk_capacitance_max_F:g} F [Irvine, Sinclair & West, Adv. Mater. 2 (1990) 132]",
+        "arc_classification": "electrolyte (bulk, grain boundary) if the effective capacitance "
+        f"Q^(1/n)*R^(1/n-1) is < {bulk_capacitance_max_F:g} F [Irvine, Sinclair & West, Adv. Mater. 2 (1990) 132] "
+        "or the arc peaks above f_max; interfacial otherwise",
         "effective_capacitance_F": c_eff,
         "R_dc": "R_bulk + R_interface + R_D (fit)"
         if diffusion

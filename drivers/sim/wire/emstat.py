@@ -13,10 +13,22 @@ Each measurement loop becomes one step on an embedded ``SimChannel`` (the same
 physics as ``--instrument sim``), run on a clock ``speed`` times real time:
 ``meas_loop_ocp`` a Rest, ``meas_loop_ca`` a ConstantVoltage, ``meas_loop_cp``
 a ConstantCurrent, ``meas_loop_lsv`` a VoltageSweep, ``meas_loop_eis``/``_geis``
-an Impedance sweep over the same log-spaced frequencies. The physics is asked
-for one sample at a time, and the loop body (packets, ``if … breakloop``
-cutoffs) runs on each sample as it is measured, so a cutoff stops the cell
-exactly where a real instrument would: at the first sample that meets it.
+an Impedance sweep over the same log-spaced frequencies. The loop body
+(packets, ``if … breakloop`` cutoffs) runs on every sample.
+
+The physics computes samples in chunks (vectorised; one sample at a time is
+too slow for the implicit sweep models), so a ``breakloop`` in the middle of a
+chunk would leave the cell further on than the last reported sample. The
+cutoffs a body expresses in the usual forms -- ``if <potential> >= x``,
+``if <potential> <= x``, ``if <current> >= x`` together with ``<= -x``
+(|I| above), ``if <current> <= x`` nesting ``if <current> >= -x`` (|I|
+below), ``if <timer> >= T`` -- are therefore also handed to the physics as
+the step's limits (``_Cutoffs``): it stops the cell at the first sample whose
+reading meets them, or at the exact model crossing between two samples, as
+the comparator of an instrument sampling much faster than it reports would.
+The body, evaluated on that sample, breaks the loop as it must. Any other
+condition is still evaluated on every sample, with the cell up to one chunk
+(at most ~50 ms of wall time) ahead when it breaks.
 
 Between loops the cell follows the last control law (a potentiostatic hold
 continues while the cell is on; ``cell_off`` opens the circuit). ``Z`` aborts
@@ -35,6 +47,7 @@ overload status flag on the current or the potential). Transport faults
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -153,11 +166,11 @@ class EmStatDevice:
         self.i_set = 0.0
         self.ranges: dict[str, tuple[float, float]] = {}
         self.pgstat_mode = 0
-        self._state_lock = threading.Lock()
         self._loading: list[str] | None = None
         self._loading_cmd = ""
         self._loaded: Program | None = None
         self._runner: threading.Thread | None = None
+        self._busy = False  # a script is running (cleared before its last line is sent)
         self._abort = threading.Event()
         self._session: Session | None = None
         self._host_gone = False
@@ -166,15 +179,14 @@ class EmStatDevice:
     # --- state a test can look at ------------------------------------------------------------
     @property
     def running(self) -> bool:
-        runner = self._runner
-        return runner is not None and runner.is_alive()
+        return self._busy
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Wait until no script runs (True) or the timeout passes (False)."""
         runner = self._runner
         if runner is not None:
             runner.join(timeout)
-        return not self.running
+        return runner is None or not runner.is_alive()
 
     def inject_error(self, code: int = E.CODE_OVERLOAD, after_packets: int = 0) -> None:
         """The next measurement loop fails with ``!code: Line L`` after that many more packets."""
@@ -240,6 +252,7 @@ class EmStatDevice:
             if self._loaded is None:
                 self._send(session, f"r!{E.CODE_WRONG_STATE:04X}")
             else:
+                self._busy = True
                 self._send(session, "r")
                 self._start(session, self._loaded)
         elif letter == "Z":
@@ -258,10 +271,12 @@ class EmStatDevice:
             log.info("emulator rejected a script: %s", exc)
             self._send(session, f"{letter}!{exc.code:04X}: Line {exc.line}, Col {exc.column}")
             return
-        self._send(session, letter)
         if letter == "l":
             self._loaded = program
+            self._send(session, letter)
         else:
+            self._busy = True  # before the acknowledgement: a Z right after it must find the script
+            self._send(session, letter)
             self._start(session, program)
 
     def _check_device(self, program: Program) -> None:
@@ -274,32 +289,32 @@ class EmStatDevice:
                 raise ScriptSyntaxError(f"{head.name} is not available", head.line, head.column, E.CODE_UNSUPPORTED)
 
     def _start(self, session: Session, program: Program) -> None:
+        self._busy = True
         self._abort.clear()
         self._runner = threading.Thread(target=self._run, args=(session, program), name="emstat-script", daemon=True)
         self._runner.start()
 
     def _run(self, session: Session, program: Program) -> None:
         interp = _Interpreter(self, session)
+        last = ""
         try:
-            try:
+            with contextlib.suppress(_Abort):
                 interp.execute(program.main)
-            except _Abort:
-                pass
             if self._gone(session):
                 return
-            try:
+            self._abort.clear()  # on_finished runs after an abort too (that is what it is for)
+            with contextlib.suppress(_Abort):
                 interp.execute(program.on_finished)
-            except _Abort:
-                pass
-            self._send(session, "")
         except RuntimeFault as fault:
-            if not self._gone(session):
-                self._send(session, f"!{fault.code:04X}: Line {fault.line}")
+            last = f"!{fault.code:04X}: Line {fault.line}"
         except Exception:  # an emulator bug: say so on the wire rather than hang the driver
             log.exception("emulator script engine failed")
-            self._send(session, f"!{E.CODE_SYNTAX:04X}: Line 1")
+            last = f"!{E.CODE_SYNTAX:04X}: Line 1"
         finally:
             self._sample_time = None
+            self._busy = False
+        if not self._gone(session):
+            self._send(session, last)
 
     def _gone(self, session: Session) -> bool:
         """The host went away: the instrument loses power and the cell relay opens."""
@@ -342,6 +357,51 @@ def _walk(nodes: list[Node]):
             yield from _walk(node.body)
             for _, body in node.branches:
                 yield from _walk(body)
+
+
+@dataclass
+class _Cutoffs:
+    """Limits recognised in a loop body (see the module docstring)."""
+
+    voltage_above: float | None = None
+    voltage_below: float | None = None
+    current_below: float | None = None
+    current_above: float | None = None
+    max_time: float | None = None  # on the timer (s since timer_start)
+
+    def limits(self, run_time: float | None, timer_offset: float) -> Limits:
+        """As step limits; ``timer_offset`` = timer value at the loop start."""
+        times = [t for t in (run_time,) if t is not None]
+        if self.max_time is not None and self.max_time - timer_offset > 0:
+            times.append(self.max_time - timer_offset)
+        above, below = self.voltage_above, self.voltage_below
+        if above is not None and below is not None and below >= above:
+            above = below = None  # contradictory: leave them to the body
+        return Limits(
+            max_time=min(times) if times else None,
+            voltage_above=above,
+            voltage_below=below,
+            current_below=self.current_below,
+            current_above=self.current_above,
+        )
+
+
+def _if_chain(node: Node) -> list[Command] | None:
+    """The conditions of nested ifs (no else) whose innermost body breaks the loop."""
+    if not isinstance(node, Block) or node.head.name != "if" or node.branches:
+        return None
+    blocks = [n for n in node.body if isinstance(n, Block)]
+    breaks = any(isinstance(n, Command) and n.name == "breakloop" for n in node.body)
+    if breaks and not blocks:
+        return [node.head]
+    if not breaks and len(blocks) == 1:
+        inner = _if_chain(blocks[0])
+        return None if inner is None else [node.head, *inner]
+    return None
+
+
+_ASSIGNING = ("store_var", "copy_var", "add_var", "sub_var", "mul_var", "div_var", "timer_get")
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 
 
 class _Interpreter:
@@ -486,26 +546,82 @@ class _Interpreter:
             raise RuntimeFault(E.CODE_UNKNOWN_COMMAND, cmd.line)
 
     # -- measurement loops -------------------------------------------------------------------
-    def _step(self, technique: str, head: Command) -> tuple[Step, float]:
-        """The SimChannel step a loop runs, and its sample period (cell s)."""
+    def _cutoffs(self, block: Block, technique: str) -> _Cutoffs:
+        """Cutoffs of the loop body the physics can enforce itself."""
+        outputs = block.head.args[: len(OUTPUT_TYPES[technique])]
+        potential = outputs[0] if technique not in ("eis", "geis") else None
+        current = outputs[1] if technique in ("ca", "cp", "lsv") else None
+        timers = {n.args[0] for n in block.body if isinstance(n, Command) and n.name == "timer_get"}
+        assigned = {
+            n.args[1] if n.name == "copy_var" else n.args[0]
+            for n in _walk(block.body)
+            if isinstance(n, Command) and n.name in _ASSIGNING
+        }
+
+        def normal(cond: Command) -> tuple[str, str, float] | None:
+            a, op, b = cond.args
+            if b in (potential, current, *timers) and a not in (potential, current, *timers):
+                a, op, b = b, _FLIP[op], a
+            if a not in (potential, current, *timers) or b in assigned:
+                return None
+            try:
+                return a, op, self.number(b, cond)
+            except RuntimeFault:
+                return None
+
+        out = _Cutoffs()
+        upper: set[float] = set()
+        lower: set[float] = set()
+        for node in block.body:
+            chain = _if_chain(node)
+            conds = [normal(c) for c in chain] if chain else []
+            if not conds or any(c is None for c in conds):
+                continue
+            if len(conds) == 1:
+                var, op, x = conds[0]
+                if var == potential and op in (">=", ">"):
+                    out.voltage_above = x if out.voltage_above is None else min(out.voltage_above, x)
+                elif var == potential and op in ("<=", "<"):
+                    out.voltage_below = x if out.voltage_below is None else max(out.voltage_below, x)
+                elif var in timers and op in (">=", ">"):
+                    out.max_time = x if out.max_time is None else min(out.max_time, x)
+                elif var == current and op in (">=", ">") and x > 0:
+                    upper.add(x)
+                elif var == current and op in ("<=", "<") and x < 0:
+                    lower.add(-x)
+            elif len(conds) == 2 and all(c[0] == current for c in conds):
+                bounds = {op[0]: x for _, op, x in conds}
+                if set(bounds) == {"<", ">"} and bounds["<"] > 0 and math.isclose(bounds[">"], -bounds["<"]):
+                    x = bounds["<"]
+                    out.current_below = x if out.current_below is None else max(out.current_below, x)
+        both = upper & lower
+        if both:
+            out.current_above = min(both)
+        return out
+
+    def _step(self, technique: str, head: Command, cut: _Cutoffs, timer_offset: float) -> Step:
+        """The SimChannel step a loop runs."""
         n = [self.number(a, head) for a in head.args[len(OUTPUT_TYPES[technique]) :]]
         if technique == "ocp":
             interval, run_time = n
-            return Rest(duration=run_time, sample_period=interval), interval
+            limits = cut.limits(run_time, timer_offset)
+            return Rest(duration=run_time, sample_period=interval, limits=limits)
         if technique == "ca":
             e, interval, run_time = n
-            return ConstantVoltage(voltage=e, limits=Limits(max_time=run_time), sample_period=interval), interval
+            limits = cut.limits(run_time, timer_offset)
+            return ConstantVoltage(voltage=e, limits=limits, sample_period=interval)
         if technique == "cp":
             i, interval, run_time = n
-            return ConstantCurrent(current=i, limits=Limits(max_time=run_time), sample_period=interval), interval
+            limits = cut.limits(run_time, timer_offset)
+            return ConstantCurrent(current=i, limits=limits, sample_period=interval)
         if technique == "lsv":
             begin, end, e_step, rate = n
-            period = abs(e_step) / rate
-            return VoltageSweep(start=begin, stop=end, rate=rate, sample_period=period), period
+            limits = cut.limits(None, timer_offset)
+            return VoltageSweep(start=begin, stop=end, rate=rate, sample_period=abs(e_step) / rate, limits=limits)
         amplitude, f_start, f_end, count, dc = n
-        count = int(round(count))
+        count = round(count)
         freqs = tuple(float(f) for f in np.logspace(math.log10(f_start), math.log10(f_end), count))
-        step = _FrequencyList(
+        return _FrequencyList(
             f_start=f_start,
             f_stop=f_end if f_end != f_start else f_start * 10.0,
             amplitude=amplitude,
@@ -513,8 +629,8 @@ class _Interpreter:
             bias_vs_ocv=False,
             mode="galvanostatic" if technique == "geis" else "potentiostatic",
             points=freqs,
+            limits=Limits(max_time=cut.limits(None, timer_offset).max_time),
         )
-        return step, 1.0
 
     def measurement(self, block: Block) -> None:
         dev, head = self.device, block.head
@@ -522,7 +638,7 @@ class _Interpreter:
         if NEEDS_CELL_ON[technique] != dev.cell_on:
             raise RuntimeFault(E.CODE_CELL_STATE, head.line)
         try:
-            step, period = self._step(technique, head)
+            step = self._step(technique, head, self._cutoffs(block, technique), dev.now() - self.timer0)
         except (ValueError, ZeroDivisionError) as exc:
             log.info("emulator: invalid %s arguments: %s", head.name, exc)
             raise RuntimeFault(E.CODE_SYNTAX, head.line) from None
@@ -530,12 +646,10 @@ class _Interpreter:
         for name in outputs:
             self.vars[name] = Value(type="aa")
         self.send(f"M{TECHNIQUES[technique]:04X}")
-        impedance = technique in ("eis", "geis")
-        # One sample per block: the body (and its cutoffs) runs as each sample is measured.
-        wall = 0.02 if impedance else period / (0.8 * dev.speed)
-        ctx = StepContext(clock=dev.clock, t_origin=dev.clock.now(), interrupt=dev._abort, max_block_wall=wall)
+        # Chunks of at most ~40 ms of wall time: Z and a dropped link act within that.
+        ctx = StepContext(clock=dev.clock, t_origin=dev.clock.now(), interrupt=dev._abort, max_block_wall=0.05)
         run = dev.sim.run_step(step, ctx)
-        aborted = False
+        aborted = failed = False
         try:
             while True:
                 try:
@@ -548,11 +662,14 @@ class _Interpreter:
                         break
                     dev._sample_time = ctx.t_origin + float(row["t"])
                     self._assign(technique, outputs, row)
-                    self._maybe_fail(head)
                     try:
+                        self._maybe_fail(head)
                         self.execute(block.body)
                     except _Break:
                         return
+                    except RuntimeFault:
+                        failed = True  # a runtime error stops the script where it is: no '*'
+                        raise
                     finally:
                         dev._sample_time = None
                 if aborted:
@@ -562,7 +679,8 @@ class _Interpreter:
                     break
         finally:
             run.close()
-            self.send("*")
+            if not failed:
+                self.send("*")
         if aborted or dev._abort.is_set():
             raise _Abort
 
@@ -607,14 +725,27 @@ class EmStatServer:
         self._pty = PtyServer(device.handler)
         self.resource = self._pty.path
         self.faults = self._pty.faults
+        self._stopped = threading.Event()
+        self._monitor = threading.Thread(target=self._watch_link, name="emstat-link", daemon=True)
 
     @property
     def path(self) -> str:
         return self._pty.path
 
     def start(self) -> EmStatServer:
-        self._pty.start()
+        if not self._monitor.is_alive():
+            self._pty.start()
+            self._monitor.start()
         return self
+
+    def _watch_link(self) -> None:
+        """A dropped link while no script runs still unpowers the instrument."""
+        while not self._stopped.wait(0.05):
+            session = self.device._session
+            if session is not None and session.closed.is_set() and not self.device._host_gone:
+                self.device._host_gone = True
+                self.device._abort.set()
+                self.device.power_off()
 
     def reconnect(self) -> None:
         """Undo a dropped link (see ``PtyServer.reconnect``)."""
@@ -622,11 +753,12 @@ class EmStatServer:
         self.device.link_restored()
 
     def stop(self) -> None:
+        self._stopped.set()
         self._pty.stop()
         self.device.host_gone()
 
     def __enter__(self) -> EmStatServer:
-        return self
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

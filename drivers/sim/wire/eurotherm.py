@@ -31,8 +31,13 @@ Physics: the ``ChamberPlant`` shared with the Espec emulator — operating in
 auto drives the air to TG.SP; standby (IM = 1) or manual mode stops
 control and the air relaxes to the room.
 
+Transports: Modbus TCP (pymodbus ``ModbusTcpServer``), or Modbus RTU
+(``transport="rtu"``: pymodbus ``ModbusSerialServer`` on one end of a
+pseudo-terminal null modem, the driver's serial port on the other end).
+
 Faults: ``server.faults`` (no reply, garbled frame, dropped connection, at
-the Modbus TCP frame level through pymodbus's packet hook) and the
+the frame level through pymodbus's packet hook; a "dropped" RTU link just
+stops answering) and the
 instrument's: ``raise_alarm(n)`` sets alarm bit n of the status word,
 ``sensor_break()`` sets bit 5 (the PV then reads the sensor-break value
 −32768, as a broken thermocouple would), ``clear_faults()``.
@@ -43,11 +48,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import select
 import threading
+import tty
 from typing import Any
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.sim import SimChannel, SimParams
@@ -140,21 +148,70 @@ class EurothermModel:
         return None
 
 
-class EurothermServer:
-    """A running Modbus TCP controller emulator; ``resource`` is ``modbus-tcp://127.0.0.1:<port>``."""
+class NullModem:
+    """Two pseudo-terminals wired back to back (a serial cable between two ports).
 
-    def __init__(self, model: EurothermModel, port: int = 0) -> None:
+    pymodbus's RTU server opens ``server_path``, the driver ``client_path``;
+    a thread copies bytes both ways, as the cable would.
+    """
+
+    def __init__(self) -> None:
+        self._fds: list[int] = []
+        ends = []
+        for _ in range(2):
+            master, slave = os.openpty()
+            tty.setraw(slave)
+            self._fds += [master, slave]
+            ends.append((master, os.ttyname(slave)))
+        (self._a, self.server_path), (self._b, self.client_path) = ends
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._copy, name="eurotherm-null-modem", daemon=True)
+        self._thread.start()
+
+    def _copy(self) -> None:
+        route = {self._a: self._b, self._b: self._a}
+        while not self._stop.is_set():
+            ready, _, _ = select.select(list(route), [], [], 0.05)
+            for fd in ready:
+                try:
+                    data = os.read(fd, 4096)
+                    os.write(route[fd], data)
+                except OSError:
+                    continue
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class EurothermServer:
+    """A running controller emulator: Modbus TCP (``modbus-tcp://127.0.0.1:<port>``)
+    or Modbus RTU on a pseudo-terminal (``modbus-rtu:///dev/pts/N?unit=1``)."""
+
+    def __init__(self, model: EurothermModel, port: int = 0, transport: str = "tcp", baudrate: int = 9600) -> None:
+        if transport not in ("tcp", "rtu"):
+            raise ValueError(f"Eurotherm emulator transport must be tcp or rtu, got {transport!r}")
         self.model = model
         self.faults = Faults()
+        self.transport = transport
+        self.baudrate = baudrate
+        self.modem = NullModem() if transport == "rtu" else None
         self._loop = asyncio.new_event_loop()
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self.port = port
         self._thread = threading.Thread(target=self._run, args=(port,), name="eurotherm-modbus", daemon=True)
         self._thread.start()
         if not self._ready.wait(10.0) or self._error is not None:
             raise RuntimeError(f"Eurotherm emulator did not start: {self._error}")
-        self.resource = f"modbus-tcp://127.0.0.1:{self.port}"
+        if self.modem is not None:
+            self.resource = f"modbus-rtu://{self.modem.client_path}?unit=1&baudrate={baudrate}"
+        else:
+            self.resource = f"modbus-tcp://127.0.0.1:{self.port}"
 
     # -- pymodbus side (its own event loop, in its own thread) ------------------------------
     async def _action(
@@ -210,6 +267,12 @@ class EurothermServer:
         self._loop.run_forever()
 
     async def _start(self, device: SimDevice, port: int) -> None:
+        if self.modem is not None:
+            self._server = ModbusSerialServer(
+                device, port=self.modem.server_path, baudrate=self.baudrate, trace_packet=self._trace
+            )
+            await self._server.serve_forever(background=True)
+            return
         self._server = ModbusTcpServer(device, address=("127.0.0.1", port), trace_packet=self._trace)
         await self._server.serve_forever(background=True)
         sockets = getattr(self._server.transport, "sockets", None) or []
@@ -248,6 +311,8 @@ class EurothermServer:
         self._thread.join(5.0)
         with contextlib.suppress(Exception):
             self._loop.close()
+        if self.modem is not None:
+            self.modem.close()
 
     def __enter__(self) -> EurothermServer:
         return self
@@ -264,9 +329,13 @@ def serve(
     cell_type: str = "auto",
     cell: SimChannel | None = None,
     ambient: float | None = None,
+    transport: str = "tcp",
+    baudrate: int = 9600,
     **options: Any,
 ) -> EurothermServer:
-    """Start the controller emulator on 127.0.0.1:``port`` (0 = a free port).
+    """Start the controller emulator: Modbus TCP on 127.0.0.1:``port`` (0 = a
+    free port), or ``transport="rtu"``: Modbus RTU on a pseudo-terminal.
     ``cell``: a SimChannel shared with another emulator (the cell in this chamber)."""
     sim = cell if cell is not None else own_cell(params, cell_type, speed)
-    return EurothermServer(EurothermModel(ChamberPlant(sim, ambient)), port=int(port))
+    model = EurothermModel(ChamberPlant(sim, ambient))
+    return EurothermServer(model, port=int(port), transport=str(transport), baudrate=int(baudrate))

@@ -46,8 +46,8 @@ from typing import Any
 from drivers.sim import SimParams
 from drivers.sim.wire import scpi_tree as scpi
 from drivers.sim.wire.live_cell import CurrentSource, LiveCell, OpenCircuit, Reading, Source, VoltageSource
-from drivers.sim.wire.transport import LineHandler, Session, TcpServer
 from drivers.sim.wire.scpi_tree import CommandTree, ScpiError, StatusModel, boolean, choice, number, one
+from drivers.sim.wire.transport import LineHandler, Session, TcpServer
 
 #: What a meter reports for "no value" (e.g. resistance with no current flowing).
 NO_VALUE = 9.91e37
@@ -81,11 +81,16 @@ class SmuEmulator:
     vendor = "KEITHLEY INSTRUMENTS"
     queue_capacity = 10
     number_format = "{:.6E}"
+    #: Time stamps keep more digits than readings so hours of data resolve milliseconds.
+    time_format = "{:.10E}"
+    #: Cell seconds between a source change and a reading of it (one power-line cycle).
+    settle = 0.02
 
-    def __init__(self, cell: LiveCell, *, serial: str, firmware: str) -> None:
+    def __init__(self, cell: LiveCell, *, serial: str, firmware: str, off_mode: str = "NORM") -> None:
         self.cell = cell
         self.serial = serial
         self.firmware = firmware
+        self.power_on_off_mode = choice(off_mode, OFF_MODES)
         self.lock = threading.RLock()
         self.state = SmuState()
         self.status = StatusModel(capacity=self.queue_capacity)
@@ -95,6 +100,8 @@ class SmuEmulator:
         self.tree.add_common(self.identity, self.reset)
         self._build()
         self.reset()
+        self.state.off_mode = dict.fromkeys(("CURR", "VOLT"), self.power_on_off_mode)
+        self.apply()
 
     # --- identity and reset -----------------------------------------------------------
     def identity(self) -> str:
@@ -117,7 +124,7 @@ class SmuEmulator:
     # --- the wire ------------------------------------------------------------------------
     def handle(self, line: bytes) -> str | None:
         text = line.decode("ascii", errors="replace").strip()
-        with self.lock:
+        with self.lock, self.cell.instant():
             self.received.append(text)
             if not text:
                 return None
@@ -148,7 +155,7 @@ class SmuEmulator:
 
     def reading(self) -> Reading:
         """One measurement; with the output relay open the meter sees nothing."""
-        r = self.cell.read()
+        r = self.cell.read(self.settle)
         st = self.state
         if not st.output and st.off_mode[st.source] == "HIMP":
             return Reading(t=r.t, E=0.0, I=0.0, T=r.T, limited=False)
@@ -235,22 +242,32 @@ class Keithley2450Emulator(SmuEmulator):
         self.source_function_commands()
         for fn, low, high in (("CURR", -1.05, 1.05), ("VOLT", -210.0, 210.0)):
             self.level_commands("[SOURce[1]]", fn, low, high)
-        t.add("[SOURce[1]] CURRent VLIMit [LEVel]", set=self._set_vlim, query=lambda _: self.fmt(self.state.voltage_limit))
-        t.add("[SOURce[1]] VOLTage ILIMit [LEVel]", set=self._set_ilim, query=lambda _: self.fmt(self.state.current_limit))
+        t.add(
+            "[SOURce[1]] CURRent VLIMit [LEVel]", set=self._set_vlim, query=lambda _: self.fmt(self.state.voltage_limit)
+        )
+        t.add(
+            "[SOURce[1]] VOLTage ILIMit [LEVel]", set=self._set_ilim, query=lambda _: self.fmt(self.state.current_limit)
+        )
         t.add("[SOURce[1]] CURRent VLIMit [LEVel] TRIPped", query=lambda _: self._trip("CURR"))
         t.add("[SOURce[1]] VOLTage ILIMit [LEVel] TRIPped", query=lambda _: self._trip("VOLT"))
         t.add("[SOURce[1]] CURRent READ BACK", set=self._set_readback, query=lambda _: str(int(self.state.readback)))
         t.add("[SOURce[1]] VOLTage READ BACK", set=self._set_readback, query=lambda _: str(int(self.state.readback)))
         for fn in ("CURRent", "VOLTage"):
             key = FUNCTIONS[fn]
-            self.setting(f"[SOURce[1]] {fn} RANGe", f"SOUR:{key}:RANG", "1.000000E-04" if key == "CURR" else "2.000000E+01")
+            self.setting(
+                f"[SOURce[1]] {fn} RANGe", f"SOUR:{key}:RANG", "1.000000E-04" if key == "CURR" else "2.000000E+01"
+            )
             self.setting(f"[SOURce[1]] {fn} RANGe AUTO", f"SOUR:{key}:RANG:AUTO", "1", self._bool_text)
             self.setting(f"[SOURce[1]] {fn} DELay", f"SOUR:{key}:DEL", "0.000000E+00")
             self.setting(f"[SOURce[1]] {fn} DELay AUTO", f"SOUR:{key}:DEL:AUTO", "1", self._bool_text)
             t.add(f"OUTPut[1] {fn} SMODe", set=self._off_mode_setter(key), query=self._off_mode_getter(key))
         self.setting("[SOURce[1]] VOLTage PROTection [LEVel]", "SOUR:VOLT:PROT", "NONE")
         t.add("[SOURce[1]] VOLTage PROTection [LEVel] TRIPped", query=lambda _: "0")
-        t.add("[SENSe[1]] FUNCtion [ON]", set=self._set_sense, query=lambda _: f'"{self.sense}:DC"' if self.sense != "RES" else '"RES"')
+        t.add(
+            "[SENSe[1]] FUNCtion [ON]",
+            set=self._set_sense,
+            query=lambda _: f'"{self.sense}:DC"' if self.sense != "RES" else '"RES"',
+        )
         for fn in ("CURRent", "VOLTage", "RESistance"):
             key = fn[:4].upper()
             dc = " [DC]" if fn != "RESistance" else ""
@@ -368,7 +385,7 @@ class Keithley2450Emulator(SmuEmulator):
         if element == "STAT":
             return "0"
         if element in ("REL", "SEC"):
-            return self.fmt(row.t)
+            return self.time_format.format(row.t)
         if element == "FRAC":
             return self.fmt(row.t - math.floor(row.t))
         if element == "UNIT":
@@ -487,6 +504,7 @@ class Keithley2400Emulator(SmuEmulator):
     model = "2400"
     vendor = "KEITHLEY INSTRUMENTS INC."
     number_format = "{:+.6E}"
+    time_format = "{:+.10E}"
     #: Status word bits (2400S-900-01 §18, :FORMat:ELEMents STATus).
     COMPLIANCE_BIT = 8
     FRONT_BIT = 4
@@ -504,15 +522,25 @@ class Keithley2400Emulator(SmuEmulator):
             self.level_commands("[SOURce[1]]", fn, low, high)
         for fn in ("CURRent", "VOLTage"):
             key = FUNCTIONS[fn]
-            self.setting(f"[SOURce[1]] {fn} RANGe", f"SOUR:{key}:RANG", "+1.050000E-04" if key == "CURR" else "+2.100000E+01")
+            self.setting(
+                f"[SOURce[1]] {fn} RANGe", f"SOUR:{key}:RANG", "+1.050000E-04" if key == "CURR" else "+2.100000E+01"
+            )
             self.setting(f"[SOURce[1]] {fn} RANGe AUTO", f"SOUR:{key}:RANG:AUTO", "1", self._bool_text)
             self.setting(f"[SOURce[1]] {fn} MODE", f"SOUR:{key}:MODE", "FIX", lambda s: choice(s, {"FIXed": "FIX"}))
         self.setting("[SOURce[1]] DELay", "SOUR:DEL", "+0.000000E+00")
         self.setting("[SOURce[1]] DELay AUTO", "SOUR:DEL:AUTO", "1", self._bool_text)
         t.add("[SOURce[1]] CLEar [IMMediate]", set=self._source_clear)
         t.add("[SOURce[1]] CLEar AUTO", set=self._set_auto_off, query=lambda _: str(int(self.auto_off)))
-        t.add("[SENSe[1]] VOLTage [DC] PROTection [LEVel]", set=self._set_vprot, query=lambda _: self.fmt(self.state.voltage_limit))
-        t.add("[SENSe[1]] CURRent [DC] PROTection [LEVel]", set=self._set_iprot, query=lambda _: self.fmt(self.state.current_limit))
+        t.add(
+            "[SENSe[1]] VOLTage [DC] PROTection [LEVel]",
+            set=self._set_vprot,
+            query=lambda _: self.fmt(self.state.voltage_limit),
+        )
+        t.add(
+            "[SENSe[1]] CURRent [DC] PROTection [LEVel]",
+            set=self._set_iprot,
+            query=lambda _: self.fmt(self.state.current_limit),
+        )
         t.add("[SENSe[1]] VOLTage [DC] PROTection TRIPped", query=lambda _: self._trip("CURR"))
         t.add("[SENSe[1]] CURRent [DC] PROTection TRIPped", query=lambda _: self._trip("VOLT"))
         for fn in ("CURRent", "VOLTage", "RESistance"):
@@ -521,9 +549,15 @@ class Keithley2400Emulator(SmuEmulator):
             self.setting(f"[SENSe[1]] {fn}{dc} NPLCycles", f"SENS:{key}:NPLC", "+1.000000E+00")
             self.setting(f"[SENSe[1]] {fn}{dc} RANGe [UPPer]", f"SENS:{key}:RANG", "+1.050000E-04")
             self.setting(f"[SENSe[1]] {fn}{dc} RANGe AUTO", f"SENS:{key}:RANG:AUTO", "1", self._bool_text)
-        self.setting("[SENSe[1]] RESistance MODE", "SENS:RES:MODE", "MAN", lambda s: choice(s, {"MANual": "MAN", "AUTO": "AUTO"}))
+        self.setting(
+            "[SENSe[1]] RESistance MODE", "SENS:RES:MODE", "MAN", lambda s: choice(s, {"MANual": "MAN", "AUTO": "AUTO"})
+        )
         self.setting("[SENSe[1]] FUNCtion CONCurrent", "SENS:FUNC:CONC", "1", self._bool_text)
-        t.add("[SENSe[1]] FUNCtion [ON]", set=self._func_on, query=lambda _: ",".join(f'"{f}:DC"' if f != "RES" else '"RES"' for f in self.sense_on))
+        t.add(
+            "[SENSe[1]] FUNCtion [ON]",
+            set=self._func_on,
+            query=lambda _: ",".join(f'"{f}:DC"' if f != "RES" else '"RES"' for f in self.sense_on),
+        )
         t.add("[SENSe[1]] FUNCtion OFF", set=self._func_off)
         t.add("[SENSe[1]] FUNCtion [ON] ALL", set=lambda _: self._set_sense(["VOLT", "CURR", "RES"]))
         t.add("[SENSe[1]] FUNCtion ALL", set=lambda _: self._set_sense(["VOLT", "CURR", "RES"]))
@@ -648,7 +682,9 @@ class Keithley2400Emulator(SmuEmulator):
             "TIME": r.t - self.t_reset,
             "STAT": float(self.status_word(r)),
         }
-        return ",".join(self.fmt(values[e]) for e in self.elements)
+        return ",".join(
+            self.time_format.format(values[e]) if e == "TIME" else self.fmt(values[e]) for e in self.elements
+        )
 
     def _read(self) -> str:
         st = self.state
@@ -676,7 +712,7 @@ class Keithley2400Emulator(SmuEmulator):
         return self.last
 
     def _measure(self, function: str) -> str:
-        self._set_sense(self.sense_on + [function])
+        self._set_sense([*self.sense_on, function])
         previous = self.auto_off
         self.auto_off = True  # :MEASure? = :CONFigure + :READ? with auto output-off
         try:
@@ -735,7 +771,7 @@ class SmuEmulatorServer:
         self.instrument.inject_error(code, message)
 
     def inject_compliance(self) -> None:
-        """The load drives the source into its limit (until the source is changed)."""
+        """The load drives the source into its limit (until the output is switched off)."""
         self.instrument.inject_compliance()
 
     def drop(self) -> None:
@@ -769,11 +805,16 @@ def _serve(
     port: int,
     speed: float,
     cell_type: str,
-    serial: str,
-    firmware: str,
+    options: dict[str, Any],
 ) -> SmuEmulatorServer:
+    known = {"serial", "firmware", "off_mode"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown Keithley emulator option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
     cell = LiveCell(params, cell_type, speed=speed)
-    return SmuEmulatorServer(cls(cell, serial=serial, firmware=firmware), port=port).start()
+    return SmuEmulatorServer(cls(cell, **options), port=port).start()
 
 
 def serve_2450(
@@ -782,13 +823,18 @@ def serve_2450(
     port: int = 0,
     speed: float = 1.0,
     cell_type: str = "auto",
-    serial: str = "04512450",
-    firmware: str = "1.7.12b",
     **options: Any,
 ) -> SmuEmulatorServer:
-    """A Keithley 2450 emulator on 127.0.0.1:``port`` (0 = a free port), started."""
-    _no_options(options)
-    return _serve(Keithley2450Emulator, params, port=port, speed=speed, cell_type=cell_type, serial=serial, firmware=firmware)
+    """A Keithley 2450 emulator on 127.0.0.1:``port`` (0 = a free port), started.
+
+    Options: ``serial``, ``firmware`` (what ``*IDN?`` reports) and ``off_mode``,
+    the output-off state at power-on: ``NORM`` (the instrument's default: a 0 V
+    source limited to 0.5 % of the current range, which slowly drains a charged
+    cell and holds a symmetric one at 0 V) or ``HIMP`` (relay open, as after a
+    saved power-on setup). A driver sets its own off state when it connects.
+    """
+    options = {"serial": "04512450", "firmware": "1.7.12b", **options}
+    return _serve(Keithley2450Emulator, params, port=port, speed=speed, cell_type=cell_type, options=options)
 
 
 def serve_2400(
@@ -797,15 +843,8 @@ def serve_2400(
     port: int = 0,
     speed: float = 1.0,
     cell_type: str = "auto",
-    serial: str = "1240024",
-    firmware: str = "C32   Oct  4 2010 14:20:11/A02  /S/K",
     **options: Any,
 ) -> SmuEmulatorServer:
-    """A Keithley 2400 emulator on 127.0.0.1:``port`` (0 = a free port), started."""
-    _no_options(options)
-    return _serve(Keithley2400Emulator, params, port=port, speed=speed, cell_type=cell_type, serial=serial, firmware=firmware)
-
-
-def _no_options(options: dict[str, Any]) -> None:
-    if options:
-        raise ValueError(f"unknown Keithley emulator option(s): {', '.join(sorted(options))} (known: serial, firmware)")
+    """A Keithley 2400 emulator on 127.0.0.1:``port`` (0 = a free port), started (options as serve_2450)."""
+    options = {"serial": "1240024", "firmware": "C32   Oct  4 2010 14:20:11/A02  /S/K", **options}
+    return _serve(Keithley2400Emulator, params, port=port, speed=speed, cell_type=cell_type, options=options)

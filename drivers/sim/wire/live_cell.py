@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -99,12 +101,32 @@ class LiveCell:
         self._limited = False
         self._forced = False
         self._t = self._virtual.now()
+        self._t_changed = self._t
+        self._instant: float | None = None
         self._last = self._measure_now()
 
     # --- what the instrument does -------------------------------------------------
     @property
     def source(self) -> Source:
         return self._source
+
+    def now(self) -> float:
+        """Cell time now (the frozen instant inside ``instant()``)."""
+        return self.clock.now() if self._instant is None else self._instant
+
+    @contextmanager
+    def instant(self) -> Iterator[None]:
+        """Everything inside happens at one cell instant: an instrument executes the
+        units of a message in microseconds, while computing the physics takes this
+        process real milliseconds that the scaled clock would turn into seconds."""
+        with self._lock:
+            outer = self._instant
+            if outer is None:
+                self._instant = max(self.clock.now(), self._t)
+            try:
+                yield
+            finally:
+                self._instant = outer
 
     def set_source(self, source: Source) -> None:
         """Connect the cell to ``source`` from now on (the past runs under the old one)."""
@@ -114,16 +136,21 @@ class LiveCell:
             source = VoltageSource(source.voltage, min(max(source.current_limit, 1e-12), MAX_CURRENT))
         with self._lock:
             self._advance()
+            if isinstance(source, OpenCircuit):
+                self._forced = False  # an injected limit lasts until the output is switched off
             if source != self._source:
-                self._forced = False
                 self._clamp = None
                 self._limited = False
+                self._t_changed = self._t
             self._source = source
 
-    def read(self) -> Reading:
-        """A reading taken now; clears the 'limited since the last reading' flag."""
+    def read(self, settle: float = 1e-6) -> Reading:
+        """A reading taken now, or ``settle`` s after the last change of source if that is
+        later (a meter integrates after the source settles, so a reading in the same
+        message as a level change sees the new level); clears the 'limited since the
+        last reading' flag."""
         with self._lock:
-            self._advance()
+            self._advance(max(self.now(), self._t_changed + settle))
             last = self._last
             limited = self._limited or self._clamp is not None or self._forced
             self._limited = False
@@ -140,7 +167,8 @@ class LiveCell:
             return self._clamp is not None or self._forced
 
     def force_limit(self) -> None:
-        """Injected fault: the load drives the source into its limit until the source is changed."""
+        """Injected fault: the load drives the source into its limit (a contact lost, a
+        cell gone high-impedance) until the output is switched off."""
         with self._lock:
             self._advance()
             self._forced = not isinstance(self._source, OpenCircuit)
@@ -171,9 +199,9 @@ class LiveCell:
         self._t = self._virtual.now()
         return ran.data[-1]
 
-    def _advance(self) -> None:
-        """Run the cell from its last time to now under the present source."""
-        target = self.clock.now()
+    def _advance(self, target: float | None = None) -> None:
+        """Run the cell from its last time to now (or ``target``) under the present source."""
+        target = self.now() if target is None else target
         for _ in range(_MAX_SWITCHES):
             remaining = target - self._t
             if remaining <= 1e-9:

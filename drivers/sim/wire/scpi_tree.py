@@ -58,14 +58,25 @@ class _Node:
     optional: bool
     suffix: bool  # an optional numeric suffix (SOURce1) is accepted
 
-    def matches(self, token: str) -> bool:
-        match = re.fullmatch(r"([A-Za-z_]+)(\d*)", token)
-        if match is None:
-            return False
-        name, digits = match.group(1).upper(), match.group(2)
+    def matches(self, token: tuple[str, str]) -> bool:
+        name, digits = token
         if digits and not (self.suffix and digits == "1"):
             return False
         return name in (self.short, self.long)
+
+
+_TOKEN = re.compile(r"([A-Za-z_]+)(\d*)")
+
+
+def _tokens(path: list[str]) -> tuple[tuple[str, str], ...] | None:
+    """Header nodes as (MNEMONIC, numeric suffix); None when one is not a mnemonic."""
+    out = []
+    for text in path:
+        match = _TOKEN.fullmatch(text)
+        if match is None:
+            return None
+        out.append((match.group(1).upper(), match.group(2)))
+    return tuple(out)
 
 
 def _compile(pattern: str) -> tuple[_Node, ...]:
@@ -81,7 +92,7 @@ def _compile(pattern: str) -> tuple[_Node, ...]:
     return tuple(nodes)
 
 
-def _match(nodes: tuple[_Node, ...], tokens: list[str]) -> bool:
+def _match(nodes: tuple[_Node, ...], tokens: tuple[tuple[str, str], ...]) -> bool:
     if not nodes:
         return not tokens
     head, rest = nodes[0], nodes[1:]
@@ -263,19 +274,30 @@ class CommandTree:
         self.status = status or StatusModel()
         self._commands: list[_Command] = []
         self._common: dict[str, _Command] = {}
+        self._cache: dict[tuple[tuple[str, str], ...], _Command | None] = {}
 
-    def add(self, pattern: str, *, set: Setter | None = None, query: Getter | None = None) -> None:  # noqa: A002
+    def add(self, pattern: str, *, set: Setter | None = None, query: Getter | None = None) -> None:
         command = _Command(_compile(pattern), set, query)
         if pattern.startswith("*"):
-            self._common[pattern.upper()] = command
+            name = pattern.upper().rstrip("?")
+            if set is not None:
+                self._common[name] = _Command((), set, None)
+            if query is not None:
+                self._common[name + "?"] = _Command((), None, query)
         else:
             self._commands.append(command)
+            self._cache.clear()
 
-    def _find(self, tokens: list[str]) -> _Command | None:
-        for command in self._commands:
-            if _match(command.nodes, tokens):
-                return command
-        return None
+    def _find(self, path: list[str]) -> _Command | None:
+        tokens = _tokens(path)
+        if tokens is None:
+            return None
+        if tokens in self._cache:
+            return self._cache[tokens]
+        found = next((c for c in self._commands if _match(c.nodes, tokens)), None)
+        if len(self._cache) < 4096:  # headers repeat: a dictionary after the first time
+            self._cache[tokens] = found
+        return found
 
     def execute(self, message: str) -> str | None:
         """Run one message; the reply line (without terminator) or None."""
