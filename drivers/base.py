@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from labctl.clock import Clock
-from labctl.steps import EndReason, Impedance, Step
+from labctl.steps import ConstantVoltage, EndReason, Impedance, Step, VoltageSweep
 
 
 class InstrumentError(Exception):
@@ -89,6 +89,15 @@ class Capabilities:
         current = getattr(step, "current", None)
         if current is not None and abs(current) > self.max_current:
             return f"current {current:g} A exceeds the channel's {self.max_current:g} A"
+        lo_v, hi_v = self.voltage_range
+        potentials = []
+        if isinstance(step, VoltageSweep):
+            potentials = [step.stop] + ([step.start] if step.start != "ocv" else [])
+        elif isinstance(step, ConstantVoltage) and not step.vs_ocv:
+            potentials = [step.voltage]
+        for v in potentials:
+            if not lo_v <= v <= hi_v:
+                return f"potential {v:g} V outside the channel's {lo_v:g}..{hi_v:g} V"
         if isinstance(step, Impedance):
             lo, hi = self.frequency_range
             for f in (step.f_start, step.f_stop):

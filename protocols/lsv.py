@@ -102,6 +102,7 @@ PROTOCOL = Protocol(
     check=check,
     step_kinds=frozenset({"Rest", "VoltageSweep"}),
     description=__doc__ or "",
+    preview=lambda values, cell: [VoltageSweep(start="ocv", stop=float(values["upper"]), rate=1e-3)],
     result_keys=("onset_V",),
     demands=demands,
 )

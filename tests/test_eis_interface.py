@@ -295,116 +295,28 @@ def test_draws_span_the_ranges_and_hold_most_to_the_required_tolerance(draw_outc
 
 
 # Cells that defeated earlier versions of the fit, found in random sweeps like the one above
-# (1200 spectra); (band, noise seed, parameters). Each failure mode named with its case.
+# (1200 spectra): (band, noise generator seed, circuit parameters in TRUE.param_names order:
+# R0, L, R1, Q1, n1, Rint, Qint, nint, RD, tauD), each with the failure mode it exposed.
 HARD_CASES = [
     # bulk arc peaking 20x above f_max: its foot alone gives an interfacial-looking capacitance
-    (
-        "100kHz-0.1Hz",
-        10387,
-        {
-            "R0": 0.5709,
-            "L": 4.552e-07,
-            "R1": 71.57,
-            "Q1": 3.013e-09,
-            "n1": 0.938,
-            "Rint": 65.77,
-            "Qint": 0.0001,
-            "nint": 0.8568,
-            "RD": 106.5,
-            "tauD": 3244.0,
-        },
-    ),
+    ("100kHz-0.1Hz", 10387, (0.5709, 4.552e-7, 71.57, 3.013e-9, 0.938, 65.77, 1e-4, 0.8568, 106.5, 3244.0)),
     # without a Warburg, a p(R,CPE) with n -> 0.4 dresses the diffusion tail up as interface
-    (
-        "100kHz-0.1Hz",
-        50076,
-        {
-            "R0": 0.1703,
-            "L": 3.089e-07,
-            "R1": 84650.0,
-            "Q1": 1.488e-10,
-            "n1": 0.9967,
-            "Rint": 536.5,
-            "Qint": 2.748e-05,
-            "nint": 0.8335,
-            "RD": 23130.0,
-            "tauD": 1454.0,
-        },
-    ),
+    ("100kHz-0.1Hz", 50076, (0.1703, 3.089e-7, 84650.0, 1.488e-10, 0.9967, 536.5, 2.748e-5, 0.8335, 23130.0, 1454.0)),
     # a Warburg at its τD bound taking the tail of the interfacial arc (tiny RD)
-    (
-        "100kHz-0.1Hz",
-        10046,
-        {
-            "R0": 0.9406,
-            "L": 8.495e-08,
-            "R1": 2.433,
-            "Q1": 3.06e-10,
-            "n1": 0.9776,
-            "Rint": 12.31,
-            "Qint": 3.846e-05,
-            "nint": 0.8767,
-            "RD": 0.3643,
-            "tauD": 733.8,
-        },
-    ),
+    ("100kHz-0.1Hz", 10046, (0.9406, 8.495e-8, 2.433, 3.06e-10, 0.9776, 12.31, 3.846e-5, 0.8767, 0.3643, 733.8)),
     # a short Warburg imitating the top of a bulk arc cut off by f_max (R_s + R_b booked as RD)
-    (
-        "1MHz-0.01Hz",
-        10009,
-        {
-            "R0": 0.7445,
-            "L": 9.154e-07,
-            "R1": 27.17,
-            "Q1": 6.433e-10,
-            "n1": 0.9918,
-            "Rint": 258.6,
-            "Qint": 3.463e-05,
-            "nint": 0.804,
-            "RD": 5.186,
-            "tauD": 2151.0,
-        },
-    ),
+    ("1MHz-0.01Hz", 10009, (0.7445, 9.154e-7, 27.17, 6.433e-10, 0.9918, 258.6, 3.463e-5, 0.804, 5.186, 2151.0)),
     # grid seeds with an absurd L that trail after the polish but lead to the global minimum
-    (
-        "1MHz-0.01Hz",
-        10052,
-        {
-            "R0": 0.5953,
-            "L": 9.683e-07,
-            "R1": 743.2,
-            "Q1": 1.21e-09,
-            "n1": 0.9016,
-            "Rint": 119.7,
-            "Qint": 1.222e-06,
-            "nint": 0.8366,
-            "RD": 449.0,
-            "tauD": 10.45,
-        },
-    ),
+    ("1MHz-0.01Hz", 10052, (0.5953, 9.683e-7, 743.2, 1.21e-9, 0.9016, 119.7, 1.222e-6, 0.8366, 449.0, 10.45)),
     # the interface behind a Warburg that the one-arc fit used to imitate it
-    (
-        "100kHz-0.1Hz",
-        10013,
-        {
-            "R0": 0.1695,
-            "L": 9.465e-07,
-            "R1": 18900.0,
-            "Q1": 4.254e-09,
-            "n1": 0.9003,
-            "Rint": 1754.0,
-            "Qint": 1e-06,
-            "nint": 0.9366,
-            "RD": 3733.0,
-            "tauD": 60.86,
-        },
-    ),
+    ("100kHz-0.1Hz", 10013, (0.1695, 9.465e-7, 18900.0, 4.254e-9, 0.9003, 1754.0, 1e-6, 0.9366, 3733.0, 60.86)),
 ]
 
 
 @pytest.mark.parametrize("case", range(len(HARD_CASES)))
 def test_hard_cases(case: int) -> None:
-    band, noise_seed, params = HARD_CASES[case]
+    band, noise_seed, values = HARD_CASES[case]
+    params = dict(zip(TRUE.param_names, values, strict=True))
     freq = frequencies(*BANDS[band])
     check_split(params, freq, noisy(circuit_impedance(TRUE, params, freq), 0, rng_seed=noise_seed))
 

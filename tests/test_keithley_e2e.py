@@ -249,3 +249,54 @@ def test_smu_refuses_impedance_before_the_run(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="Impedance"):
             Engine(channel).start(proto, values, proto.resolve_cell(values, None))
         assert not server.output_on
+
+
+def test_pause_holds_the_cell_at_zero_current_and_resume_goes_forward(tmp_path: Path) -> None:
+    """Pause in a galvanostatic step: the SMU holds 0 A (open circuit, still measured);
+    resume continues the step with the charge left, never replays it."""
+    import threading
+
+    def plan(values: Mapping[str, Any], cell: Cell):  # a protocol generator
+        from labctl.steps import ConstantCurrent
+
+        step = yield ConstantCurrent(current=-5e-4, limits=Limits(max_charge=0.09, max_time=1000.0), sample_period=2.0)
+        return {"charge": step.charge, "end_reason": step.end_reason.value}
+
+    proto = Protocol(
+        name="plate",
+        version="1",
+        title="plate",
+        cell_type="li_li",
+        params=(Param("x", 1.0),),
+        plan=plan,
+        step_kinds=frozenset({"ConstantCurrent"}),
+    )
+    with emulator_factory("keithley2450")(SimParams(), speed=200, cell_type="li_li", off_mode="HIMP") as server:
+        channel = driver_factory("keithley2450")(server.resource, {"clock_speed": 200}, RealClock())
+        engine = Engine(channel)
+        paused = threading.Event()
+
+        class PauseOnce:
+            def handle(self, event: Any) -> None:
+                from labctl.events import Samples
+
+                if isinstance(event, Samples) and not paused.is_set():
+                    paused.set()
+                    engine.request_pause()
+
+        engine.sinks.insert(0, PauseOnce())
+        handle = engine.start(proto, {"x": 1.0}, Cell("li_li", 1.0, 100.0))
+        assert paused.wait(10.0)
+        deadline = 0
+        while handle.state != RunState.PAUSED and deadline < 200:
+            threading.Event().wait(0.01)
+            deadline += 1
+        state = server.instrument.state
+        held = (state.output, state.source, state.level["CURR"])
+        handle.resume()
+        outcome = handle.wait(30.0)
+    assert held == (True, "CURR", 0.0)
+    assert outcome is not None and outcome.status == RunState.COMPLETED, outcome
+    assert outcome.results["end_reason"] == "charge"
+    assert abs(outcome.results["charge"]) == pytest.approx(0.09, rel=2e-3)
+    assert not server.output_on

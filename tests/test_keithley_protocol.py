@@ -48,21 +48,21 @@ def test_2450_configure_opens_the_relay_in_the_reset_message() -> None:
 def test_2450_step_start_is_one_message_with_its_first_reading() -> None:
     message = (
         ':SOUR:CURR:LEV -0.0005;:SOUR:CURR:VLIM 1.5;:SENS:FUNC "VOLT";:SOUR:FUNC CURR;OUTPUT ON;'
-        ':READ? "defbuffer1", READ, SOUR, SOURSTAT, REL;:SYST:ERR:COUN?'
+        ':READ? "defbuffer1", READ, SOUR, SOURSTAT, SEC, FRAC;:SYST:ERR:COUN?'
     )
-    with expected_protocol(Smu2450, [(message, "-5.123400E-02,-4.999100E-04,136,1.2345678900E+01;0")]) as inst:
+    with expected_protocol(Smu2450, [(message, "-5.123400E-02,-4.999100E-04,136,1763776812,0.345678900;0")]) as inst:
         dev = Dialect2450(inst)
         before = (*dev.start_commands("CURR", -5e-4, 1.5, switch=True), dev.output_command(True))
         point = dev.read("CURR", before)
     assert pytest.approx(-0.051234) == point.E
     assert pytest.approx(-4.9991e-4) == point.I
-    assert point.tau == pytest.approx(12.3456789)
+    assert point.tau == pytest.approx(1763776812.3456789, abs=1e-6)
     assert not point.limited and point.errors == 0
 
 
 def test_2450_voltage_source_reads_current_as_the_reading_and_flags_the_limit() -> None:
-    message = ':READ? "defbuffer1", READ, SOUR, SOURSTAT, REL;:SOUR:VOLT:LEV 0.004;:SYST:ERR:COUN?'
-    with expected_protocol(Smu2450, [(message, "1.000000E-03,2.000000E-03,168,5.0E+00;2")]) as inst:
+    message = ':READ? "defbuffer1", READ, SOUR, SOURSTAT, SEC, FRAC;:SOUR:VOLT:LEV 0.004;:SYST:ERR:COUN?'
+    with expected_protocol(Smu2450, [(message, "1.000000E-03,2.000000E-03,168,1763776812,0.5;2")]) as inst:
         point = Dialect2450(inst).read("VOLT", after=(":SOUR:VOLT:LEV 0.004",))
     assert (pytest.approx(2e-3), pytest.approx(1e-3)) == (point.E, point.I)  # SOUR = V, READ = I
     assert point.limited  # source status bit 5 (32)
@@ -115,16 +115,19 @@ def test_2400_configure_and_compound_reading() -> None:
     "reply",
     [
         "ktjvhtj#?",  # what the emulator's garble fault makes of a reply
-        "1.0,2.0,136;0",  # a field missing
-        "1.0,2.0,136,3.0",  # no error count
-        "1.0,nan,136,3.0;0",  # not finite
-        "1.0,2.0,13.5,3.0;0",  # status is not a bit field
-        "1.0,2.0,136,3.0;-1",  # a negative count
+        "1.0,2.0,136,17;0",  # a field missing
+        "1.0,2.0,136,17,0.5",  # no error count
+        "1.0,nan,136,17,0.5;0",  # not finite
+        "1.0,2.0,13.5,17,0.5;0",  # status is not a bit field
+        "1.0,2.0,136,17.5,0.5;0",  # whole seconds are not whole
+        "1.0,2.0,136,17,0.5;-1",  # a negative count
     ],
 )
 def test_2450_garbled_readings_are_refused(reply: str) -> None:
     with (
-        expected_protocol(Smu2450, [(':READ? "defbuffer1", READ, SOUR, SOURSTAT, REL;:SYST:ERR:COUN?', reply)]) as inst,
+        expected_protocol(
+            Smu2450, [(':READ? "defbuffer1", READ, SOUR, SOURSTAT, SEC, FRAC;:SYST:ERR:COUN?', reply)]
+        ) as inst,
         pytest.raises(GarbledReply),
     ):
         Dialect2450(inst).read("CURR")
@@ -171,6 +174,13 @@ def test_timebase_narrows_to_the_fastest_round_trip_and_restarts_on_a_jump() -> 
     assert tb.offset == pytest.approx(91.0) and tb.uncertainty == pytest.approx(0.5)
     assert tb.observe(200.0, 201.0, 5.0)  # time stamps went back: a reset of the instrument's clock
     assert tb.offset == pytest.approx(195.5)
+
+
+def test_acquisition_falls_back_to_host_time_when_the_instrument_clock_rolls_over() -> None:
+    acq = Acquisition(Limits(max_time=100.0), t_start=0.0, max_block_wall=0.25)
+    acq.add(0.0, 0.1, 1e-3, tau=99999.0)
+    acq.add(2.0, 0.1, 1e-3, tau=1.0)  # the 2400's stamp restarted
+    assert acq.charge == pytest.approx(2e-3)
 
 
 def test_acquisition_integrates_charge_over_instrument_stamps_and_keeps_the_limit_row() -> None:

@@ -127,3 +127,28 @@ def test_run_with_lab_refuses_unsafe_parameters_before_anything_runs(tmp_path):
     with pytest.raises(ParameterError, match="parameter 'max'"):
         prepare_run("ccd", params={}, instrument="pstat", out_dir=out, lab=lab)
     assert not out.exists()
+
+
+def test_configured_emulator_refuses_a_sweep_beyond_its_range_before_the_run(tmp_path):
+    """An EmStat Pico (±1.7 V class) is asked for an LSV to 5 V: refused up front."""
+    from drivers.sim import SimParams
+    from drivers.sim.wire.emstat import serve_pico
+    from labctl.runner import prepare_run
+
+    with serve_pico(SimParams(), speed=100.0, cell_type="li_ss") as server:
+        path = write(
+            tmp_path,
+            f"""
+[instruments.pico]
+driver = "emstat_pico"
+resource = "{server.resource}"
+options = {{ clock_speed = 100 }}
+""",
+        )
+        lab = load_lab(path)
+        out = tmp_path / "runs"
+        with pytest.raises(ValueError, match=r"cannot run protocol 'lsv': potential 5 V outside the channel's"):
+            prepare_run("lsv", params={"area": "1", "thickness": "100"}, instrument="pico", out_dir=out, lab=lab)
+        assert not out.exists()
+        with pytest.raises(ValueError, match="does not support ConstantCurrent steps"):
+            prepare_run("li_cu_ce", params={"area": "1", "thickness": "100"}, instrument="pico", out_dir=out, lab=lab)

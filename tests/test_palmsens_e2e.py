@@ -129,6 +129,8 @@ def test_transference_number(tmp_path: Path) -> None:
     # The EIS under ΔV continued the hold: one polarisation at ΔV, none restarted by the sweep.
     polarisations = [e for e in done.server.device.sim.events if e["event"] == "polarization"]
     assert len(polarisations) == 2  # the EIS before (held at the measured OCV) and the ΔV hold
+    hold, after = done.outcome.steps[2], done.outcome.steps[3]
+    assert after.spectrum["E_dc"] == pytest.approx(hold.data["E"].mean(), abs=2e-4)  # same set point
 
 
 def test_lsv_stability_window(tmp_path: Path) -> None:

@@ -60,6 +60,8 @@ class Acquisition:
             dt, i_prev = (t - self.t_start) if tau is None else 0.0, i
         else:
             dt, i_prev = stamp - self._stamp, self.last[2]
+            if dt < 0:  # the instrument's clock rolled over or was reset: the host's interval
+                dt = t - self.last[0]
         self._stamp = stamp
         self.charge += 0.5 * (i + i_prev) * max(dt, 0.0)
         row = (t, e, i, self.charge, math.nan)

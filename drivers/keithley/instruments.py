@@ -216,9 +216,10 @@ class Smu2450(Keithley2450):
         maxsplit=1,
     )
 
-    #: One round trip per sample: sense reading, source read-back, source status, relative
-    #: time stamp (+ the error count).
-    READ_COMMAND = ':READ? "defbuffer1", READ, SOUR, SOURSTAT, REL'
+    #: One round trip per sample: sense reading, source read-back, source status and the
+    #: time stamp as UTC seconds + fraction (+ the error count). Not RELative: it counts
+    #: from the first reading in the buffer, which moves once the buffer wraps.
+    READ_COMMAND = ':READ? "defbuffer1", READ, SOUR, SOURSTAT, SEC, FRAC'
 
 
 class Dialect2450(SmuDialect):
@@ -270,9 +271,9 @@ class Dialect2450(SmuDialect):
 
     def read(self, sourcing: str, before: tuple[str, ...] = (), after: tuple[str, ...] = ()) -> Point:
         text = self._inst.ask(self._message(before, Smu2450.READ_COMMAND, after))
-        (reading, source, status, rel), tail = split_reply(text, 4, ":READ?")
+        (reading, source, status, seconds, fraction), tail = split_reply(text, 5, ":READ?")
         value = parse_number(reading, ":READ? reading")
-        tau = parse_number(rel, ":READ? relative time")
+        tau = parse_count(seconds, ":READ? seconds") + parse_number(fraction, ":READ? fractional seconds")
         level = parse_number(source, ":READ? source value")
         stat = parse_count(status, ":READ? source status")
         count = parse_count(tail, ":SYST:ERR:COUN?")

@@ -307,7 +307,8 @@ class KeithleySmuChannel(Channel):
             if self._dev is None or not self._output or self._holding_potential:
                 return
             with self._io("holding the cell") as dev:
-                dev.instrument.write(";".join(dev.start_commands("CURR", 0.0, None, switch=self._function != "CURR")))
+                commands = dev.start_commands("CURR", 0.0, None, switch=self._function != "CURR")
+                dev.instrument.ask(";".join([*commands, "*OPC?"]))  # applied when this returns
                 self._function = "CURR"
 
     def safe_state(self) -> None:

@@ -18,7 +18,10 @@ Options (lab file or factory ``options``): ``clock_speed`` (run on a scaled
 clock, for emulators), ``baudrate``, ``timeout`` (s, reply timeout; also the
 slack of the streaming watchdog), ``variant`` (EmStat4: ``hr``/``lr``),
 ``max_current`` (A, lowers the channel's limit), ``autorange_min`` /
-``autorange_max`` (A), ``channel`` (pgstat channel), ``ocp_seconds``
+``autorange_max`` (A), ``pgstat_channel`` (``set_pgstat_chan``, default 0),
+``channel`` (the lab file's name for this channel, shown in the channel's
+name; one MethodSCRIPT device is one channel, a MultiEmStat4 channel is a
+device of its own), ``ocp_seconds``
 (open-circuit measurement before a step that starts from OCV), ``overload``
 (``compliance``: an overload ends the step with COMPLIANCE; ``error``: it fails
 the run), ``exclusive`` (lock the port, default true).
@@ -98,7 +101,8 @@ class Options:
     max_current: float | None = None
     autorange_min: float | None = None
     autorange_max: float | None = None
-    channel: int = 0
+    channel: str | None = None
+    pgstat_channel: int = 0
     ocp_seconds: float = 0.5
     overload: str = "compliance"
     exclusive: bool = True
@@ -121,7 +125,7 @@ class Options:
                     out[name] = float(value)
                     if not (out[name] > 0 and math.isfinite(out[name])):
                         raise ValueError("must be a positive number")
-                elif name in ("baudrate", "channel"):
+                elif name in ("baudrate", "pgstat_channel"):
                     out[name] = int(value)
                 elif name == "exclusive":
                     out[name] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
@@ -224,12 +228,12 @@ class MethodScriptChannel(Channel):
             self._clock: Clock = ScaledClock(self.options.clock_speed)
         else:
             self._clock = clock if clock is not None else RealClock()
-        self.name = f"{key}@{resource}"
+        self.name = f"{key}@{resource}" + (f":{self.options.channel}" if self.options.channel else "")
         self.capabilities = capabilities_for(self.model, self.options.max_current)
         self.compiler = Compiler(
             self.model,
             Settings(
-                channel=self.options.channel,
+                channel=self.options.pgstat_channel,
                 autorange_min=self.options.autorange_min,
                 autorange_max=self.options.autorange_max,
                 ocp_duration=self.options.ocp_seconds,
@@ -611,7 +615,8 @@ class MethodScriptChannel(Channel):
             f, zr, zi = by_type.get("dc"), by_type.get("cc"), by_type.get("cd")
             if f is None or zr is None or zi is None:
                 raise self._garbled(f"impedance packet without frequency/Z: {variables!r}")
-            run.rows.append((f.value, zr.value, zi.value, math.nan, math.nan, t, math.nan))
+            e_dc, i_dc = self._dc_level(run)
+            run.rows.append((f.value, zr.value, zi.value, e_dc, i_dc, t, math.nan))
         else:
             e = by_type.get("ab") or by_type.get("da")
             if e is None:
@@ -653,6 +658,18 @@ class MethodScriptChannel(Channel):
         if code != 0:
             raise self._garbled(f"unknown end code {code} from the {plan.technique} script")
         return StepOutcome(plan.natural_reason, f"{plan.natural_reason.value} ({plan.technique} loop ended)")
+
+    @staticmethod
+    def _dc_level(run: _Run) -> tuple[float, float]:
+        """The DC level an impedance point rides on, as set (E_dc for a potentiostatic
+        sweep, I_dc for a galvanostatic one); NaN where the script does not fix it."""
+        step = run.plan.step
+        if run.plan.technique == "geis" and isinstance(step, Impedance):
+            return math.nan, step.bias
+        e_dc = run.plan.set_potential
+        if e_dc is None and run.ocv is not None:
+            e_dc = run.ocv + run.plan.ocv_offset
+        return (math.nan if e_dc is None else e_dc), math.nan
 
     @staticmethod
     def _pause_potential(run: _Run, interrupted: bool) -> float | None:

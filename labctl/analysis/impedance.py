@@ -1203,12 +1203,7 @@ def _without_diffusion(results: list[_Result], data: _Data) -> list[_Result]:
         spec = replace(res.spec, diffusion=False)
         p = _from_theta(res.spec, res.theta, data)
         seed = _to_theta(spec, {k: v for k, v in p.items() if k not in ("RD", "tauD")}, data)
-        r = _fit_one(spec, data, [seed])
-        # without a Warburg the spectrum must close to the real axis inside the band: an arc
-        # peaking within a decade of f_min is the diffusion tail dressed up as an arc
-        if r is not None and all(
-            _apex(_from_theta(r.spec, r.theta, data), a) >= 10 * data.freq[-1] for a in r.spec.arc_labels
-        ):
+        if (r := _fit_one(spec, data, [seed])) is not None:
             out.append(r)
     return out
 

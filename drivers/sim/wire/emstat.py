@@ -73,6 +73,9 @@ log = logging.getLogger(__name__)
 #: LSV 0, CA 7, OCP 11, EIS 13 as documented; CP and GEIS as this emulator numbers them).
 TECHNIQUES = {"lsv": 0x0000, "ca": 0x0007, "cp": 0x000A, "ocp": 0x000B, "eis": 0x000D, "geis": 0x000E}
 GALVANOSTATIC_LOOPS = ("meas_loop_cp", "meas_loop_geis")
+#: How much of the conversation a device keeps for inspection (tests, debugging).
+_KEEP_LINES = 20000
+_KEEP_SCRIPTS = 200
 #: Cell state each loop needs (the instrument answers 0x0014 otherwise).
 NEEDS_CELL_ON = {"ocp": False, "ca": True, "cp": True, "lsv": True, "eis": True, "geis": True}
 #: Variable types of the loops' outputs (appendix C of the manual).
@@ -220,6 +223,8 @@ class EmStatDevice:
     def on_line(self, session: Session, raw: bytes) -> None:
         text = raw.decode("ascii", errors="replace")
         self.received.append(text)
+        if len(self.received) > _KEEP_LINES:  # a long-running server keeps the recent past only
+            del self.received[: len(self.received) - _KEEP_LINES]
         if self._loading is not None:
             if text == "":
                 self._loaded_script(session)
@@ -264,6 +269,8 @@ class EmStatDevice:
         lines, letter = self._loading or [], self._loading_cmd
         self._loading = None
         self.scripts.append(lines)
+        if len(self.scripts) > _KEEP_SCRIPTS:
+            del self.scripts[0]
         try:
             program = parse_script(lines)
             self._check_device(program)

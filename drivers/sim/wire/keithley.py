@@ -97,6 +97,8 @@ class SmuEmulator:
         self.tree = CommandTree(self.status)
         self.received: deque[str] = deque(maxlen=500)
         self.t_reset = cell.clock.now()
+        #: The instrument's real-time clock: UTC now at power-on, then at the emulated speed.
+        self.utc0 = time.time() - cell.clock.now()
         self.tree.add_common(self.identity, self.reset)
         self._build()
         self.reset()
@@ -357,7 +359,9 @@ class Keithley2450Emulator(SmuEmulator):
         measured_source = r.I if st.source == "CURR" else r.E
         source = measured_source if st.readback else st.level[st.source]
         status = (128 if st.output else 0) | (8 if st.readback else 0) | (32 if st.output and r.limited else 0)
-        return _Row(t=r.t - self.t_reset, value=value, source=source, source_status=status, unit=self.sense)
+        return _Row(
+            t=r.t - self.t_reset, utc=self.utc0 + r.t, value=value, source=source, source_status=status, unit=self.sense
+        )
 
     def _buffer(self, params: list[str], index: int) -> _Buffer:
         name = scpi.unquote(params[index]) if len(params) > index and params[index] else "defbuffer1"
@@ -375,7 +379,7 @@ class Keithley2450Emulator(SmuEmulator):
         return ",".join(out)
 
     def _element(self, row: _Row, element: str) -> str:
-        stamp = time.gmtime(row.t)
+        stamp = time.gmtime(row.utc)
         if element == "READ":
             return self.fmt(row.value)
         if element == "SOUR":
@@ -384,10 +388,12 @@ class Keithley2450Emulator(SmuEmulator):
             return str(row.source_status)
         if element == "STAT":
             return "0"
-        if element in ("REL", "SEC"):
+        if element == "REL":  # seconds since the last reset (the emulator's choice of origin)
             return self.time_format.format(row.t)
+        if element == "SEC":
+            return str(math.floor(row.utc))
         if element == "FRAC":
-            return self.fmt(row.t - math.floor(row.t))
+            return f"{row.utc - math.floor(row.utc):.9f}"
         if element == "UNIT":
             return {"VOLT": "Volt DC", "CURR": "Amp DC", "RES": "Ohm"}[row.unit]
         if element == "SOURUNIT":
@@ -395,7 +401,7 @@ class Keithley2450Emulator(SmuEmulator):
         if element == "DATE":
             return time.strftime("%m/%d/%Y", stamp)
         if element in ("TIME", "TST"):
-            return time.strftime("%m/%d/%Y %H:%M:%S", stamp) + f".{int((row.t % 1) * 1e9):09d}"
+            return time.strftime("%m/%d/%Y %H:%M:%S", stamp) + f".{int((row.utc % 1) * 1e9):09d}"
         if element == "FORM":
             return f"{row.value:+.5f} {'V' if row.unit == 'VOLT' else 'A' if row.unit == 'CURR' else 'Ohm'}"
         return f"{row.source:+.5f} {'A' if self.state.source == 'CURR' else 'V'}"  # SOURFORM
@@ -450,7 +456,8 @@ class Keithley2450Emulator(SmuEmulator):
 
 @dataclass
 class _Row:
-    t: float
+    t: float  # s since the last reset
+    utc: float  # the instrument's clock (UTC seconds)
     value: float
     source: float
     source_status: int
