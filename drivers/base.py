@@ -89,15 +89,21 @@ class Capabilities:
         current = getattr(step, "current", None)
         if current is not None and abs(current) > self.max_current:
             return f"current {current:g} A exceeds the channel's {self.max_current:g} A"
+        # Potentials known before the run (vs-OCV set points are checked by the
+        # driver when it writes the step for the instrument).
         lo_v, hi_v = self.voltage_range
-        potentials = []
+        potentials: list[tuple[str, float]] = []
         if isinstance(step, VoltageSweep):
-            potentials = [step.stop] + ([step.start] if step.start != "ocv" else [])
+            potentials.append(("sweep stop", step.stop))
+            if step.start != "ocv":
+                potentials.append(("sweep start", float(step.start)))
         elif isinstance(step, ConstantVoltage) and not step.vs_ocv:
-            potentials = [step.voltage]
-        for v in potentials:
-            if not lo_v <= v <= hi_v:
-                return f"potential {v:g} V outside the channel's {lo_v:g}..{hi_v:g} V"
+            potentials.append(("potential", step.voltage))
+        elif isinstance(step, Impedance) and step.mode == "potentiostatic" and not step.bias_vs_ocv:
+            potentials.append(("DC potential", step.bias))
+        for what, value in potentials:
+            if not lo_v <= value <= hi_v:
+                return f"{what} {value:g} V is outside the channel's {lo_v:g}..{hi_v:g} V"
         if isinstance(step, Impedance):
             lo, hi = self.frequency_range
             for f in (step.f_start, step.f_stop):

@@ -164,7 +164,10 @@ def test_2450_speaks_scpi_over_its_socket() -> None:
             assert float(value) == pytest.approx(0.05, abs=1e-3)  # clamped at the voltage limit
             assert int(status) == 128 | 32 | 8  # output on, limited, read-back
             assert c.query(":SOUR:CURR:VLIM:TRIP?;:SOUR:VOLT:ILIM:TRIP?;:OUTP?") == "1;0;1"
-            assert int(c.query(":TRAC:ACT?")) == 1
+            assert float(c.query(":MEAS:VOLT?")) == pytest.approx(0.05, abs=1e-3)
+            assert float(c.query(":MEAS:CURR?")) < 1e-2  # the limit holds the current below 10 mA
+            assert c.query(":SENS:FUNC?") == '"CURR:DC"'  # :MEASure:<f>? leaves its function selected
+            assert int(c.query(":TRAC:ACT?")) == 3
             c.send(":OUTP OFF")
             assert c.query(":OUTP?;:SOUR:CURR:VLIM:TRIP?") == "0;0" and not srv.output_on
         finally:

@@ -22,7 +22,8 @@ from drivers.keithley.instruments import (
     parse_error,
     parse_identity,
 )
-from drivers.keithley.smu import STEP_KINDS, SmuOptions, create_2400, create_2450
+from drivers.keithley.options import SmuOptions
+from drivers.keithley.smu import STEP_KINDS, create_2400, create_2450
 from drivers.keithley.timebase import Timebase
 from labctl.clock import RealClock, ScaledClock
 from labctl.steps import EndReason, Limits

@@ -147,7 +147,7 @@ options = {{ clock_speed = 100 }}
         )
         lab = load_lab(path)
         out = tmp_path / "runs"
-        with pytest.raises(ValueError, match=r"cannot run protocol 'lsv': potential 5 V outside the channel's"):
+        with pytest.raises(ValueError, match=r"cannot run protocol 'lsv': sweep stop 5 V is outside the channel's"):
             prepare_run("lsv", params={"area": "1", "thickness": "100"}, instrument="pico", out_dir=out, lab=lab)
         assert not out.exists()
         with pytest.raises(ValueError, match="does not support ConstantCurrent steps"):

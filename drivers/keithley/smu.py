@@ -49,7 +49,7 @@ import math
 import threading
 from collections.abc import Generator, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -67,87 +67,15 @@ from drivers.base import (
 )
 from drivers.keithley.acquisition import Acquisition
 from drivers.keithley.instruments import Point, SmuDialect, open_dialect
+from drivers.keithley.options import MIN_VOLTAGE_LIMIT, SmuOptions
 from drivers.keithley.timebase import Timebase
 from drivers.keithley.visa_io import enable_nodelay, typed_errors
 from labctl.clock import Clock, ScaledClock
 from labctl.steps import ConstantCurrent, ConstantVoltage, EndReason, Limits, Rest, Step, VoltageSweep
 
 STEP_KINDS = frozenset({"Rest", "ConstantCurrent", "ConstantVoltage", "VoltageSweep"})
-#: Smallest voltage limit both models accept (2400: 0.2 V; 2450: 0.02 V).
-MIN_VOLTAGE_LIMIT = 0.2
 #: Errors drained from the queue at most when one is reported.
 MAX_ERRORS = 20
-
-
-@dataclass(frozen=True)
-class SmuOptions:
-    """Driver options (the lab file's ``options`` table)."""
-
-    visa_library: str = "@py"  # pyvisa backend: "@py" (pyvisa-py), "" (NI/Keysight VISA), a path
-    timeout_ms: float = 5000.0  # VISA timeout of every query
-    safe_timeout_ms: float = 1000.0  # timeout while making the output safe
-    nplc: float = 1.0  # integration time in power-line cycles (0.01..10)
-    compliance_voltage: float = 10.0  # V: the largest |V| the SMU may ever put on the cell
-    compliance_current: float = 0.1  # A: current limit of voltage-sourced steps
-    voltage_margin: float = 0.5  # V between a step's voltage cutoff and the hardware clamp
-    current_margin: float = 1.5  # hardware current limit / the step's current_above
-    max_current: float = 1.0  # A: largest current a step may ask for
-    clock_speed: float | None = None  # run on ScaledClock(clock_speed) (emulators at N× real time)
-    reset: bool = True  # *RST before the first step of a run
-    channel: str = "1"  # the lab file's channel name: these SMUs have one
-
-    @classmethod
-    def parse(cls, options: Mapping[str, Any] | None) -> SmuOptions:
-        """From a lab file's options; ValueError names the option and what it may be."""
-        options = dict(options or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown Keithley option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        values: dict[str, Any] = {}
-        for name, raw in options.items():
-            if name in ("visa_library", "channel"):
-                values[name] = str(raw)
-            elif name == "reset":
-                values[name] = _as_bool(name, raw)
-            elif name == "clock_speed" and raw is None:
-                values[name] = None
-            else:
-                try:
-                    values[name] = float(raw)
-                except (TypeError, ValueError):
-                    raise ValueError(f"Keithley option {name}={raw!r} is not a number") from None
-        opts = cls(**values)
-        opts._check()
-        return opts
-
-    def _check(self) -> None:
-        rules = (
-            ("timeout_ms", self.timeout_ms > 0, "> 0 ms"),
-            ("safe_timeout_ms", self.safe_timeout_ms > 0, "> 0 ms"),
-            ("nplc", 0.01 <= self.nplc <= 10, "0.01..10"),
-            ("compliance_voltage", MIN_VOLTAGE_LIMIT <= self.compliance_voltage <= 210, "0.2..210 V"),
-            ("compliance_current", 1e-9 <= self.compliance_current <= 1.05, "1e-9..1.05 A"),
-            ("voltage_margin", self.voltage_margin >= 0, ">= 0 V"),
-            ("current_margin", self.current_margin >= 1, ">= 1"),
-            ("max_current", 0 < self.max_current <= 1.05, "0..1.05 A"),
-            ("clock_speed", self.clock_speed is None or self.clock_speed > 0, "> 0"),
-            ("channel", self.channel == "1", "1: a single-channel SourceMeter"),
-        )
-        for name, ok, allowed in rules:
-            if not ok:
-                raise ValueError(f"Keithley option {name}={getattr(self, name)!r} is out of range (allowed: {allowed})")
-
-
-def _as_bool(name: str, raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"Keithley option {name}={raw!r} is not true/false")
 
 
 @dataclass(frozen=True)
@@ -317,8 +245,8 @@ class KeithleySmuChannel(Channel):
         if not self._lock.acquire(timeout=self.options.timeout_ms / 1000.0 + 1.0):
             raise InstrumentError("safe state: the transport stayed busy; output state unknown")
         try:
-            if self._dev is None and not self._output and self._info is None:
-                return  # never connected: nothing can be on
+            if self._dev is None and not self._output:
+                return  # not connected, and no output this driver switched on
             try:
                 self._output_off(timeout)
             except InstrumentError as first:
@@ -485,54 +413,71 @@ class KeithleySmuChannel(Channel):
         t0 = t = self._run_time(point, ctx)
         acq = Acquisition(limits, t0, ctx.max_block_wall)
         stair, stopped = 0, ""
-        while True:
-            self._last_e = point.E
-            reason = acq.add(t, point.E, point.I, point.tau)
-            elapsed = t - t0
-            natural = elapsed >= program.natural_end * (1 - 1e-12)
-            if reason is EndReason.TIME and natural:
-                reason = program.natural_reason
-            if reason is None and stopped:
-                reason = self._confirm_stop(stopped, acq, limits, program)
-            message = ""
-            if reason is None and point.limited:
-                reason = EndReason.COMPLIANCE
-            elif reason is not None and point.limited:
-                message = f" (hardware limit {self._limit_text(program)} engaged too)"
-            if reason is None and natural:
-                reason = program.natural_reason
-            if reason is not None:
-                if reason is EndReason.COMPLIANCE:
-                    message = self._compliance_message(program)
-                self._finish(program, reason, bool(stopped))
-                yield acq.block()
-                text = message if reason is EndReason.COMPLIANCE else f"{reason.value} after {elapsed:.6g} s{message}"
-                return StepOutcome(reason, text)
-            if acq.due():
-                yield acq.block()
+        try:
+            while True:
+                self._last_e = point.E
+                elapsed = t - t0
+                outcome = self._judge(point, acq.add(t, point.E, point.I, point.tau), elapsed, acq, program, stopped)
+                if outcome is not None:
+                    self._finish(program, outcome.end_reason, bool(stopped))
+                    yield acq.block()
+                    return outcome
+                if acq.due():
+                    yield acq.block()
 
-            target, stop = self._next_target(t0, elapsed, period, limits, program, acq)
-            stop = stop if current_step else ""
-            waited = yield from self._wait(acq, ctx, target)
-            if not waited:
-                pending = acq.block()
-                if len(pending):
-                    yield pending
-                return StepOutcome(EndReason.ABORTED, "interrupted")
-            then = 0.0 if stop else None
-            if program.sweep:
-                due = min(math.floor((ctx.run_time() - t0) / period + 1e-9), len(program.levels) - 1)
-                if due > stair:  # read the end of this stair and start the next in one message
-                    stair, then = due, program.levels[due]
-            try:
-                point = self._read(program.function, then=then)
-            except InstrumentError:
-                pending = acq.block()
-                if len(pending):
-                    yield pending
-                raise
-            stopped = stop
-            t = self._run_time(point, ctx)
+                target, stop = self._next_target(t0, elapsed, period, limits, program, acq)
+                stop = stop if current_step else ""
+                waited = yield from self._wait(acq, ctx, target)
+                if not waited:
+                    pending = acq.block()
+                    if len(pending):
+                        yield pending
+                    return StepOutcome(EndReason.ABORTED, "interrupted")
+                then = 0.0 if stop else None
+                if program.sweep:
+                    due = min(math.floor((ctx.run_time() - t0) / period + 1e-9), len(program.levels) - 1)
+                    if due > stair:  # read the end of this stair and start the next in one message
+                        stair, then = due, program.levels[due]
+                try:
+                    point = self._read(program.function, then=then)
+                except InstrumentError:
+                    pending = acq.block()
+                    if len(pending):
+                        yield pending
+                    raise
+                stopped = stop
+                t = self._run_time(point, ctx)
+        except GeneratorExit:  # the engine stopped listening (pause, abort): stop driving at once
+            if current_step and ctx.interrupt.is_set():
+                with contextlib.suppress(InstrumentError):
+                    self._stop_current()
+            raise
+
+    def _judge(
+        self,
+        point: Point,
+        reason: EndReason | None,
+        elapsed: float,
+        acq: Acquisition,
+        program: _Program,
+        stopped: str,
+    ) -> StepOutcome | None:
+        """Whether this reading ends the step, and why. ``reason`` is what the software
+        limits say; they win over the instrument's limit bit, which then only backed
+        them up; a step that ends by its own length (a rest, a sweep) completes."""
+        natural = elapsed >= program.natural_end * (1 - 1e-12)
+        if reason is EndReason.TIME and natural:
+            reason = program.natural_reason
+        if reason is None and stopped:
+            reason = self._confirm_stop(stopped, acq, acq.limits, program)
+        if reason is None and point.limited:
+            return StepOutcome(EndReason.COMPLIANCE, self._compliance_message(program))
+        if reason is None and natural:
+            reason = program.natural_reason
+        if reason is None:
+            return None
+        also = f" (hardware limit {self._limit_text(program)} engaged too)" if point.limited else ""
+        return StepOutcome(reason, f"{reason.value} after {elapsed:.6g} s{also}")
 
     def _run_time(self, point: Point, ctx: StepContext) -> float:
         """The run time of a reading: its stamp on the host clock (within its round trip,
@@ -593,8 +538,12 @@ class KeithleySmuChannel(Channel):
             self._output = False
             self._holding_potential = False
         elif program.function == "CURR" and program.levels[0] != 0.0 and not stopped:
-            with self._io("stopping the current") as dev:  # *OPC?: applied before the next step
-                dev.instrument.ask(f"{dev.level_command('CURR', 0.0)};*OPC?")
+            self._stop_current()
+
+    def _stop_current(self) -> None:
+        """0 A now (the output stays on: an open circuit that is still measured)."""
+        with self._io("stopping the current") as dev:  # *OPC?: applied when this returns
+            dev.instrument.ask(f"{dev.level_command('CURR', 0.0)};*OPC?")
 
     def _write_level(self, function: str, level: float) -> None:
         with self._io("setting the source level") as dev:

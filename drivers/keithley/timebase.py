@@ -2,8 +2,8 @@
 
 A host-timed loop that stamps each reading with the host's clock is off by up
 to half a round trip, and round trips wobble (a busy host, a loaded network).
-The SMUs stamp every reading themselves (2450 buffer element RELative, 2400
-element TIME), so the driver uses their stamps: within a step, times and
+The SMUs stamp every reading themselves (2450 buffer elements SEConds and
+FRACtional, 2400 element TIME), so the driver uses their stamps: within a step, times and
 hence the integrated charge are then exact whatever the latency, and only the
 step's placement on the run clock carries the host's uncertainty.
 

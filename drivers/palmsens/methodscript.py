@@ -140,39 +140,14 @@ class Options:
         return cls(**out)
 
 
-@dataclass(frozen=True)
-class MethodScriptCapabilities(Capabilities):
-    """Capabilities plus the instrument's potential window for set points known
-    before the run (vs-OCV set points are checked when the script is written)."""
-
-    def refusal(self, step: Step) -> str | None:
-        base = super().refusal(step)
-        if base is not None:
-            return base
-        lo, hi = self.voltage_range
-        values: list[tuple[str, float]] = []
-        if isinstance(step, VoltageSweep):
-            values.append(("sweep stop", step.stop))
-            if step.start != "ocv":
-                values.append(("sweep start", float(step.start)))
-        elif isinstance(step, ConstantVoltage) and not step.vs_ocv:
-            values.append(("potential", step.voltage))
-        elif isinstance(step, Impedance) and step.mode == "potentiostatic" and not step.bias_vs_ocv:
-            values.append(("DC potential", step.bias))
-        for what, value in values:
-            if not lo <= value <= hi:
-                return f"{what} {value:g} V is outside the channel's {lo:g}..{hi:g} V"
-        return None
-
-
-def capabilities_for(model: ModelSpec, max_current: float | None = None) -> MethodScriptCapabilities:
+def capabilities_for(model: ModelSpec, max_current: float | None = None) -> Capabilities:
     kinds = {"Rest", "ConstantVoltage", "VoltageSweep", "Impedance"}
     modes = {"potentiostatic"}
     if model.galvanostatic:
         kinds.add("ConstantCurrent")
         modes.add("galvanostatic")
     limit = model.max_current if max_current is None else min(max_current, model.max_current)
-    return MethodScriptCapabilities(
+    return Capabilities(
         step_kinds=frozenset(kinds),
         max_current=limit,
         voltage_range=model.potential_range,

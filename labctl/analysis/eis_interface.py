@@ -12,7 +12,8 @@ which is what the polarisation itself measures. A Li|SE|Li spectrum is
 Spectroscopy, 2nd ed., Wiley 2005; its origin in a cell with reversible electrodes and no
 supporting salt: Franceschetti, Macdonald & Buck, J. Electrochem. Soc. 138 (1991) 1368).
 It is fitted with :func:`labctl.analysis.impedance.fit_spectrum` (``circuit="li_li"``: the
-circuit with and without a resolved bulk arc, by BIC) and split here:
+circuit with and without the bulk arc, and without the Warburg when R_D is not determined,
+chosen by BIC) and split here:
 
 - ``R_bulk_ohm``: the electrolyte. With the bulk arc resolved, its diameter R1; otherwise
   (arc above the band, the usual case at 100 kHz) the high-frequency intercept R0 (+ R1)
