@@ -90,7 +90,10 @@ def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
                 break
         if stopped:
             break
-    segments = [Segment(r.data["t"], r.data["E"], r.data["I"]) for r in steps if len(r.data)]
+    # A half-cycle cut at its first reading (contact loss) has nothing to summarise.
+    segments = [Segment(r.data["t"], r.data["E"], r.data["I"]) for r in steps if len(r.data) >= 2]
+    if not segments:
+        return {"mode": values["mode"], "cycles_completed": 0, "stopped": stopped or "no data"}
     if symmetric:
         summary = symmetric_cycling_summary(segments)
         out: dict[str, Any] = {

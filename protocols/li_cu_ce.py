@@ -129,7 +129,10 @@ def _nucleation(plating: StepResult) -> NucleationResult | None:
     data = plating.data
     if data is None or len(data) < 10:
         return None
-    return nucleation_overpotential(data["t"] - plating.t_start, data["E"])
+    try:
+        return nucleation_overpotential(data["t"] - plating.t_start, data["E"])
+    except ValueError:  # too little of the early trace to tell a dip from the plateau
+        return None
 
 
 def _nucleation_mv(nucleation: NucleationResult | None) -> dict[str, float | None]:

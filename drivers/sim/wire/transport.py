@@ -151,6 +151,7 @@ class TcpServer:
         self.terminators = terminators
         self.faults = Faults()
         self._listener = socket.create_server((host, port))
+        self._listener.settimeout(0.2)  # so the accept loop notices stop()
         self.host, self.port = self._listener.getsockname()[:2]
         self._stop = threading.Event()
         self._sessions: list[_SocketSession] = []
@@ -161,7 +162,6 @@ class TcpServer:
         return self
 
     def _accept_loop(self) -> None:
-        self._listener.settimeout(0.2)
         while not self._stop.is_set():
             try:
                 sock, _ = self._listener.accept()
