@@ -68,7 +68,7 @@ import numpy as np
 from drivers.base import StepContext
 from drivers.sim import SimChannel, SimParams
 from drivers.sim import impedance as zel
-from drivers.sim.wire.transport import LineHandler, Session, TcpServer
+from drivers.sim.wire.transport import EmulatorServer, LineHandler, Session, TcpServer
 from labctl.clock import ScaledClock
 from labctl.steps import ConstantVoltage, EndReason, Limits, Rest
 
@@ -706,7 +706,7 @@ def shared_cell(params: SimParams, cell_type: str = "auto", speed: float = 1.0) 
     return SimChannel(params, "ss" if kind == "auto" else kind, ScaledClock(speed))
 
 
-class E4980AServer:
+class E4980AServer(EmulatorServer):
     """A running E4980A emulator: ``resource`` is the VISA address to open."""
 
     def __init__(self, model: E4980AModel, server: TcpServer, companion: Any = None) -> None:
@@ -739,12 +739,6 @@ class E4980AServer:
         self.server.stop()
         if self.chamber is not None:
             self.chamber.stop()
-
-    def __enter__(self) -> E4980AServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def serve(

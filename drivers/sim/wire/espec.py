@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from drivers.sim import SimChannel, SimParams
-from drivers.sim.wire.transport import LineHandler, PtyServer, Session, TcpServer
+from drivers.sim.wire.transport import EmulatorServer, LineHandler, PtyServer, Session, TcpServer
 from labctl.clock import ScaledClock
 
 CONTROLLER = "P300"
@@ -209,7 +209,7 @@ class EspecHandler(LineHandler):
         self.session.send(reply.encode("ascii") + b"\r\n")
 
 
-class EspecServer:
+class EspecServer(EmulatorServer):
     """A running Espec emulator: ``resource`` is what the driver opens."""
 
     def __init__(self, model: EspecModel, server: TcpServer | PtyServer, resource: str) -> None:
@@ -241,12 +241,6 @@ class EspecServer:
 
     def stop(self) -> None:
         self.server.stop()
-
-    def __enter__(self) -> EspecServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def serve(

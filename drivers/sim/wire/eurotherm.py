@@ -60,7 +60,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.sim import SimChannel, SimParams
 from drivers.sim.wire.espec import ChamberPlant, own_cell
-from drivers.sim.wire.transport import Faults, garble
+from drivers.sim.wire.transport import EmulatorServer, Faults, garble
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class NullModem:
                 os.close(fd)
 
 
-class EurothermServer:
+class EurothermServer(EmulatorServer):
     """A running controller emulator: Modbus TCP (``modbus-tcp://127.0.0.1:<port>``)
     or Modbus RTU on a pseudo-terminal (``modbus-rtu:///dev/pts/N?unit=1``)."""
 
@@ -313,12 +313,6 @@ class EurothermServer:
             self._loop.close()
         if self.modem is not None:
             self.modem.close()
-
-    def __enter__(self) -> EurothermServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def serve(

@@ -25,6 +25,7 @@ import tty
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,23 @@ class Session(ABC):
 
 
 Handler = Callable[[Session], "LineHandler"]
+
+
+class EmulatorServer(ABC):
+    """What ``labctl sim-server`` and the tests hold: an emulator with an
+    address (``resource``, what the driver opens) that stops cleanly, also as
+    a context manager."""
+
+    resource: str
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class LineHandler(ABC):
