@@ -410,7 +410,10 @@ def sim_server_command(
     try:
         server = factory(params, port=port, speed=speed, cell_type=cell_type, **extra)
     except TypeError as exc:
-        _fail_usage(ValueError(f"emulator {model!r} does not take these options: {exc}"))
+        _fail_usage(ValueError(f"emulator {model!r}: {exc}"))
+        return
+    except ValueError as exc:
+        _fail_usage(exc)
         return
     click.echo(f"{model} emulator at {server.resource} (speed {speed:g}x); Ctrl-C to stop", err=True)
     click.echo(server.resource)

@@ -759,6 +759,8 @@ def serve(
     ``chamber="espec"`` or ``"eurotherm"`` also starts that chamber emulator
     on the same cell (at ``chamber_port``), reachable as ``server.chamber``.
     """
+    if options:
+        raise TypeError(f"unknown E4980A emulator option(s): {', '.join(sorted(options))}")
     sim = cell if cell is not None else shared_cell(params, cell_type, speed)
     model = E4980AModel(sim)
     tcp = TcpServer(lambda session: E4980AHandler(session, model), port=int(port), terminators=(b"\n",)).start()
