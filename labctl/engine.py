@@ -361,20 +361,40 @@ class Engine:
         charge_before = 0.0  # charge of earlier segments (pause splits a step)
         active = 0.0  # time spent executing the step, pauses excluded
         segment = step
-        while True:
-            t_segment = self._run_time()
-            outcome, message = self._run_segment(index, segment, samples, spectrum, charge_before)
-            if outcome is None:  # paused
-                active += self._run_time() - t_segment
-                charge_before = float(samples[-1]["Q"][-1]) if samples and len(samples[-1]) else charge_before
-                self._hold_until_resumed()
-                segment = self._continuation(step, active, samples, spectrum, charge_before)
-                if segment is None:
-                    end_reason, message = EndReason.COMPLETED, "completed before the pause"
-                    break
-                continue
-            end_reason = outcome
-            break
+        try:
+            while True:
+                t_segment = self._run_time()
+                outcome, message = self._run_segment(index, segment, samples, spectrum, charge_before)
+                if outcome is None:  # paused
+                    active += self._run_time() - t_segment
+                    charge_before = float(samples[-1]["Q"][-1]) if samples and len(samples[-1]) else charge_before
+                    self._hold_until_resumed()
+                    segment = self._continuation(step, active, samples, spectrum, charge_before)
+                    if segment is None:
+                        end_reason, message = EndReason.COMPLETED, "completed before the pause"
+                        break
+                    continue
+                end_reason = outcome
+                break
+        except _AbortRun:
+            self._finish_step(index, step, t_start, samples, spectrum, EndReason.ABORTED, self._abort_reason)
+            raise
+        except Exception as exc:
+            # The step's record must end too (with what was measured), not stay "running".
+            self._finish_step(index, step, t_start, samples, spectrum, EndReason.INSTRUMENT_FAULT, str(exc))
+            raise
+        return self._finish_step(index, step, t_start, samples, spectrum, end_reason, message)
+
+    def _finish_step(
+        self,
+        index: int,
+        step: Step,
+        t_start: float,
+        samples: list[np.ndarray],
+        spectrum: list[np.ndarray],
+        end_reason: EndReason,
+        message: str,
+    ) -> StepResult:
         data = np.concatenate(samples) if samples else np.empty(0, SAMPLE_DTYPE)
         spec = np.concatenate(spectrum) if spectrum else None
         last = {name: float(data[name][-1]) for name in SAMPLE_DTYPE.names} if len(data) else {}

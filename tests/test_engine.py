@@ -226,3 +226,17 @@ def test_engine_runs_off_the_callers_thread():
 
     Engine(ResistorChannel()).run(make_protocol(plan), {}, CELL)
     assert thread_names == ["labctl-engine"]
+
+
+def test_instrument_fault_ends_the_step_record_too():
+    def plan(params, cell):
+        yield ConstantCurrent(current=1e-3, limits=Limits(max_time=10.0))
+        yield ConstantCurrent(current=1e-3, limits=Limits(max_time=10.0))
+        return {}
+
+    recorder = Recorder()
+    outcome = Engine(ResistorChannel(fail_at_step=1), sinks=[recorder]).run(make_protocol(plan), {}, CELL)
+    assert outcome.status == RunState.FAILED
+    ended = [e.result for e in recorder.events if isinstance(e, StepEnded)]
+    assert [r.end_reason for r in ended] == [EndReason.TIME, EndReason.INSTRUMENT_FAULT]
+    assert ended[1].message == "simulated instrument fault"
