@@ -105,7 +105,7 @@ def test_no_reply_times_out(running) -> None:
     assert "no data for" in outcome.error and "during a cp script" in outcome.error
     assert "safe state failed" in outcome.error  # nothing confirmed the cell_off ...
     assert not run.server.device.cell_on  # ... but the instrument did switch off
-    kind, reason, message = steps[-1]  # the interrupted step is closed as a fault, with why
+    _kind, reason, message = steps[-1]  # the interrupted step is closed as a fault, with why
     assert reason == "instrument_fault" and "no data for" in message
     assert wall < 10
 
