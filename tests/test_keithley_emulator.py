@@ -264,6 +264,7 @@ def test_connections_share_one_instrument_and_a_drop_keeps_the_output() -> None:
         a, b = Client(srv.port), Client(srv.port)
         try:
             a.send(":SOUR:FUNC CURR;:SOUR:CURR 1e-5;:OUTP ON")
+            assert a.query("*OPC?") == "1"  # a's commands are done before b looks
             assert b.query(":OUTP?") == "1"
             srv.drop()
             time.sleep(0.05)
