@@ -10,7 +10,6 @@ import contextlib
 import json
 import signal
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -440,17 +439,6 @@ def sim_params_command() -> None:
     for spec in SimParams.specs():
         table.add_row(spec.name, spec.unit, spec.describe_default(), spec.allowed, spec.help)
     Console(highlight=False).print(table)
-
-
-def default_run_path(out_dir: Path, protocol_name: str, run_id: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return out_dir / f"{stamp}_{protocol_name}_{run_id}.h5"
-
-
-def install_abort_signals(abort: Any) -> None:
-    """SIGTERM/SIGHUP abort like Ctrl-C: safe state first, file closed as aborted."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda signum, frame: abort(f"aborted by signal {signal.Signals(signum).name}"))
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ the GUI, share this path.
 from __future__ import annotations
 
 import atexit
+import signal
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +89,6 @@ class PreparedRun:
         """
         handle, subscription, writer = self.start()
         if install_signal_handlers:
-            from labctl.cli import install_abort_signals
-
             install_abort_signals(handle.abort)
         try:
             while True:
@@ -152,9 +152,18 @@ def prepare_run(
         operator = lab.operator
     run_id = new_run_id()
     if path is None:
-        from labctl.cli import default_run_path
-
         path = default_run_path(out_dir, protocol.name, run_id)
     if path.exists():
         raise ValueError(f"run file {path} already exists")
     return PreparedRun(protocol, values, channel, cell, simulation, path, run_id, operator, target.safety)
+
+
+def default_run_path(out_dir: Path, protocol_name: str, run_id: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return out_dir / f"{stamp}_{protocol_name}_{run_id}.h5"
+
+
+def install_abort_signals(abort: Any) -> None:
+    """SIGTERM/SIGHUP abort like Ctrl-C: safe state first, file closed as aborted."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: abort(f"aborted by signal {signal.Signals(signum).name}"))
