@@ -30,7 +30,8 @@ PARAMS = (
         "r_leads",
         0.0,
         "Ω",
-        "lead + contact resistance measured on a shorted cell, subtracted from the intercept",
+        "lead + contact resistance measured on a shorted cell, subtracted from the intercept "
+        "(simulator: --sim r_series)",
         minimum=0.0,
         maximum=1e6,
     ),
