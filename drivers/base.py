@@ -10,9 +10,10 @@ any yield (abort, pause): the channel must then be brought to rest with
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,8 @@ import numpy as np
 
 from labctl.clock import Clock
 from labctl.steps import ConstantVoltage, EndReason, Impedance, Step, VoltageSweep
+
+log = logging.getLogger(__name__)
 
 
 class InstrumentError(Exception):
@@ -44,6 +47,31 @@ class InstrumentErrorCode(InstrumentError):
 
 class ConnectionLost(InstrumentError):
     """The transport closed under us."""
+
+
+def with_one_reconnect(
+    action: Callable[[], None],
+    reconnect: Callable[[], None],
+    *,
+    instrument: str,
+    goal: str,
+    retry_on: tuple[type[Exception], ...] = (InstrumentError,),
+) -> None:
+    """Do ``action``; if the transport failed, reconnect once and do it again.
+
+    Safe states use this: a dropped link must not leave an instrument heating
+    or biasing the cell just because the first attempt met a dead socket.
+    """
+    try:
+        action()
+        return
+    except retry_on as first:
+        log.warning("%s: %s failed (%s); reconnecting", instrument, goal, first)
+    try:
+        reconnect()
+        action()
+    except InstrumentError as exc:
+        raise InstrumentError(f"{instrument}: could not {goal}: {exc}") from exc
 
 
 class UnsupportedStep(Exception):

@@ -74,6 +74,7 @@ from drivers.base import (
     StepOutcome,
     StepRun,
     UnsupportedStep,
+    with_one_reconnect,
 )
 from labctl.clock import Clock, ScaledClock
 from labctl.steps import SAMPLE_DTYPE, SPECTRUM_DTYPE, EndReason, Impedance, Rest, Step, empty_samples
@@ -480,19 +481,14 @@ class E4980AChannel(Channel):
     def safe_state(self) -> None:
         """Bias off, no measurement, no trigger, 0 V test signal (reconnecting once if needed)."""
         with self._lock:
-            try:
+            if self._connect is None:  # an adapter given from outside: nothing to reconnect
                 self._safe_commands()
                 return
-            except InstrumentError as first:
-                if self._connect is None:
-                    raise
-                log.warning("E4980A: safe state failed (%s); reconnecting", first)
-            self.close()
-            try:
-                self.open()
-                self._safe_commands()
-            except InstrumentError as exc:
-                raise InstrumentError(f"E4980A: could not reach the safe state: {exc}") from exc
+            with_one_reconnect(self._safe_commands, self._reopen, instrument="E4980A", goal="reach the safe state")
+
+    def _reopen(self) -> None:
+        self.close()
+        self.open()
 
     def hold(self) -> None:
         """Pause: stop measuring; a DC bias (the present potential) stays as it is."""

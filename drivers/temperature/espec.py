@@ -52,6 +52,7 @@ from drivers.base import (
     InstrumentInfo,
     InstrumentTimeout,
     TemperatureController,
+    with_one_reconnect,
 )
 from labctl.clock import Clock
 
@@ -263,17 +264,17 @@ class EspecChamber(TemperatureController):
         """Safe state: constant operation stops (heater and refrigerator off)."""
         with self._lock:
             self._holding = False
-            try:
-                self._setting("MODE, STANDBY")
-                return
-            except (ConnectionLost, InstrumentTimeout, GarbledReply) as first:
-                log.warning("Espec: standby failed (%s); reconnecting", first)
-            self.close()
-            try:
-                self.open()
-                self._setting("MODE, STANDBY")
-            except InstrumentError as exc:
-                raise InstrumentError(f"Espec: could not put the chamber in standby: {exc}") from exc
+            with_one_reconnect(
+                lambda: self._setting("MODE, STANDBY"),
+                self._reopen,
+                instrument="Espec",
+                goal="put the chamber in standby",
+                retry_on=(ConnectionLost, InstrumentTimeout, GarbledReply),
+            )
+
+    def _reopen(self) -> None:
+        self.close()
+        self.open()
 
 
 def create(resource: str, options: Mapping[str, Any] | None = None, clock: Clock | None = None) -> EspecChamber:

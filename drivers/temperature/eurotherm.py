@@ -56,6 +56,7 @@ from drivers.base import (
     InstrumentInfo,
     InstrumentTimeout,
     TemperatureController,
+    with_one_reconnect,
 )
 from labctl.clock import Clock
 
@@ -388,17 +389,17 @@ class EurothermController(TemperatureController):
         """Safe state: set point to room temperature, control outputs off (instrument standby)."""
         with self._lock:
             self._holding = False
-            try:
-                self._standby_writes()
-                return
-            except (ConnectionLost, InstrumentTimeout, GarbledReply) as first:
-                log.warning("Eurotherm: standby failed (%s); reconnecting", first)
-            self.close()
-            try:
-                self.open()
-                self._standby_writes()
-            except InstrumentError as exc:
-                raise InstrumentError(f"Eurotherm: could not put the controller in standby: {exc}") from exc
+            with_one_reconnect(
+                self._standby_writes,
+                self._reopen,
+                instrument="Eurotherm",
+                goal="put the controller in standby",
+                retry_on=(ConnectionLost, InstrumentTimeout, GarbledReply),
+            )
+
+    def _reopen(self) -> None:
+        self.close()
+        self.open()
 
 
 def create(resource: str, options: Mapping[str, Any] | None = None, clock: Clock | None = None) -> EurothermController:
