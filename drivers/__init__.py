@@ -1,6 +1,6 @@
 """Instrument drivers: real instruments and simulated backends.
 
-Every driver exposes ``drivers.base.Channel``. Drivers depend only on the
+Every driver exposes ``labctl.channel.Channel``. Drivers depend only on the
 step vocabulary (``labctl.steps``, ``labctl.limits``, ``labctl.clock``) and on
 their transports.
 """

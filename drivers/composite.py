@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from drivers.base import (
+from labctl.channel import (
     Capabilities,
     Channel,
     InstrumentInfo,

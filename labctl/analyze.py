@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from labctl import protocol as protocols
+from labctl import registry
 from labctl.analysis.arrhenius import fit_arrhenius
 from labctl.analysis.eis_conductivity import ConductivityResult, conductivity_from_spectrum, sigma_from_resistance
 from labctl.params import Param, ParameterError, validate
@@ -55,7 +55,7 @@ def replay_run(path: Path, overrides: Mapping[str, str]) -> dict[str, Any]:
     with open_run(path) as run:
         meta = run.meta
         records = list(run.steps)
-        protocol = protocols.get(meta["protocol"])
+        protocol = registry.get_protocol(meta["protocol"])
         stored = dict(meta.get("parameters") or {})
         given = {**{k: v for k, v in stored.items() if v is not None}, **overrides}
         values = protocol.validate(given)

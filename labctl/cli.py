@@ -17,8 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from labctl import __version__
-from labctl import protocol as protocols
+from labctl import __version__, registry
 from labctl.jsonable import to_jsonable
 from labctl.params import ParameterError, parse_assignments
 
@@ -232,13 +231,13 @@ def protocols_command(name: str | None) -> None:
     console = Console(highlight=False)
     if name is None:
         table = Table("protocol", "cell", "title")
-        for proto_name in protocols.available():
-            proto = protocols.get(proto_name)
+        for proto_name in registry.available_protocols():
+            proto = registry.get_protocol(proto_name)
             table.add_row(proto.name, proto.cell_type, proto.title)
         console.print(table)
         return
     try:
-        proto = protocols.get(name)
+        proto = registry.get_protocol(name)
     except ParameterError as exc:
         _fail_usage(exc)
         return
@@ -328,7 +327,7 @@ def instruments_list(lab_path: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def instruments_identify(name: str, lab_path: str, as_json: bool) -> None:
     """Connect to NAME and print its model, serial and firmware."""
-    from drivers.base import InstrumentError
+    from labctl.channel import InstrumentError
     from labctl.config import LabConfigError
     from labctl.instruments import build_instrument
 
@@ -394,8 +393,8 @@ def sim_server_command(
 
     Point the real driver (or any client) at the printed resource. Ctrl-C stops it.
     """
-    from drivers.registry import emulator_factory
     from drivers.sim import SimParams
+    from labctl.registry import emulator_factory
 
     try:
         params = SimParams.from_strings(parse_assignments(sim, "--sim"))

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers.registry import DRIVERS, KINDS
+from labctl.registry import DRIVERS, KINDS
 from labctl.safety import SafetyLimits
 
 

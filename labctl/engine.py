@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from drivers.base import Channel, InstrumentError, StepContext
 from labctl import __version__
+from labctl.channel import Channel, InstrumentError, StepContext
 from labctl.events import (
     Event,
     EventBus,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.base import Channel
+from labctl.channel import Channel
 from labctl.clock import Clock, RealClock, ScaledClock, make_sim_clock
 from labctl.config import InstrumentConfig, LabConfig
 from labctl.params import ParameterError
@@ -103,7 +103,7 @@ def instrument_clock(options: dict[str, Any]) -> Clock:
 
 def build_instrument(config: InstrumentConfig, channel: str | None = None) -> Any:
     """Construct the driver named in the lab file (not yet connected)."""
-    from drivers.registry import driver_factory
+    from labctl.registry import driver_factory
 
     options = {k: v for k, v in config.options.items()}
     if channel is not None:

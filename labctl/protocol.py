@@ -1,4 +1,4 @@
-"""What a protocol is, and how protocols are found by name.
+"""What a protocol is (lookups by name live in ``labctl.registry``).
 
 A protocol is a generator function (bluesky-style plans): it yields Steps,
 receives each StepResult and returns its headline results. It never sleeps,
@@ -8,8 +8,6 @@ simulator, on hardware and in tests.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,35 +159,3 @@ def largest_current_step(j_ma_cm2: float, cell: Cell) -> Step:
     from labctl.steps import ConstantCurrent, Limits
 
     return ConstantCurrent(current=j_ma_cm2 * 1e-3 * cell.area_cm2, limits=Limits(max_time=1.0))
-
-
-def _protocol_modules() -> dict[str, str]:
-    import protocols
-
-    return {
-        info.name: f"protocols.{info.name}"
-        for info in pkgutil.iter_modules(protocols.__path__)
-        if not info.name.startswith("_")
-    }
-
-
-def available() -> list[str]:
-    """Names of the protocols shipped in ``protocols/``."""
-    return sorted(name for name in _protocol_modules() if _load(name) is not None)
-
-
-def _load(name: str) -> Protocol | None:
-    modules = _protocol_modules()
-    if name not in modules:
-        return None
-    module = importlib.import_module(modules[name])
-    protocol = getattr(module, "PROTOCOL", None)
-    return protocol if isinstance(protocol, Protocol) else None
-
-
-def get(name: str) -> Protocol:
-    protocol = _load(name)
-    if protocol is None:
-        known = ", ".join(available()) or "none"
-        raise ParameterError("protocol", f"unknown protocol {name!r} (known: {known})")
-    return protocol

@@ -18,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from drivers.base import Channel
-from labctl import protocol as protocols
+from labctl import registry
+from labctl.channel import Channel
 from labctl.config import LabConfig
 from labctl.engine import Engine, RunHandle, RunOutcome, new_run_id
 from labctl.events import Subscription
@@ -122,7 +122,7 @@ def prepare_run(
     lab: LabConfig | None = None,
 ) -> PreparedRun:
     """Validate everything; raise ParameterError/ValueError before any file exists."""
-    protocol = protocols.get(protocol_name)
+    protocol = registry.get_protocol(protocol_name)
     values = protocol.validate(params)
     spec = ChannelSpec(instrument=instrument, sim=dict(sim or {}), speed=parse_speed(speed))
     target = resolve_target(spec, lab)

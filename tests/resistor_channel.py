@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drivers.base import Capabilities, Channel, InstrumentError, InstrumentInfo, StepContext, StepOutcome
+from labctl.channel import Capabilities, Channel, InstrumentError, InstrumentInfo, StepContext, StepOutcome
 from labctl.clock import Clock, VirtualClock
 from labctl.limits import LimitWatcher
 from labctl.steps import ConstantCurrent, ConstantVoltage, EndReason, Rest, Step, empty_samples

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from pymeasure.test import expected_protocol
 
-from drivers.base import GarbledReply, InstrumentErrorCode, StepContext, UnsupportedStep
 from drivers.keysight.e4980a import (
     E4980AChannel,
     E4980AInstrument,
@@ -21,6 +20,7 @@ from drivers.keysight.e4980a import (
 from drivers.sim import SimChannel, SimParams
 from drivers.sim.drive import drive
 from drivers.sim.wire.e4980a import E4980AModel, ascii_number, execute, parameter_pair
+from labctl.channel import GarbledReply, InstrumentErrorCode, StepContext, UnsupportedStep
 from labctl.clock import VirtualClock
 from labctl.steps import EndReason, Impedance, Rest
 

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 from drivers.keysight.e4980a import create
-from drivers.registry import driver_factory, emulator_factory
 from drivers.sim import SimParams
 from drivers.sim.drive import context, drive
 from drivers.sim.wire.e4980a import E4980AServer, serve
 from labctl.engine import Engine, RunState
 from labctl.events import SpectrumPoints
 from labctl.protocol import Cell
+from labctl.registry import driver_factory, emulator_factory
 from labctl.steps import EndReason, Impedance
 from labctl.storage import RunFileWriter, open_run
 from protocols import eis

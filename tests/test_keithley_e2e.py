@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from drivers.registry import driver_factory, emulator_factory
 from drivers.sim import SimChannel, SimParams
-from labctl import protocol as protocols
+from labctl import registry
 from labctl.analysis.transference import initial_current, steady_state_current, transference_number
 from labctl.clock import RealClock, VirtualClock
 from labctl.engine import Engine, RunOutcome, RunState
 from labctl.params import Param
 from labctl.protocol import Cell, Protocol
+from labctl.registry import driver_factory, emulator_factory
 from labctl.steps import ConstantVoltage, EndReason, Limits, Rest
 from labctl.storage import RunFileWriter, open_run
 
@@ -71,7 +71,7 @@ def run_on_emulator(
     """
     import time
 
-    proto = protocols.get(protocol) if isinstance(protocol, str) else protocol
+    proto = registry.get_protocol(protocol) if isinstance(protocol, str) else protocol
     values = proto.validate(dict(params)) if isinstance(protocol, str) else dict(params)
     sim_params = SimParams(**(sim or {}))
     kind = cell_type or proto.cell_type_for(values)
@@ -96,7 +96,7 @@ def run_on_emulator(
 
 def run_on_simulator(protocol: str, params: Mapping[str, Any], sim: Mapping[str, Any] | None = None) -> RunOutcome:
     """The same protocol on the physics simulator (virtual time): the reference."""
-    proto = protocols.get(protocol)
+    proto = registry.get_protocol(protocol)
     values = proto.validate(dict(params))
     channel = SimChannel(SimParams(**(sim or {})), proto.cell_type_for(values), VirtualClock())
     return Engine(channel).run(proto, values, proto.resolve_cell(values, channel.cell_info()))
@@ -244,7 +244,7 @@ def test_smu_refuses_impedance_before_the_run(tmp_path: Path) -> None:
     """Transference needs EIS: an SMU cannot, and the engine says so before anything runs."""
     with emulator_factory("keithley2450")(SimParams(), speed=100, cell_type="li_li") as server:
         channel = driver_factory("keithley2450")(server.resource, {"clock_speed": 100}, RealClock())
-        proto = protocols.get("transference")
+        proto = registry.get_protocol("transference")
         values = proto.validate({"thickness": "100", "area": "1"})
         with pytest.raises(ValueError, match="Impedance"):
             Engine(channel).start(proto, values, proto.resolve_cell(values, None))

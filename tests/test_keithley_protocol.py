@@ -12,7 +12,6 @@ import math
 import pytest
 from pymeasure.test import expected_protocol
 
-from drivers.base import GarbledReply
 from drivers.keithley.acquisition import Acquisition
 from drivers.keithley.instruments import (
     Dialect2400,
@@ -25,6 +24,7 @@ from drivers.keithley.instruments import (
 from drivers.keithley.options import SmuOptions
 from drivers.keithley.smu import STEP_KINDS, create_2400, create_2450
 from drivers.keithley.timebase import Timebase
+from labctl.channel import GarbledReply
 from labctl.clock import RealClock, ScaledClock
 from labctl.steps import EndReason, Limits
 

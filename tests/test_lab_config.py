@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl import protocol as protocols
+from labctl import registry
 from labctl.config import LabConfigError, load_lab
 from labctl.params import ParameterError
 from labctl.protocol import Cell
@@ -102,7 +102,7 @@ CELL = Cell(type="li_li", area_cm2=2.0, thickness_um=100.0)
 def test_safety_limits_refuse_parameters_before_the_run(tmp_path, protocol, given, param, fragment):
     lab = load_lab(write(tmp_path, LAB))
     safety = lab.channel("pstat")[1].safety
-    proto = protocols.get(protocol)
+    proto = registry.get_protocol(protocol)
     values = proto.validate(given)
     with pytest.raises(ParameterError) as info:
         safety.check_demands(proto.demands_for(values, CELL))
@@ -114,7 +114,7 @@ def test_safety_limits_refuse_parameters_before_the_run(tmp_path, protocol, give
 def test_parameters_within_limits_pass(tmp_path):
     lab = load_lab(write(tmp_path, LAB))
     safety = lab.channel("pstat")[1].safety
-    proto = protocols.get("li_cu_ce")
+    proto = registry.get_protocol("li_cu_ce")
     values = proto.validate({"j": "0.4"})  # 0.8 mA on 2 cm²: under 1 mA
     safety.check_demands(proto.demands_for(values, CELL))
 

@@ -13,16 +13,16 @@ from collections.abc import Callable
 
 import pytest
 
-from drivers.base import (
+from drivers.palmsens.methodscript import MethodScriptChannel, Options, capabilities_for
+from drivers.palmsens.models import EMSTAT4_HR, EMSTAT_PICO
+from drivers.sim.drive import context, drive
+from labctl.channel import (
     ConnectionLost,
     GarbledReply,
     InstrumentError,
     InstrumentErrorCode,
     InstrumentTimeout,
 )
-from drivers.palmsens.methodscript import MethodScriptChannel, Options, capabilities_for
-from drivers.palmsens.models import EMSTAT4_HR, EMSTAT_PICO
-from drivers.sim.drive import context, drive
 from labctl.clock import VirtualClock
 from labctl.steps import ConstantCurrent, EndReason, Limits, Rest, VoltageSweep
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from drivers.base import InstrumentInfo, TemperatureController
 from drivers.composite import ChamberChannel
 from drivers.palmsens import create_emstat4, create_nexus, create_pico
 from drivers.sim import SimChannel, SimParams
 from drivers.sim.wire.emstat import EmStatServer, serve_emstat4, serve_nexus, serve_pico
-from labctl import protocol as protocols
+from labctl import registry
+from labctl.channel import InstrumentInfo, TemperatureController
 from labctl.clock import VirtualClock
 from labctl.engine import Engine, RunOutcome, RunState
 from labctl.storage import RunFileWriter, open_run
@@ -72,7 +72,7 @@ def run_protocol(
     model: str = "emstat4",
     chamber: bool = False,
 ) -> Done:
-    protocol = protocols.get(name)
+    protocol = registry.get_protocol(name)
     values = protocol.validate({**params, "area": str(truth.area), "thickness": str(truth.thickness)})
     with SERVE[model](truth, speed=speed, cell_type=cell) as server:
         channel = CREATE[model](server.resource, {"clock_speed": speed, "timeout": 1.0}, None)
@@ -99,7 +99,7 @@ def run_protocol(
 
 def sim_results(name: str, params: dict[str, str], truth: SimParams, cell: str) -> dict[str, Any]:
     """The same protocol on the physics simulator directly (virtual time)."""
-    protocol = protocols.get(name)
+    protocol = registry.get_protocol(name)
     values = protocol.validate(params)
     channel = SimChannel(truth, cell, VirtualClock())
     outcome = Engine(channel).run(protocol, values, protocol.resolve_cell(values, channel.cell_info()))
@@ -202,7 +202,7 @@ def test_pico_runs_eis(tmp_path: Path) -> None:
 
 
 def test_pico_refuses_galvanostatic_protocols_before_anything_runs() -> None:
-    protocol = protocols.get("li_cu_ce")
+    protocol = registry.get_protocol("li_cu_ce")
     values = protocol.validate({"area": "1", "thickness": "100"})
     with serve_pico(SimParams(), speed=10, cell_type="li_cu") as server:
         channel = create_pico(server.resource, {"clock_speed": 10, "timeout": 1.0}, None)

@@ -16,7 +16,7 @@ import pytest
 from drivers.palmsens import create_emstat4
 from drivers.sim import SimParams
 from drivers.sim.wire.emstat import EmStatServer, serve_emstat4
-from labctl import protocol as protocols
+from labctl import registry
 from labctl.engine import Engine, RunHandle, RunOutcome, RunState
 from labctl.params import Param
 from labctl.protocol import Cell, Protocol
@@ -67,7 +67,7 @@ def start(
 ) -> Running:
     if isinstance(protocol, tuple):
         name, params, cell_type = protocol
-        proto = protocols.get(name)
+        proto = registry.get_protocol(name)
         values = proto.validate({**params, "area": "1", "thickness": "100"})
         cell = proto.resolve_cell(values, None)
     else:

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from drivers.base import UnsupportedStep
 from drivers.sim import SimChannel, SimParams
 from drivers.sim.drive import context, drive
+from labctl.channel import UnsupportedStep
 from labctl.clock import ScaledClock, VirtualClock
 from labctl.steps import (
     ConstantCurrent,

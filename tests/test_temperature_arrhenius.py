@@ -13,7 +13,6 @@ import pytest
 
 from drivers.composite import ChamberChannel
 from drivers.keysight.e4980a import create as create_lcr
-from drivers.registry import driver_factory, emulator_factory
 from drivers.sim import SimParams
 from drivers.sim.transport import sigma_at
 from drivers.sim.wire.e4980a import serve as serve_lcr
@@ -21,6 +20,7 @@ from drivers.sim.wire.e4980a import shared_cell
 from labctl.engine import Engine, RunState
 from labctl.events import Samples
 from labctl.protocol import Cell
+from labctl.registry import driver_factory, emulator_factory
 from labctl.storage import RunFileWriter, open_run
 from protocols import arrhenius
 

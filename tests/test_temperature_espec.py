@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from drivers.base import ConnectionLost, GarbledReply, InstrumentError, InstrumentErrorCode, InstrumentTimeout
-from drivers.registry import driver_factory, emulator_factory
 from drivers.sim import SimChannel, SimParams
 from drivers.sim.wire.espec import ChamberPlant, EspecModel, serve
 from drivers.temperature.espec import EspecChamber, EspecOptions, create, parse_monitor
+from labctl.channel import ConnectionLost, GarbledReply, InstrumentError, InstrumentErrorCode, InstrumentTimeout
 from labctl.clock import VirtualClock
+from labctl.registry import driver_factory, emulator_factory
 
 FAST = SimParams(tau_chamber=60.0, tau_cell=10.0, noise_t=0.0)
 SPEED = 600.0

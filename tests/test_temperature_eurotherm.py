@@ -8,8 +8,6 @@ import time
 
 import pytest
 
-from drivers.base import ConnectionLost, GarbledReply, InstrumentError, InstrumentErrorCode, InstrumentTimeout
-from drivers.registry import driver_factory, emulator_factory
 from drivers.sim import SimParams
 from drivers.sim.wire import eurotherm as emulator
 from drivers.temperature.eurotherm import (
@@ -24,6 +22,8 @@ from drivers.temperature.eurotherm import (
     encode,
     open_bus,
 )
+from labctl.channel import ConnectionLost, GarbledReply, InstrumentError, InstrumentErrorCode, InstrumentTimeout
+from labctl.registry import driver_factory, emulator_factory
 
 FAST = SimParams(tau_chamber=60.0, tau_cell=10.0, noise_t=0.0)
 SPEED = 600.0

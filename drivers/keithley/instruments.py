@@ -28,7 +28,7 @@ from pymeasure.instruments import Instrument
 from pymeasure.instruments.keithley import Keithley2400, Keithley2450
 from pymeasure.instruments.validators import strict_discrete_set
 
-from drivers.base import GarbledReply
+from labctl.channel import GarbledReply
 
 #: 2450 source status bits (2450-901-01 §8, bufferVar.sourcestatuses).
 STAT_LIMIT_2450 = 32

@@ -54,7 +54,12 @@ from typing import Any
 
 import numpy as np
 
-from drivers.base import (
+from drivers.keithley.acquisition import Acquisition
+from drivers.keithley.instruments import Point, SmuDialect, open_dialect
+from drivers.keithley.options import MIN_VOLTAGE_LIMIT, SmuOptions
+from drivers.keithley.timebase import Timebase
+from drivers.keithley.visa_io import enable_nodelay, typed_errors
+from labctl.channel import (
     Capabilities,
     Channel,
     InstrumentError,
@@ -65,11 +70,6 @@ from drivers.base import (
     StepRun,
     UnsupportedStep,
 )
-from drivers.keithley.acquisition import Acquisition
-from drivers.keithley.instruments import Point, SmuDialect, open_dialect
-from drivers.keithley.options import MIN_VOLTAGE_LIMIT, SmuOptions
-from drivers.keithley.timebase import Timebase
-from drivers.keithley.visa_io import enable_nodelay, typed_errors
 from labctl.clock import Clock, ScaledClock
 from labctl.steps import ConstantCurrent, ConstantVoltage, EndReason, Limits, Rest, Step, VoltageSweep
 

@@ -19,7 +19,7 @@ from pyvisa import constants
 from pyvisa.errors import Error as VisaError
 from pyvisa.errors import VisaIOError
 
-from drivers.base import ConnectionLost, GarbledReply, InstrumentError, InstrumentTimeout
+from labctl.channel import ConnectionLost, GarbledReply, InstrumentError, InstrumentTimeout
 
 _CONNECTION_CODES = {
     constants.StatusCode.error_connection_lost,

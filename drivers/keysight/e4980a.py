@@ -61,7 +61,7 @@ from pymeasure.instruments import Instrument, SCPIMixin
 from pymeasure.instruments.validators import strict_discrete_set, strict_range
 from pyvisa.constants import StatusCode
 
-from drivers.base import (
+from labctl.channel import (
     Capabilities,
     Channel,
     ConnectionLost,

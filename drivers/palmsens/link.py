@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Protocol
 
-from drivers.base import ConnectionLost
+from labctl.channel import ConnectionLost
 
 log = logging.getLogger(__name__)
 

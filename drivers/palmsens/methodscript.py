@@ -9,7 +9,7 @@ a host-side limit is met, the engine interrupts, or the instrument flags an
 overload. Protocol references: MethodSCRIPT manual v1.8, EmStat4
 communication protocol v1.3, EmStat Pico communication protocol v1.6.
 
-Failures are typed (``drivers.base``): no reply -> InstrumentTimeout, a line
+Failures are typed (``labctl.channel``): no reply -> InstrumentTimeout, a line
 that is not MethodSCRIPT output -> GarbledReply, ``!XXXX`` -> InstrumentErrorCode,
 the port going away -> ConnectionLost. ``safe_state`` aborts any script and
 runs ``cell_off``; it is idempotent and bounded by short timeouts.
@@ -39,7 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from drivers.base import (
+from drivers.palmsens.encoding import EncodingError, PacketVar, decode_packet, format_literal
+from drivers.palmsens.errors import ErrorReply, parse_error
+from drivers.palmsens.link import Link, Port, open_serial
+from drivers.palmsens.models import ModelSpec, model_for, model_for_firmware
+from drivers.palmsens.script import CODE_REASONS, CompileError, Compiler, ScriptPlan, Settings
+from labctl.channel import (
     Capabilities,
     Channel,
     ConnectionLost,
@@ -53,11 +58,6 @@ from drivers.base import (
     StepRun,
     UnsupportedStep,
 )
-from drivers.palmsens.encoding import EncodingError, PacketVar, decode_packet, format_literal
-from drivers.palmsens.errors import ErrorReply, parse_error
-from drivers.palmsens.link import Link, Port, open_serial
-from drivers.palmsens.models import ModelSpec, model_for, model_for_firmware
-from drivers.palmsens.script import CODE_REASONS, CompileError, Compiler, ScriptPlan, Settings
 from labctl.clock import Clock, RealClock, ScaledClock
 from labctl.limits import LimitWatcher
 from labctl.steps import (

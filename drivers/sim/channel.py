@@ -30,14 +30,6 @@ from typing import Any
 import numpy as np
 
 import labctl
-from drivers.base import (
-    Capabilities,
-    Channel,
-    InstrumentInfo,
-    StepContext,
-    StepOutcome,
-    UnsupportedStep,
-)
 from drivers.sim import acquisition as acq
 from drivers.sim import impedance as zel
 from drivers.sim.cells import LithiumCell, make_cell
@@ -51,6 +43,14 @@ from drivers.sim.segments import (
     PolarizationSegment,
     Segment,
     Trace,
+)
+from labctl.channel import (
+    Capabilities,
+    Channel,
+    InstrumentInfo,
+    StepContext,
+    StepOutcome,
+    UnsupportedStep,
 )
 from labctl.clock import Clock
 from labctl.limits import LimitWatcher

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.base import Channel, StepContext, StepOutcome
+from labctl.channel import Channel, StepContext, StepOutcome
 from labctl.steps import SAMPLE_DTYPE, SPECTRUM_DTYPE, Impedance, Step
 
 

@@ -44,7 +44,7 @@ from typing import Any
 
 import serial
 
-from drivers.base import (
+from labctl.channel import (
     ConnectionLost,
     GarbledReply,
     InstrumentError,

@@ -48,7 +48,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlparse
 
-from drivers.base import (
+from labctl.channel import (
     ConnectionLost,
     GarbledReply,
     InstrumentError,

@@ -65,10 +65,10 @@ from typing import Any
 
 import numpy as np
 
-from drivers.base import StepContext
 from drivers.sim import SimChannel, SimParams
 from drivers.sim import impedance as zel
 from drivers.sim.wire.transport import EmulatorServer, LineHandler, Session, TcpServer
+from labctl.channel import StepContext
 from labctl.clock import ScaledClock
 from labctl.steps import ConstantVoltage, EndReason, Limits, Rest
 
@@ -766,7 +766,18 @@ def serve(
     tcp = TcpServer(lambda session: E4980AHandler(session, model), port=int(port), terminators=(b"\n",)).start()
     companion = None
     if chamber:
-        from drivers.registry import emulator_factory
-
-        companion = emulator_factory(str(chamber))(params, port=int(chamber_port), speed=speed, cell=sim)
+        companion = _chamber_emulator(str(chamber))(params, port=int(chamber_port), speed=speed, cell=sim)
     return E4980AServer(model, tcp, companion)
+
+
+def _chamber_emulator(name: str) -> Any:
+    """The chamber emulators that can share an LCR emulator's cell."""
+    if name == "espec":
+        from drivers.sim.wire.espec import serve as serve_espec
+
+        return serve_espec
+    if name == "eurotherm":
+        from drivers.sim.wire.eurotherm import serve as serve_eurotherm
+
+        return serve_eurotherm
+    raise ValueError(f"unknown chamber emulator {name!r} (allowed: espec, eurotherm)")

@@ -57,13 +57,13 @@ from typing import Any
 
 import numpy as np
 
-from drivers.base import StepContext
 from drivers.palmsens import errors as E
 from drivers.palmsens.encoding import STATUS_OVERLOAD, PacketVar, encode_packet, parse_literal
 from drivers.palmsens.models import EMSTAT4_HR, EMSTAT4_LR, EMSTAT_PICO, NEXUS, ModelSpec
 from drivers.palmsens.syntax import Block, Command, Node, Program, ScriptSyntaxError, is_literal, parse_script
 from drivers.sim import SimChannel, SimParams
 from drivers.sim.wire.transport import LineHandler, PtyServer, Session
+from labctl.channel import StepContext
 from labctl.clock import ScaledClock
 from labctl.steps import ConstantCurrent, ConstantVoltage, Impedance, Limits, Rest, Step, VoltageSweep
 

@@ -30,9 +30,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from drivers.base import StepContext
 from drivers.sim import SimChannel, SimParams
 from drivers.sim.drive import drive
+from labctl.channel import StepContext
 from labctl.clock import Clock, ScaledClock, VirtualClock
 from labctl.steps import ConstantCurrent, ConstantVoltage, EndReason, Limits, Rest, Step
 

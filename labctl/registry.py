@@ -1,5 +1,9 @@
-"""Driver and emulator names, resolved lazily so a missing transport library
-for one instrument never breaks another.
+"""Name lookups: protocols, drivers and emulators (the application layer).
+
+The core (steps, channel contract, engine, storage, analysis) knows no
+protocol or driver by name; only this module and its callers (runner, config,
+CLI, queue, GUI) do. Drivers and emulators are resolved lazily, so a missing
+transport library for one instrument never breaks another.
 
 Driver factories: ``create(resource: str, options: dict, clock: Clock) ->
 Channel`` (potentiostats, SMUs, LCR meters) or ``-> TemperatureController``
@@ -12,8 +16,12 @@ speed: float = 1.0, cell_type: str = "auto", **options) -> EmulatorServer``
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 from typing import Any
+
+from labctl.params import ParameterError
+from labctl.protocol import Protocol
 
 DRIVERS: dict[str, str] = {
     "emstat4": "drivers.palmsens.methodscript:create_emstat4",
@@ -64,3 +72,35 @@ def driver_factory(name: str) -> Callable[..., Any]:
 
 def emulator_factory(name: str) -> Callable[..., Any]:
     return _resolve(EMULATORS, name, "emulator model")
+
+
+def _protocol_modules() -> dict[str, str]:
+    import protocols
+
+    return {
+        info.name: f"protocols.{info.name}"
+        for info in pkgutil.iter_modules(protocols.__path__)
+        if not info.name.startswith("_")
+    }
+
+
+def _load_protocol(name: str) -> Protocol | None:
+    modules = _protocol_modules()
+    if name not in modules:
+        return None
+    module = importlib.import_module(modules[name])
+    protocol = getattr(module, "PROTOCOL", None)
+    return protocol if isinstance(protocol, Protocol) else None
+
+
+def available_protocols() -> list[str]:
+    """Names of the protocols shipped in ``protocols/``."""
+    return sorted(name for name in _protocol_modules() if _load_protocol(name) is not None)
+
+
+def get_protocol(name: str) -> Protocol:
+    protocol = _load_protocol(name)
+    if protocol is None:
+        known = ", ".join(available_protocols()) or "none"
+        raise ParameterError("protocol", f"unknown protocol {name!r} (known: {known})")
+    return protocol
