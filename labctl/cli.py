@@ -19,6 +19,7 @@ from rich.table import Table
 
 from labctl import __version__, registry
 from labctl.jsonable import to_jsonable
+from labctl.numbers import parse_number
 from labctl.params import ParameterError, parse_assignments
 
 EXIT_FAILED = 1
@@ -31,7 +32,9 @@ def _console() -> Console:
 
 
 def _fail_usage(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
+    """Bad input: one ``error:`` line (scripts grep for it), exit 2, nothing ran."""
+    message = " ".join(str(exc).split("\n"))
+    click.echo(f"error: {message}", err=True)
     sys.exit(EXIT_USAGE)
 
 
@@ -193,7 +196,7 @@ def analyze_command(
             temps = None
             if temperatures is not None:
                 try:
-                    temps = [float(t) for t in temperatures.split(",") if t.strip()]
+                    temps = [float(parse_number(t)) for t in temperatures.split(",") if t.strip()]
                 except ValueError:
                     raise ParameterError("temperatures", f"cannot read {temperatures!r} as °C values") from None
             report = analyze_arrhenius_files([Path(f) for f in files], temps, given, form=form)
@@ -334,10 +337,10 @@ def instruments_identify(name: str, lab_path: str, as_json: bool) -> None:
     try:
         lab = _load_lab(lab_path)
         config, channel = lab.channel(name)
-    except LabConfigError as exc:
+        instrument = build_instrument(config, channel.name)
+    except (LabConfigError, ParameterError, ValueError) as exc:
         _fail_usage(exc)
         return
-    instrument = build_instrument(config, channel.name)
     try:
         instrument.open()
         info = instrument.identify().as_dict()
@@ -355,16 +358,27 @@ def instruments_identify(name: str, lab_path: str, as_json: bool) -> None:
 
 
 def _option_value(text: str) -> int | float | bool | str:
-    """Command-line option values: numbers and true/false as such, the rest as text."""
+    """Command-line option values: numbers (strict grammar) and true/false as such,
+    the rest as text, so ``1_0`` reaches the emulator as the text it is, not as 10."""
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
-    for convert in (int, float):
+    for integer in (True, False):
         try:
-            return convert(text)
+            return parse_number(text, integer=integer)
         except ValueError:
             pass
     return text
+
+
+def _port(text: str) -> int:
+    try:
+        port = parse_number(text, integer=True)
+    except ValueError:
+        raise ParameterError("port", f"cannot read {text!r} (allowed: a whole number from 0 to 65535)") from None
+    if not 0 <= port <= 65535:
+        raise ParameterError("port", f"{port} is out of range (allowed: a whole number from 0 to 65535)")
+    return int(port)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
@@ -373,9 +387,11 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 
 @main.command("sim-server")
 @click.option("--model", required=True, help="instrument to emulate (see drivers/registry.py)")
-@click.option("--port", default=0, show_default=True, type=int, help="TCP port (0 = any free port)")
+@click.option("--port", "port_text", default="0", show_default=True, help="TCP port (0 = any free port)")
 @click.option("--sim", "sim", multiple=True, metavar="NAME=VALUE", help="simulated-cell truth")
-@click.option("--speed", default=1.0, show_default=True, type=float, help="emulated time runs N x real time")
+@click.option(
+    "--speed", "speed_text", default="1", show_default=True, help="emulated time runs N x real time (0.001 to 1e7)"
+)
 @click.option(
     "--cell", "cell_type", default="auto", show_default=True, help="cell type (ss, li_li, li_ss, li_cu, full)"
 )
@@ -387,20 +403,21 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     help="emulator option, e.g. chamber=espec (an LCR emulator with a chamber on the same cell)",
 )
 def sim_server_command(
-    model: str, port: int, sim: tuple[str, ...], speed: float, cell_type: str, options: tuple[str, ...]
+    model: str, port_text: str, sim: tuple[str, ...], speed_text: str, cell_type: str, options: tuple[str, ...]
 ) -> None:
     """Serve a wire-level emulator of an instrument, backed by the cell physics.
 
     Point the real driver (or any client) at the printed resource. Ctrl-C stops it.
     """
     from drivers.sim import SimParams
+    from labctl.instruments import parse_speed_factor
     from labctl.registry import emulator_factory
 
     try:
         params = SimParams.from_strings(parse_assignments(sim, "--sim"))
         factory = emulator_factory(model)
-        if not speed > 0:
-            raise ParameterError("speed", f"{speed:g} is out of range (allowed: a number > 0)")
+        speed = parse_speed_factor(speed_text)
+        port = _port(port_text)
         extra = {name: _option_value(value) for name, value in parse_assignments(options, "--option").items()}
     except (ParameterError, ValueError) as exc:
         _fail_usage(exc)

@@ -24,19 +24,62 @@ Example::
     resource = "tcp://192.0.2.10:10001"
 
 A channel is named ``INSTRUMENT`` (its first channel) or ``INSTRUMENT:CHANNEL``.
-Every error names the file and the key, so a typo is found in seconds.
+
+The file is validated completely when it is loaded, because it sets what a
+cell may be driven to: every key at every level must be known (a typo in
+``max_curent`` must not silently drop a safety limit), every value must have
+the expected TOML type, and numbers go through the same declared ranges as
+``-p`` values (``labctl.params``). Every error is one line naming the file, the
+key path and what is allowed, so a typo is found in seconds.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
+from labctl.numbers import parse_number
+from labctl.params import Param, ParameterError
+from labctl.protocol import GEOMETRY_PARAMS
 from labctl.registry import DRIVERS, KINDS
 from labctl.safety import SafetyLimits
+
+#: A lab file is a page of TOML; anything larger is the wrong file (a run file, a log).
+MAX_LAB_FILE_BYTES = 1 << 20
+
+#: Instrument and channel names are typed on the command line as NAME or NAME:CHANNEL.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_NAME_RULE = "letters, digits, '_' and '-', starting with a letter or digit"
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+_TOP_KEYS = ("defaults", "instruments")
+_DEFAULTS_KEYS = ("cell", "operator")
+_INSTRUMENT_KEYS = ("channels", "driver", "options", "resource")
+_CELL_TEXT_KEYS = ("id", "notes", "type")
+
+#: The per-channel safety limits, declared like protocol parameters so they get
+#: the same range checks and messages. Ranges bound what any supported
+#: instrument can do (a 2400 SMU sources ±210 V; boosted potentiostats tens of A;
+#: ovens for ceramic electrolytes a few hundred °C): a value beyond them is a typo.
+SAFETY_PARAMS: dict[str, Param] = {
+    p.name: p
+    for p in (
+        Param("max_current", None, "mA", "largest |I| the channel may drive", minimum=1e-9, maximum=1e5),
+        Param("voltage_min", None, "V", "lowest cell voltage", minimum=-250.0, maximum=250.0),
+        Param("voltage_max", None, "V", "highest cell voltage", minimum=-250.0, maximum=250.0),
+        Param("max_temperature", None, "°C", "highest cell temperature", minimum=-100.0, maximum=500.0),
+    )
+}
+_CHANNEL_KEYS = (*SAFETY_PARAMS, "cell", "chamber")
+_GEOMETRY = {p.name: p for p in GEOMETRY_PARAMS}
+_CELL_KEYS = (*_GEOMETRY, *_CELL_TEXT_KEYS)
 
 
 class LabConfigError(ValueError):
@@ -88,112 +131,248 @@ class LabConfig:
         return instrument, instrument.channels[channel]
 
 
-def _number(where: str, value: Any, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise LabConfigError(f"{where}: expected a number, got {value!r}")
-    if positive and value <= 0:
-        raise LabConfigError(f"{where}: must be > 0, got {value!r}")
-    return float(value)
+# --- where in the file -------------------------------------------------------------
 
 
-def _cell(where: str, table: Any) -> dict[str, Any]:
-    if table is None:
-        return {}
-    if not isinstance(table, dict):
-        raise LabConfigError(f"{where}: expected a table like {{ area = 2.0, thickness = 100 }}")
-    allowed = {"area", "thickness", "id", "type", "notes"}
-    unknown = sorted(set(table) - allowed)
+@dataclass(frozen=True)
+class _Where:
+    """A key path in the lab file, for messages: ``lab.toml: instruments.pstat.channels.1``."""
+
+    path: Path
+    keys: tuple[str, ...] = ()
+
+    def __truediv__(self, key: str) -> _Where:
+        return _Where(self.path, (*self.keys, key))
+
+    def __str__(self) -> str:
+        if not self.keys:
+            return str(self.path)
+        shown = (k if _BARE_KEY.fullmatch(k) else json.dumps(k) for k in self.keys)
+        return f"{self.path}: {'.'.join(shown)}"
+
+    def error(self, problem: str) -> LabConfigError:
+        return LabConfigError(f"{self}: {problem}")
+
+
+def _toml_type(value: Any) -> str:
+    """The TOML name of a parsed value's type, for 'expected …, got …'."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (datetime, date, time)):
+        return "a date/time"
+    return type(value).__name__
+
+
+def _table(where: _Where, value: Any, expected: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise where.error(f"expected {expected}, got {_toml_type(value)}")
+    return value
+
+
+def _refuse_unknown(where: _Where, table: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    unknown = sorted(set(table) - set(known))
     if unknown:
-        raise LabConfigError(f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(allowed))})")
-    out = dict(table)
-    for key in ("area", "thickness"):
-        if key in out:
-            out[key] = _number(f"{where}.{key}", out[key], positive=True)
+        raise (where / unknown[0]).error(f"unknown key (allowed: {', '.join(sorted(known))})")
+
+
+def _text(where: _Where, value: Any, expected: str = "a string") -> str:
+    if not isinstance(value, str):
+        raise where.error(f"expected {expected}, got {_toml_type(value)}")
+    return value
+
+
+def _name(where: _Where, name: str, what: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise where.error(f"{what} name {name!r} is not allowed (allowed: {_NAME_RULE})")
+    return name
+
+
+# --- values ------------------------------------------------------------------------
+
+
+def _lab_number(where: _Where, value: Any, param: Param, *, positive: bool = False) -> float:
+    """A lab-file number checked like the ``-p`` value ``param``: a TOML number
+    (or a string in the strict grammar), finite, > 0 when ``positive``, within
+    the declared range."""
+    if isinstance(value, str):
+        try:
+            number = float(parse_number(value))
+        except ValueError:
+            raise where.error(f"expected a number, got {value!r} (allowed: {param.allowed})") from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+    else:
+        raise where.error(f"expected a number, got {_toml_type(value)} (allowed: {param.allowed})")
+    if not math.isfinite(number):
+        raise where.error(f"expected a finite number, got {value!r} (allowed: {param.allowed})")
+    if positive and number <= 0:
+        raise where.error(f"must be > 0, got {value!r} (allowed: {param.allowed})")
+    try:
+        return float(param.parse(number))
+    except ParameterError as exc:
+        raise where.error(str(exc).removeprefix(f"parameter '{param.name}': ")) from None
+
+
+def _cell(where: _Where, value: Any) -> dict[str, Any]:
+    """Cell defaults: geometry checked by the protocols' own ``thickness``/``area`` parameters."""
+    if value is None:
+        return {}
+    table = _table(where, value, "a table like { area = 2.0, thickness = 100 }")
+    _refuse_unknown(where, table, _CELL_KEYS)
+    out: dict[str, Any] = {}
+    for key, raw in table.items():
+        if key in _GEOMETRY:
+            out[key] = _lab_number(where / key, raw, _GEOMETRY[key], positive=True)
+        else:
+            out[key] = _text(where / key, raw)
     return out
 
 
-_CHANNEL_KEYS = {"max_current", "voltage_min", "voltage_max", "max_temperature", "chamber", "cell"}
-
-
-def _channel(where: str, name: str, table: dict[str, Any]) -> ChannelConfig:
-    unknown = sorted(set(table) - _CHANNEL_KEYS)
-    if unknown:
-        raise LabConfigError(f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(_CHANNEL_KEYS))})")
-
-    def get(key: str, scale: float = 1.0, positive: bool = False) -> float | None:
-        if key not in table:
-            return None
-        return _number(f"{where}.{key}", table[key], positive=positive) * scale
-
+def _channel(where: _Where, name: str, value: Any) -> ChannelConfig:
+    table = _table(where, value, "a table of the channel's limits and cell")
+    _refuse_unknown(where, table, _CHANNEL_KEYS)
+    limits = {
+        key: _lab_number(where / key, table[key], param, positive=key == "max_current")
+        for key, param in SAFETY_PARAMS.items()
+        if key in table
+    }
+    low, high = limits.get("voltage_min"), limits.get("voltage_max")
+    if low is not None and high is not None and low >= high:
+        raise where.error(f"voltage_min must be below voltage_max (got {low:g} V and {high:g} V)")
+    max_current = limits.get("max_current")
     safety = SafetyLimits(
-        max_current=get("max_current", 1e-3, positive=True),
-        voltage_min=get("voltage_min"),
-        voltage_max=get("voltage_max"),
-        max_temperature=get("max_temperature"),
-        source=where,
+        max_current=None if max_current is None else max_current * 1e-3,  # mA -> A
+        voltage_min=low,
+        voltage_max=high,
+        max_temperature=limits.get("max_temperature"),
+        source=str(where),
     )
-    if safety.voltage_min is not None and safety.voltage_max is not None and safety.voltage_min >= safety.voltage_max:
-        raise LabConfigError(f"{where}: voltage_min must be below voltage_max")
     chamber = table.get("chamber")
-    if chamber is not None and not isinstance(chamber, str):
-        raise LabConfigError(f"{where}.chamber: expected an instrument name")
-    return ChannelConfig(name=name, safety=safety, chamber=chamber, cell=_cell(f"{where}.cell", table.get("cell")))
+    if chamber is not None:
+        chamber = _text(where / "chamber", chamber, "the name of a chamber instrument")
+    return ChannelConfig(name=name, safety=safety, chamber=chamber, cell=_cell(where / "cell", table.get("cell")))
+
+
+def _options(where: _Where, name: str, driver: str, value: Any) -> dict[str, Any]:
+    options = dict(_table(where, value, "a table like { baudrate = 230400 }"))
+    if "clock_speed" in options:
+        from labctl.instruments import parse_speed_factor
+
+        try:
+            options["clock_speed"] = parse_speed_factor(options["clock_speed"], "clock_speed")
+        except ParameterError as exc:
+            raise (where / "clock_speed").error(str(exc).removeprefix("parameter 'clock_speed': ")) from None
+    return _validate_driver_options(where, name, driver, options)
+
+
+def _validate_driver_options(where: _Where, name: str, driver: str, options: dict[str, Any]) -> dict[str, Any]:
+    """THE hook where an instrument's ``options`` table is checked against its
+    driver's declared options (issue 8, drivers kit): refuse unknown names and
+    bad values with ``where.error(...)`` so the lab file fails at load, not at
+    connect. Today every driver checks its own options when it is built."""
+    return options
+
+
+def _instrument(where: _Where, name: str, value: Any) -> InstrumentConfig:
+    _name(where, name, "instrument")
+    if name == "sim":
+        raise where.error("'sim' is reserved for the built-in simulator")
+    table = _table(where, value, "a table with driver and resource")
+    _refuse_unknown(where, table, _INSTRUMENT_KEYS)
+    driver = table.get("driver")
+    known_drivers = ", ".join(sorted(DRIVERS))
+    if driver is None:
+        raise (where / "driver").error(f"missing (known: {known_drivers})")
+    if driver not in DRIVERS:
+        raise (where / "driver").error(f"unknown driver {driver!r} (known: {known_drivers})")
+    resource = table.get("resource")
+    if not isinstance(resource, str) or not resource.strip():
+        got = "missing" if resource is None else f"got {_toml_type(resource)}"
+        raise (where / "resource").error(f"expected the address, e.g. '/dev/ttyACM0' or 'TCPIP::…' ({got})")
+    options = _options(where / "options", name, driver, table.get("options", {}))
+    channels_where = where / "channels"
+    channel_tables = _table(channels_where, table.get("channels", {}), "a table of channels")
+    channels = {
+        ch: _channel(channels_where / ch, _name(channels_where / ch, ch, "channel"), ch_table)
+        for ch, ch_table in (channel_tables or {"1": {}}).items()
+    }
+    return InstrumentConfig(name, driver, resource, options, channels)
 
 
 def parse_lab(data: dict[str, Any], path: Path) -> LabConfig:
     """Validate the parsed TOML; every error names ``path`` and the key."""
-    unknown = sorted(set(data) - {"defaults", "instruments"})
+    root = _Where(path)
+    unknown = sorted(set(data) - set(_TOP_KEYS))
     if unknown:
-        raise LabConfigError(f"{path}: unknown section [{unknown[0]}] (allowed: defaults, instruments)")
-    defaults = data.get("defaults", {})
-    instruments: dict[str, InstrumentConfig] = {}
-    for name, table in (data.get("instruments") or {}).items():
-        where = f"{path}: instruments.{name}"
-        if name == "sim":
-            raise LabConfigError(f"{where}: 'sim' is reserved for the built-in simulator")
-        if not isinstance(table, dict):
-            raise LabConfigError(f"{where}: expected a table")
-        driver = table.get("driver")
-        if driver not in DRIVERS:
-            raise LabConfigError(f"{where}.driver: unknown driver {driver!r} (known: {', '.join(sorted(DRIVERS))})")
-        resource = table.get("resource")
-        if not isinstance(resource, str) or not resource:
-            raise LabConfigError(f"{where}.resource: expected the address, e.g. '/dev/ttyACM0' or 'TCPIP::…'")
-        options = table.get("options", {})
-        if not isinstance(options, dict):
-            raise LabConfigError(f"{where}.options: expected a table")
-        extra = sorted(set(table) - {"driver", "resource", "options", "channels"})
-        if extra:
-            raise LabConfigError(f"{where}.{extra[0]}: unknown key (allowed: driver, resource, options, channels)")
-        channel_tables = table.get("channels") or {"1": {}}
-        channels = {
-            str(ch): _channel(f"{where}.channels.{ch}", str(ch), ch_table or {})
-            for ch, ch_table in channel_tables.items()
-        }
-        instruments[name] = InstrumentConfig(name, driver, resource, dict(options), channels)
+        raise root.error(f"unknown section [{unknown[0]}] (allowed: {', '.join(_TOP_KEYS)})")
+    defaults = _table(root / "defaults", data.get("defaults", {}), "a table like [defaults]")
+    _refuse_unknown(root / "defaults", defaults, _DEFAULTS_KEYS)
+    operator = _text(root / "defaults" / "operator", defaults.get("operator", ""))
+    tables = _table(
+        root / "instruments", data.get("instruments", {}), "a table of instruments like [instruments.pstat]"
+    )
+    instruments = {name: _instrument(root / "instruments" / name, name, table) for name, table in tables.items()}
     for inst in instruments.values():
         for ch in inst.channels.values():
             if ch.chamber is not None:
                 target = instruments.get(ch.chamber)
                 if target is None or target.kind != "chamber":
-                    raise LabConfigError(
-                        f"{path}: instruments.{inst.name}.channels.{ch.name}.chamber: "
-                        f"{ch.chamber!r} is not a configured chamber"
+                    chambers = ", ".join(sorted(n for n, i in instruments.items() if i.kind == "chamber")) or "none"
+                    raise (root / "instruments" / inst.name / "channels" / ch.name / "chamber").error(
+                        f"{ch.chamber!r} is not a configured chamber (configured chambers: {chambers})"
                     )
     return LabConfig(
         path=path,
         instruments=instruments,
-        operator=str(defaults.get("operator", "")),
-        cell=_cell(f"{path}: defaults.cell", defaults.get("cell")),
+        operator=operator,
+        cell=_cell(root / "defaults" / "cell", defaults.get("cell")),
     )
 
 
-def load_lab(path: Path) -> LabConfig:
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text, or one line saying why not."""
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read(MAX_LAB_FILE_BYTES + 1)
     except FileNotFoundError:
         raise LabConfigError(f"lab file {path} not found") from None
+    except IsADirectoryError:
+        raise LabConfigError(f"{path}: is a folder, not a lab file") from None
+    except OSError as exc:
+        raise LabConfigError(f"{path}: cannot read the lab file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_LAB_FILE_BYTES:
+        raise LabConfigError(f"{path}: larger than {MAX_LAB_FILE_BYTES // 1024} KiB; not a lab file")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise LabConfigError(
+            f"{path}: not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {line}, column {column} "
+            "(save the lab file as UTF-8)"
+        ) from None
+
+
+def load_lab(path: Path) -> LabConfig:
+    """Read and validate a lab file; LabConfigError (a ValueError) says what is wrong, in one line."""
+    text = _read_text(path)
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise LabConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise LabConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
     return parse_lab(data, path)

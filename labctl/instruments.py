@@ -16,6 +16,7 @@ from typing import Any
 from labctl.channel import Channel
 from labctl.clock import Clock, RealClock, ScaledClock, make_sim_clock
 from labctl.config import InstrumentConfig, LabConfig
+from labctl.numbers import parse_number
 from labctl.params import ParameterError
 from labctl.safety import SafetyLimits
 
@@ -29,17 +30,42 @@ class ChannelSpec:
     speed: float | None  # None = as fast as possible (simulators only)
 
 
-def parse_speed(text: str) -> float | None:
-    """``max`` -> None (virtual time as fast as possible), ``N`` -> N x real time."""
-    if text.strip().lower() in ("max", "inf", "fastest"):
-        return None
-    try:
-        speed = float(text)
-    except ValueError:
-        raise ParameterError("speed", f"cannot read {text!r} (allowed: max, or a number > 0)") from None
-    if not speed > 0:
-        raise ParameterError("speed", f"{text} is out of range (allowed: max, or a number > 0)")
+#: Bounds of a time-scale factor (× real time): below 1e-3 a one-second step
+#: takes 17 minutes of wall time and timers overflow long before 1e-300; above
+#: 1e7 the host's own timing (milliseconds) is coarser than the cell's.
+SPEED_MIN = 1e-3
+SPEED_MAX = 1e7
+SPEED_FASTEST = ("max", "fastest", "inf")
+
+
+_SPEED_RANGE = f"a number from {SPEED_MIN:g} to {SPEED_MAX:g}, × real time"
+
+
+def parse_speed_factor(raw: object, name: str = "speed", *, allowed: str = _SPEED_RANGE) -> float:
+    """A time-scale factor N × real time (text or a lab-file number), within
+    SPEED_MIN..SPEED_MAX; ParameterError names ``name`` and ``allowed``."""
+    if isinstance(raw, str):
+        try:
+            speed = float(parse_number(raw))
+        except ValueError:
+            raise ParameterError(name, f"cannot read {raw!r} (allowed: {allowed})") from None
+    elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        speed = float(raw)
+    else:
+        raise ParameterError(name, f"cannot read {raw!r} (allowed: {allowed})")
+    if not SPEED_MIN <= speed <= SPEED_MAX:
+        raise ParameterError(name, f"{speed:g} is out of range (allowed: {allowed})")
     return speed
+
+
+def parse_speed(text: str) -> float | None:
+    """``max`` -> None (virtual time as fast as possible), ``N`` -> N x real time.
+
+    Checked before anything is written, so a run never starts on a clock that
+    cannot work."""
+    if text.strip().lower() in SPEED_FASTEST:
+        return None
+    return parse_speed_factor(text, allowed=f"max, or {_SPEED_RANGE}")
 
 
 @dataclass(frozen=True)
@@ -97,7 +123,7 @@ def resolve_target(spec: ChannelSpec, lab: LabConfig | None = None) -> Target:
 def instrument_clock(options: dict[str, Any]) -> Clock:
     """Real time, unless the instrument is a wire emulator running faster
     (``clock_speed`` in its options: the driver must time its loops alike)."""
-    speed = float(options.get("clock_speed", 1.0))
+    speed = parse_speed_factor(options.get("clock_speed", 1.0), "clock_speed")
     return RealClock() if speed == 1.0 else ScaledClock(speed)
 
 

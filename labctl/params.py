@@ -12,7 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any, Literal
+
+from labctl.numbers import parse_number
 
 ParamKind = Literal["float", "int", "bool", "choice", "floats", "str"]
 
@@ -27,6 +30,30 @@ class ParameterError(ValueError):
 
 def _fmt(value: float) -> str:
     return f"{value:g}"
+
+
+#: The most values a list parameter (kind "floats") takes: lists set up steps
+#: (temperatures, rates), and a pasted column of 10⁶ numbers is a mistake, not a plan.
+MAX_LIST_ITEMS = 1000
+
+
+def _number(raw: Any, *, integer: bool = False) -> float | int:
+    """A number from command-line text or a Python value (lab file, GUI, stored run).
+
+    Text goes through the strict shared grammar (``labctl.numbers``); booleans
+    are not numbers even though Python says they are.
+    """
+    if isinstance(raw, str):
+        # nan/inf are read as words so the range check refuses them with the allowed range.
+        return parse_number(raw, integer=integer, allow_non_finite=not integer)
+    if isinstance(raw, bool) or not isinstance(raw, Real):
+        raise TypeError(raw)
+    value = float(raw)
+    if integer:
+        if not value.is_integer():
+            raise ValueError(raw)
+        return int(raw)
+    return value
 
 
 @dataclass(frozen=True)
@@ -75,6 +102,8 @@ class Param:
             return None
         try:
             value = self._convert(raw)
+        except ParameterError:
+            raise
         except (TypeError, ValueError):
             raise ParameterError(self.name, f"cannot read {raw!r} (allowed: {self.allowed})") from None
         self._check(value)
@@ -82,12 +111,9 @@ class Param:
 
     def _convert(self, raw: Any) -> Any:
         if self.kind == "float":
-            return float(raw)
+            return _number(raw)
         if self.kind == "int":
-            number = float(raw)
-            if not number.is_integer():
-                raise ValueError(raw)
-            return int(number)
+            return _number(raw, integer=True)
         if self.kind == "bool":
             if isinstance(raw, bool):
                 return raw
@@ -100,8 +126,15 @@ class Param:
         if self.kind == "floats":
             if isinstance(raw, str):
                 parts = [p for p in raw.replace(";", ",").split(",") if p.strip()]
-                return tuple(float(p) for p in parts)
-            return tuple(float(v) for v in raw)
+            elif isinstance(raw, (list, tuple)):
+                parts = list(raw)
+            else:
+                raise TypeError(raw)
+            if len(parts) > MAX_LIST_ITEMS:
+                raise ParameterError(
+                    self.name, f"{len(parts)} values given, at most {MAX_LIST_ITEMS} (allowed: {self.allowed})"
+                )
+            return tuple(_number(p) for p in parts)
         return str(raw)
 
     def _check(self, value: Any) -> None:
@@ -116,7 +149,7 @@ class Param:
             raise ParameterError(self.name, f"needs at least one value (allowed: {self.allowed})")
         for v in values:
             out_of_range = (
-                not math.isfinite(v)
+                not (isinstance(v, int) or math.isfinite(v))
                 or (self.minimum is not None and v < self.minimum)
                 or (self.maximum is not None and v > self.maximum)
             )

@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from labctl.numbers import parse_number
+
 #: Cell types the simulator models (SimParams.cell also accepts "auto").
 CELL_TYPES: dict[str, str] = {
     "ss": "SS|SE|SS, ion-blocking electrodes (conductivity, Arrhenius)",
@@ -192,7 +194,7 @@ class SimParams:
                 parsed[key] = raw.lower()
                 continue
             try:
-                number = float(raw)
+                number = float(parse_number(raw))
             except ValueError:
                 raise ValueError(
                     f"sim parameter {key}={raw!r} is not a number; allowed {spec.allowed} ({spec.help})"
