@@ -135,7 +135,17 @@ def build_instrument(config: InstrumentConfig, channel: str | None = None) -> An
     if channel is not None:
         options.setdefault("channel", channel)
     factory = driver_factory(config.driver)
-    return factory(config.resource, options, instrument_clock(config.options))
+    clock = instrument_clock(config.options)
+    try:
+        return factory(config.resource, options, clock)
+    except (TypeError, ValueError) as exc:
+        # Until every driver's options are checked at lab-file load
+        # (config._validate_driver_options), a driver refusing its options
+        # here is still bad input: one line naming the instrument, not a traceback.
+        message = " ".join(str(exc).split())
+        raise ParameterError(
+            "instrument", f"{config.name!r} ({config.driver}): bad options or resource: {message}"
+        ) from None
 
 
 def build_channel(config: InstrumentConfig, channel: str) -> Channel:

@@ -53,3 +53,51 @@ def test_assignments():
         parse_assignments(["novalue"], "-p")
     with pytest.raises(ParameterError, match="given twice"):
         parse_assignments(["a=1", "a=2"], "-p")
+
+
+@pytest.mark.parametrize(
+    ("given", "name"),
+    [
+        ({"thickness": "1_0"}, "thickness"),  # float() would read 10
+        ({"thickness": "١٠"}, "thickness"),  # float() would read 10
+        ({"thickness": "inf"}, "thickness"),
+        ({"thickness": "1e999"}, "thickness"),
+        ({"points": "1_0"}, "points"),
+        ({"points": "٢٠"}, "points"),
+        ({"temperatures": "25,4_0"}, "temperatures"),
+        ({"temperatures": "25,٤٠"}, "temperatures"),
+        ({"temperatures": "25,nan"}, "temperatures"),
+    ],
+)
+def test_numbers_are_read_strictly(given, name):
+    with pytest.raises(ParameterError) as info:
+        validate(PARAMS, given)
+    assert info.value.name == name
+    assert "allowed:" in str(info.value)
+
+
+def test_python_values_are_checked_like_text():
+    """Values from a lab file, the GUI or a stored run: booleans are not numbers."""
+    assert validate(PARAMS, {"thickness": 120, "points": 20.0, "temperatures": [10, 20.5]})["temperatures"] == (
+        10.0,
+        20.5,
+    )
+    for given in ({"thickness": True}, {"points": 2.5}, {"temperatures": [25, True]}, {"temperatures": 25}):
+        with pytest.raises(ParameterError, match="cannot read"):
+            validate(PARAMS, given)
+
+
+def test_a_huge_whole_number_is_out_of_range_not_a_crash():
+    with pytest.raises(ParameterError, match="out of range"):
+        validate(PARAMS, {"points": "9" * 60})
+
+
+def test_lists_are_capped():
+    from labctl.params import MAX_LIST_ITEMS
+
+    wide = Param("temperatures", (25.0,), "°C", "set points", minimum=-40, maximum=150, kind="floats")
+    assert len(wide.parse(",".join(["25"] * MAX_LIST_ITEMS))) == MAX_LIST_ITEMS
+    with pytest.raises(ParameterError, match=f"{MAX_LIST_ITEMS + 1} values given, at most {MAX_LIST_ITEMS}"):
+        wide.parse(",".join(["25"] * (MAX_LIST_ITEMS + 1)))
+    with pytest.raises(ParameterError, match=f"at most {MAX_LIST_ITEMS}"):
+        wide.parse([25.0] * (MAX_LIST_ITEMS + 1))
