@@ -138,7 +138,7 @@ def build_instrument(config: InstrumentConfig, channel: str | None = None) -> An
     clock = instrument_clock(config.options)
     try:
         return factory(config.resource, options, clock)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ArithmeticError) as exc:
         # Until every driver's options are checked at lab-file load
         # (config._validate_driver_options), a driver refusing its options
         # here is still bad input: one line naming the instrument, not a traceback.
