@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from labctl.cli import main
 
 SETTINGS = settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 
 # --- a small TOML writer (inline tables only: any nesting is one line) ---------------------
