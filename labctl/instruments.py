@@ -31,8 +31,9 @@ class ChannelSpec:
 
 
 #: Bounds of a time-scale factor (× real time): below 1e-3 a one-second step
-#: takes 17 minutes of wall time and timers overflow long before 1e-300; above
-#: 1e7 the host's own timing (milliseconds) is coarser than the cell's.
+#: takes 17 minutes of wall time (and sleeps overflow long before 1e-300); above
+#: 1e7 a millisecond of host scheduling jitter is hours of cell time.
+#: ``max`` (or ``fastest``/``inf``) is virtual time, for simulators only.
 SPEED_MIN = 1e-3
 SPEED_MAX = 1e7
 SPEED_FASTEST = ("max", "fastest", "inf")
