@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from labctl import __version__, registry
@@ -128,9 +129,10 @@ def run_command(
 def _print_outcome(console: Console, payload: dict[str, Any]) -> None:
     status = payload["status"]
     colour = {"completed": "green", "aborted": "yellow"}.get(status, "red")
-    console.print(f"[bold {colour}]{status}[/]  {payload['file']}")
+    console.print(f"[bold {colour}]{status}[/]  {escape(payload['file'])}")
     if payload.get("error"):
-        console.print(f"[red]reason:[/] {payload['error']}")
+        # The reason can quote lab-file text (a resource): never read it as markup.
+        console.print(f"[red]reason:[/] {escape(str(payload['error']))}")
     results = payload["results"]
     if results:
         table = Table(title="results", show_header=False, box=None)
@@ -311,7 +313,7 @@ def instruments_list(lab_path: str, as_json: bool) -> None:
             name,
             r["driver"],
             r["kind"],
-            r["resource"],
+            escape(r["resource"]),  # lab-file text, not markup
             "-" if r["max_current_mA"] is None else f"{r['max_current_mA']:g}",
             "-"
             if lo is None and hi is None

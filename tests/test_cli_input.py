@@ -119,3 +119,10 @@ def test_analyze_temperatures_are_read_strictly(tmp_path):
         spectra.append(str(path))
     result = invoke(["analyze", "arrhenius", *spectra, "--temperatures", "25,4_0", "-p", "thickness=100"])
     assert_usage_error(result, "parameter 'temperatures': cannot read '25,4_0'")
+
+
+def test_run_summary_prints_paths_as_text_not_markup(tmp_path):
+    out = tmp_path / "[/bold]runs"
+    result = CliRunner().invoke(main, ["run", "eis", "-q", "--out", str(out)], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    assert "completed" in result.stderr and "[/bold]runs" in result.stderr

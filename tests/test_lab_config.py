@@ -349,3 +349,15 @@ def test_identify_refuses_options_the_driver_cannot_read(tmp_path):
     assert result.exit_code == 2, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: parameter 'instrument': 'lcr' (e4980a): bad options")
+
+
+def test_lab_text_is_shown_as_text_not_markup(tmp_path):
+    """A resource like '[/bold]' is printed as written (rich would raise MarkupError on it)."""
+    path = write(tmp_path, '[instruments.pstat]\ndriver = "emstat4"\nresource = "[/bold]COM[red]1"')
+    from click.testing import CliRunner
+
+    from labctl.cli import main
+
+    result = CliRunner().invoke(main, ["instruments", "list", "--lab", str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.stderr
+    assert "[/bold]COM[red]1" in result.stdout

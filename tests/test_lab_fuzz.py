@@ -106,7 +106,7 @@ instrument = st.fixed_dictionaries(
     optional={
         "driver": st.sampled_from(["keithley2450", "keithley2400", "e4980a", "espec", "eurotherm", "emstat9"])
         | anything,
-        "resource": st.sampled_from(["tcp://127.0.0.1:9", "", "COM1"]) | anything,
+        "resource": st.sampled_from(["tcp://127.0.0.1:9", "", "COM1", "[/bold]", "[red]x"]) | anything,
         "options": options | anything,
         "channels": st.dictionaries(keys_and(["1", "2", "A", "a:b"]), channel | anything, max_size=2) | anything,
         "resorce": text,
