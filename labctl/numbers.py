@@ -64,12 +64,3 @@ def parse_number(text: str, *, integer: bool = False, allow_non_finite: bool = F
             raise NumberSyntaxError(f"{text!r} is not a whole number")
         return int(value)
     return value
-
-
-def looks_like_number(text: str) -> bool:
-    """True when ``parse_number`` would accept ``text`` (finite numbers only)."""
-    try:
-        parse_number(text)
-    except NumberSyntaxError:
-        return False
-    return True
