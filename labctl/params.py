@@ -84,7 +84,7 @@ class Param:
             return "text"
         lo = "-inf" if self.minimum is None else _fmt(self.minimum)
         hi = "inf" if self.maximum is None else _fmt(self.maximum)
-        what = "a list of numbers, each" if self.kind == "floats" else "a number"
+        what = f"a list of 1 to {MAX_LIST_ITEMS} numbers, each" if self.kind == "floats" else "a number"
         if self.kind == "int":
             what = "a whole number"
         return f"{what} from {lo} to {hi}{unit}"

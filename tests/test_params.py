@@ -101,3 +101,9 @@ def test_lists_are_capped():
         wide.parse(",".join(["25"] * (MAX_LIST_ITEMS + 1)))
     with pytest.raises(ParameterError, match=f"at most {MAX_LIST_ITEMS}"):
         wide.parse([25.0] * (MAX_LIST_ITEMS + 1))
+
+
+def test_the_list_cap_is_stated_in_the_allowed_values():
+    from labctl.params import MAX_LIST_ITEMS
+
+    assert f"a list of 1 to {MAX_LIST_ITEMS} numbers, each from -40 to 150 °C" == PARAMS[2].allowed
