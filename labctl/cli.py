@@ -347,8 +347,10 @@ def instruments_identify(name: str, lab_path: str, as_json: bool) -> None:
         instrument.open()
         info = instrument.identify().as_dict()
     except (InstrumentError, OSError) as exc:
-        click.echo(f"error: {name}: {exc}", err=True)
+        click.echo(f"error: {name}: {' '.join(str(exc).split())}", err=True)
         sys.exit(EXIT_FAILED)
+    except ValueError as exc:  # the driver cannot use the resource as written: a lab-file mistake
+        _fail_usage(ValueError(f"{lab.path}: instruments.{config.name}.resource: {exc}"))
     finally:
         with contextlib.suppress(Exception):
             instrument.close()

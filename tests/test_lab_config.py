@@ -361,3 +361,11 @@ def test_lab_text_is_shown_as_text_not_markup(tmp_path):
     result = CliRunner().invoke(main, ["instruments", "list", "--lab", str(path)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.stderr
     assert "[/bold]COM[red]1" in result.stdout
+
+
+def test_identify_calls_a_resource_the_driver_cannot_use_bad_input(tmp_path):
+    path = write(tmp_path, '[instruments.oven]\ndriver = "eurotherm"\nresource = "TCPIP::oven::SOCKET"')
+    result = _cli(["instruments", "identify", "oven", "--lab", str(path)])
+    assert result.exit_code == 2, (result.stderr, result.exception)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: instruments.oven.resource: "), result.stderr
