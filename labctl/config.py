@@ -7,7 +7,7 @@ Example::
     cell = { area = 2.0, thickness = 150 }        # cm², µm
 
     [instruments.pstat]
-    driver = "emstat4"                            # see `labctl instruments drivers`
+    driver = "emstat4"                            # one of labctl.registry.DRIVERS
     resource = "/dev/ttyACM0"
     options = { baudrate = 230400 }
 
