@@ -85,6 +85,7 @@ FLAG_IDS = frozenset({1, 2, 3, 21, 31, 65})
 _DATA_OFFSETS = {0: (100, 1007), 2: (405,), 3: (406,)}
 
 
+_IMPEDANCE = {"freq": "freq/Hz", "re": "Re(Z)/Ohm", "im": "-Im(Z)/Ohm"}
 #: Real files hold 3 to 5 modules (settings, data, log, loop); more means a corrupted file.
 MAX_MODULES = 64
 _MODULE_TAG = b"MODULE"
@@ -253,18 +254,24 @@ def read_mpr(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSp
     if settings:
         raw_date = settings[0].date
         metadata["date"] = iso_datetime(raw_date, ("%m/%d/%y", "%m-%d-%y", "%m.%d.%y")) or raw_date
-    freq = rec["freq/Hz"].astype(float)
-    measured = freq != 0.0  # EC-Lab writes f = 0 for the non-impedance parts of a linked technique
-    if not np.all(measured):
-        metadata["skipped_rows_without_frequency"] = int(np.sum(~measured))
-    rec = rec[measured]
-    columns: dict[str, np.ndarray] = {}
-    for name, key, factor in (("time/s", "t", 1.0), ("<Ewe>/V", "E_dc", 1.0), ("<I>/mA", "I_dc", 1e-3)):
-        if name in names:
-            columns[key] = rec[name].astype(float) * factor
-    if "Temperature/°C" in names and rec.size:
-        temperature = temperature_or_none(path, rec["Temperature/°C"].astype(float), None)
-        if temperature is not None:
-            metadata["temperature_C"] = temperature
-    return finish(path, FORMAT, rec["freq/Hz"].astype(float), rec["Re(Z)/Ohm"].astype(float),
-                  -rec["-Im(Z)/Ohm"].astype(float), None, metadata, columns)
+    # float32 -> float64: a signalling NaN in a corrupted record raises "invalid" on the cast;
+    # the NaN itself is refused by the physical checks in finish(), so the flag is not news
+    with np.errstate(invalid="ignore"):
+        freq = rec["freq/Hz"].astype(float)
+        measured = freq != 0.0  # EC-Lab writes f = 0 for the non-impedance parts of a linked technique
+        if not np.all(measured):
+            metadata["skipped_rows_without_frequency"] = int(np.sum(~measured))
+        records = np.flatnonzero(measured) + 1  # 1-based record numbers, for messages
+        rec = rec[measured]
+        points = {key: rec[name].astype(float) for key, name in _IMPEDANCE.items()}
+        columns: dict[str, np.ndarray] = {}
+        for name, key, factor in (("time/s", "t", 1.0), ("<Ewe>/V", "E_dc", 1.0), ("<I>/mA", "I_dc", 1e-3)):
+            if name in names:
+                columns[key] = rec[name].astype(float) * factor
+        temperature = rec["Temperature/°C"].astype(float) if "Temperature/°C" in names else None
+    if temperature is not None and temperature.size:
+        value = temperature_or_none(path, temperature, records, row_name="record")
+        if value is not None:
+            metadata["temperature_C"] = value
+    return finish(path, FORMAT, points["freq"], points["re"], -points["im"], records, metadata, columns,
+                  row_name="record")

@@ -74,6 +74,7 @@ def finish(
     line_numbers: Sequence[int] | None,
     metadata: dict[str, Any],
     columns: dict[str, np.ndarray] | None = None,
+    row_name: str = "line",
 ) -> ImportedSpectrum:
     """Check the points physically (:mod:`labctl.importers.validation`) and build the result.
 
@@ -83,9 +84,9 @@ def finish(
     f = np.asarray(freq, dtype=float)
     re_ = np.asarray(z_re, dtype=float)
     im = np.asarray(z_im, dtype=float)
-    check_points(path, f, re_, im, line_numbers)
+    check_points(path, f, re_, im, line_numbers, row_name)
     cols = {k: np.asarray(v, dtype=float) for k, v in (columns or {}).items()}
-    check_columns(path, cols, line_numbers)
+    check_columns(path, cols, line_numbers, row_name)
     # a header value that is not a finite number is unknown, not a measurement
     metadata = {k: v for k, v in metadata.items() if not (isinstance(v, float) and not math.isfinite(v))}
     if "temperature_C" in metadata:

@@ -23,6 +23,7 @@ Limits (stated so a user can tell a real measurement from a broken file):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,61 +47,68 @@ TEMPERATURE_RANGE_C = (-273.15, 2000.0)
 _SHOWN_LINES = 4
 
 
-def _where(index: np.ndarray, line_numbers: Sequence[int] | None) -> tuple[int | None, str]:
-    """The first bad line and a short list of the bad lines ("lines 80, 95 and 3 more")."""
-    if line_numbers is None:
-        points = ", ".join(str(int(i) + 1) for i in index[:_SHOWN_LINES])
-        more = f" and {index.size - _SHOWN_LINES} more" if index.size > _SHOWN_LINES else ""
-        return None, f"at point{'s' if index.size > 1 else ''} {points}{more}"
-    lines = [int(line_numbers[int(i)]) for i in index[:_SHOWN_LINES]]
-    more = f" and {index.size - _SHOWN_LINES} more" if index.size > _SHOWN_LINES else ""
-    return lines[0], f"at line{'s' if index.size > 1 else ''} {', '.join(map(str, lines))}{more}"
+@dataclass(frozen=True)
+class _Rows:
+    """Where the points of one file came from, to name the bad ones: line numbers of a text
+    file or record numbers of a binary one (``name``), or None for plain point indices."""
 
+    path: Path
+    numbers: Sequence[int] | None
+    name: str = "line"
 
-def _refuse_points(
-    path: Path, bad: np.ndarray, line_numbers: Sequence[int] | None, field: str, what: str, allowed: str,
-    values: np.ndarray,
-) -> None:
-    index = np.flatnonzero(bad)
-    if index.size == 0:
-        return
-    line, where = _where(index, line_numbers)
-    raise SpectrumFileError(path, field, f"{what} ({values[index[0]]:g}) {where}", line=line, allowed=allowed)
+    def label(self, index: Sequence[int], total: int) -> tuple[int | None, str]:
+        """The ``FILE:LINE`` line (text files only) and "lines 80, 95 and 3 more"."""
+        if self.numbers is None:
+            shown, name = [int(i) + 1 for i in index[:_SHOWN_LINES]], "point"
+        else:
+            shown, name = [int(self.numbers[int(i)]) for i in index[:_SHOWN_LINES]], self.name
+        more = f" and {total - len(shown)} more" if total > len(shown) else ""
+        text = f"{name}{'s' if total > 1 else ''} {', '.join(map(str, shown))}{more}"
+        return (shown[0] if name == "line" else None), text
+
+    def refuse(self, bad: np.ndarray, field: str, what: str, allowed: str, values: np.ndarray) -> None:
+        """Raise for the points where ``bad`` is set, naming the first few."""
+        index = np.flatnonzero(bad)
+        if index.size:
+            line, where = self.label(index, int(index.size))
+            raise SpectrumFileError(self.path, field, f"{what} ({values[index[0]]:g}) at {where}", line=line,
+                                    allowed=allowed)
 
 
 def check_points(
-    path: Path, freq: np.ndarray, z_re: np.ndarray, z_im: np.ndarray, line_numbers: Sequence[int] | None
+    path: Path, freq: np.ndarray, z_re: np.ndarray, z_im: np.ndarray, line_numbers: Sequence[int] | None,
+    row_name: str = "line",
 ) -> None:
-    """Refuse the spectrum unless every point is a plausible measurement (see module doc)."""
+    """Refuse the spectrum unless every point is a plausible measurement (see module doc).
+    ``line_numbers`` say where each point came from (``row_name``: "line" or "record")."""
+    rows = _Rows(path, line_numbers, row_name)
     n = freq.size
     if n > MAX_POINTS:
         raise SpectrumFileError(path, "points", f"{n} impedance points", allowed=f"at most {MAX_POINTS}")
     f_range = f"finite, {FREQ_MIN_HZ:g} to {FREQ_MAX_HZ:g} Hz"
     z_range = f"finite, |value| <= {Z_MAX_OHM:g} Ohm"
     with np.errstate(all="ignore"):
-        _refuse_points(path, ~np.isfinite(freq), line_numbers, "freq", "not a finite frequency", f_range, freq)
-        _refuse_points(path, freq <= 0, line_numbers, "freq", "not a positive frequency", f_range, freq)
-        _refuse_points(path, (freq < FREQ_MIN_HZ) | (freq > FREQ_MAX_HZ), line_numbers, "freq",
-                       "outside any instrument's frequency range", f_range, freq)
+        rows.refuse(~np.isfinite(freq), "freq", "not a finite frequency", f_range, freq)
+        rows.refuse(freq <= 0, "freq", "not a positive frequency", f_range, freq)
+        rows.refuse((freq < FREQ_MIN_HZ) | (freq > FREQ_MAX_HZ), "freq", "outside any instrument's frequency range",
+                    f_range, freq)
         for name, part in (("Z'", z_re), ("Z''", z_im)):
-            _refuse_points(path, ~np.isfinite(part), line_numbers, name, "not a finite impedance", z_range, part)
-            _refuse_points(path, np.abs(part) > Z_MAX_OHM, line_numbers, name, "beyond any instrument's range",
-                           z_range, part)
+            rows.refuse(~np.isfinite(part), name, "not a finite impedance", z_range, part)
+            rows.refuse(np.abs(part) > Z_MAX_OHM, name, "beyond any instrument's range", z_range, part)
         magnitude = np.hypot(z_re, z_im)
-        _refuse_points(path, magnitude < Z_MIN_OHM, line_numbers, "|Z|", "below any instrument's resolution",
-                       f"|Z| >= {Z_MIN_OHM:g} Ohm (a zero row is not a measurement)", magnitude)
+        rows.refuse(magnitude < Z_MIN_OHM, "|Z|", "below any instrument's resolution",
+                    f"|Z| >= {Z_MIN_OHM:g} Ohm (a zero row is not a measurement)", magnitude)
     if n < MIN_POINTS:
         raise SpectrumFileError(path, "points", f"{n} impedance point{'s' if n != 1 else ''}",
                                 allowed=f"at least {MIN_POINTS} (three points define an arc)")
     order = np.argsort(freq, kind="stable")
     repeated = np.flatnonzero(np.diff(freq[order]) == 0)
     if repeated.size:
-        first, second = sorted((int(order[repeated[0]]), int(order[repeated[0] + 1])))
-        at = (f"lines {line_numbers[first]} and {line_numbers[second]}" if line_numbers is not None
-              else f"points {first + 1} and {second + 1}")
+        pair = sorted((int(order[repeated[0]]), int(order[repeated[0] + 1])))
+        line, where = rows.label(pair[::-1], 2)
         raise SpectrumFileError(
-            path, "freq", f"{freq[first]:g} Hz measured twice ({at}): a second sweep or a duplicated block",
-            line=None if line_numbers is None else int(line_numbers[second]), allowed="each frequency once per file",
+            path, "freq", f"{freq[pair[0]]:g} Hz measured twice ({where}): a second sweep or a duplicated block",
+            line=line, allowed="each frequency once per file",
         )
     span = float(freq.max() / freq.min())
     if span < MIN_SPAN_RATIO:
@@ -110,30 +118,34 @@ def check_points(
         )
 
 
-def check_columns(path: Path, columns: Mapping[str, np.ndarray], line_numbers: Sequence[int] | None) -> None:
+def check_columns(
+    path: Path, columns: Mapping[str, np.ndarray], line_numbers: Sequence[int] | None, row_name: str = "line"
+) -> None:
     """Refuse non-finite or absurd values in the per-point companion columns (t, E_dc, I_dc)."""
+    rows = _Rows(path, line_numbers, row_name)
     with np.errstate(all="ignore"):
         for key, values in columns.items():
             unit, limit = COLUMN_LIMITS.get(key, ("", np.inf))
             allowed = f"finite, |value| <= {limit:g} {unit}".rstrip()
-            _refuse_points(path, ~np.isfinite(values), line_numbers, key, "not a finite number", allowed, values)
-            _refuse_points(path, np.abs(values) > limit, line_numbers, key, "beyond a plausible value", allowed,
-                           values)
+            rows.refuse(~np.isfinite(values), key, "not a finite number", allowed, values)
+            rows.refuse(np.abs(values) > limit, key, "beyond a plausible value", allowed, values)
 
 
 def temperature_or_none(
-    path: Path, values: np.ndarray, line_numbers: Sequence[int] | None, *, field: str = "temperature"
+    path: Path, values: np.ndarray, line_numbers: Sequence[int] | None, *, field: str = "temperature",
+    row_name: str = "line",
 ) -> float | None:
     """The mean of a temperature column in °C; None when the column is a no-sensor
     placeholder (Gamry writes −327.67, below absolute zero). Refuses non-finite or
     impossible readings, which a sensor never writes."""
+    rows = _Rows(path, line_numbers, row_name)
     low, high = TEMPERATURE_RANGE_C
+    allowed = f"finite, {low:g} to {high:g} °C"
     with np.errstate(all="ignore"):
-        allowed = f"finite, {low:g} to {high:g} °C"
-        _refuse_points(path, ~np.isfinite(values), line_numbers, field, "not a finite temperature", allowed, values)
+        rows.refuse(~np.isfinite(values), field, "not a finite temperature", allowed, values)
         if values.size == 0 or np.any(values <= low):
             return None
-        _refuse_points(path, values > high, line_numbers, field, "hotter than any cell", allowed, values)
+        rows.refuse(values > high, field, "hotter than any cell", allowed, values)
         return float(np.mean(values))
 
 
