@@ -211,19 +211,28 @@ TEXT_MUTATIONS: dict[str, Callable[[random.Random, bytes], bytes]] = {
 _MPR_DATA_BODY = 2046  # the data module's body in exampleDataBioLogic.mpr
 _MPR_RECORD = 62
 _MPR_COLUMNS = 14
+_MPR_POINTS = 43
+
+
+def mpr_records_start(data: bytes) -> int | None:
+    """Where the records of the reference .mpr's data module start (they end its body), or
+    None when a previous mutation broke the module header."""
+    at = data.find(b"MODULEVMP data")
+    if at < 0 or at + 45 > len(data):
+        return None
+    length = struct.unpack_from("<I", data, at + 41)[0]  # pre-11.50 header: length, version, date
+    start = at + 57 + length - _MPR_POINTS * _MPR_RECORD
+    return start if 0 <= start < len(data) else None
 
 
 def mpr_extreme_value(rng: random.Random, data: bytes) -> bytes:
     """An extreme float32 in one record field (freq, Re(Z), −Im(Z) or a companion)."""
-    raw = bytearray(data)
-    # records sit at the end of the data module, which is followed by the LOG module;
-    # search for the first record by its known first frequency (1000.3201 Hz as float32)
-    at = raw.find(struct.pack("<f", 1000.3201))
-    if at < 0:
+    start = mpr_records_start(data)
+    if start is None:
         return flip_bytes(rng, data)
-    record = rng.randrange(43)
-    field = rng.randrange(_MPR_RECORD // 4)
-    pos = at + record * _MPR_RECORD + rng.choice((0, 4, 8, 4 * field))
+    raw = bytearray(data)
+    record = rng.randrange(_MPR_POINTS)
+    pos = start + record * _MPR_RECORD + rng.choice((0, 4, 8, 4 * rng.randrange(_MPR_RECORD // 4)))
     if pos + 4 <= len(raw):
         struct.pack_into("<f", raw, pos, rng.choice(FLOAT32_EXTREMES))
     return bytes(raw)

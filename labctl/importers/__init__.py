@@ -72,6 +72,8 @@ def detect_format(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> str:
     if head.startswith(HDF5_SIGNATURE):
         raise SpectrumFileError(path, "signature", "an HDF5 file is not an impedance spectrum",
                                 allowed="a labctl run file (analysed as a run) or " + ", ".join(READERS))
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise SpectrumFileError(path, "encoding", "UTF-16 text", line=1, allowed="UTF-8, latin-1 or cp1252 text")
     text = head.decode("latin-1").splitlines()
     first = text[0].strip() if text else ""
     if first in _MPT_MAGICS:

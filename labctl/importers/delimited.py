@@ -32,7 +32,16 @@ def _split(text: str, sep: str | None) -> list[str]:
 
 
 def _is_numeric_row(text: str) -> bool:
-    return bool(re.match(r"^\s*[-+]?(\d|\.\d)", text))
+    """A data row starts with a number; ``nan`` or ``inf`` count too, so that such a row is
+    refused by the physical checks instead of being taken for a header and skipped."""
+    if re.match(r"^\s*[-+]?(\d|\.\d)", text):
+        return True
+    first = re.split(r"[;\t,\s]", text.strip(), maxsplit=1)[0]
+    try:
+        to_float(first)
+    except ValueError:
+        return False
+    return True
 
 
 def _separator(text: str) -> str | None:

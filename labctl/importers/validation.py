@@ -105,7 +105,8 @@ def check_points(
     repeated = np.flatnonzero(np.diff(freq[order]) == 0)
     if repeated.size:
         pair = sorted((int(order[repeated[0]]), int(order[repeated[0] + 1])))
-        line, where = rows.label(pair[::-1], 2)
+        _, where = rows.label(pair, 2)
+        line = rows.label(pair[1:], 1)[0]  # the repeat, not the original
         raise SpectrumFileError(
             path, "freq", f"{freq[pair[0]]:g} Hz measured twice ({where}): a second sweep or a duplicated block",
             line=line, allowed="each frequency once per file",
