@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from labctl.importers.errors import SpectrumFileError
-from labctl.importers.source import MAX_FILE_BYTES, text_lines, to_float
+from labctl.importers.source import MAX_FILE_BYTES, text_lines, to_float, to_floats
 from labctl.importers.spectrum import ImportedSpectrum, finish, iso_datetime
-from labctl.importers.validation import temperature_or_none
+from labctl.importers.validation import refuse_if_too_many, temperature_or_none
 
 FORMAT = "biologic-mpt"
 MAGICS = ("EC-Lab ASCII FILE", "BT-Lab ASCII FILE")
@@ -106,7 +106,7 @@ def read_mpt(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSp
             raise SpectrumFileError(path, "row", f"expected {len(names)} tab-separated fields as in the column header",
                                     line=line_no, found=text)
         try:
-            row = [to_float(x, decimal_comma=True) for x in fields]
+            row = to_floats(text, "\t", decimal_comma=True)
         except ValueError:
             raise SpectrumFileError(path, "row", f"expected {len(names)} numbers", line=line_no, found=text) from None
         if row[i_f] == 0.0:
@@ -115,6 +115,7 @@ def read_mpt(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSp
         for key, (index, factor) in kept.items():
             values[key].append(row[index] * factor)
         numbers.append(line_no)
+        refuse_if_too_many(path, len(numbers), line_no)
     if skipped:
         metadata["skipped_rows_without_frequency"] = skipped
     col = {key: np.array(v, dtype=float) for key, v in values.items()}

@@ -20,6 +20,7 @@ import numpy as np
 from labctl.importers.errors import SpectrumFileError
 from labctl.importers.source import MAX_FILE_BYTES, text_lines, to_float
 from labctl.importers.spectrum import ImportedSpectrum, finish
+from labctl.importers.validation import refuse_if_too_many
 
 FORMAT = "csv"
 
@@ -116,6 +117,7 @@ def read_delimited(
         for col, value in zip(values, row, strict=True):
             col.append(value)
         numbers.append(line_no)
+        refuse_if_too_many(path, len(numbers), line_no)
     freq, z_re, z_im = (np.array(col, dtype=float) for col in values)
     metadata: dict[str, Any] = {
         "separator": sep or "whitespace",

@@ -21,6 +21,7 @@ import numpy as np
 from labctl.importers.errors import SpectrumFileError
 from labctl.importers.source import MAX_FILE_BYTES, parse_row, text_lines, to_float
 from labctl.importers.spectrum import ImportedSpectrum, finish
+from labctl.importers.validation import refuse_if_too_many
 
 FORMAT = "eisfitpython"
 
@@ -64,6 +65,7 @@ def read_eisfitpython(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> I
             for col, value in zip(values, row, strict=True):
                 col.append(value)
             numbers.append(line_no)
+            refuse_if_too_many(path, len(numbers), line_no)
     if not numbers:
         raise SpectrumFileError(path, "data", "no data rows after the 3 header lines", line=4,
                                 allowed="whitespace-separated rows f, Z', Z''")

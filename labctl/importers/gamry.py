@@ -24,7 +24,7 @@ import numpy as np
 from labctl.importers.errors import SpectrumFileError
 from labctl.importers.source import MAX_FILE_BYTES, text_lines, to_float
 from labctl.importers.spectrum import ImportedSpectrum, finish, iso_datetime
-from labctl.importers.validation import temperature_or_none
+from labctl.importers.validation import refuse_if_too_many, temperature_or_none
 
 FORMAT = "gamry"
 MAGIC = "EXPLAIN"
@@ -114,6 +114,7 @@ def read_dta(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSp
         for key, index in kept.items():
             values[key].append(row[index])
         numbers.append(line_no)
+        refuse_if_too_many(path, len(numbers), line_no)
     if declared is not None and declared != len(numbers):
         raise SpectrumFileError(path, "ZCURVE", f"expected {declared} ZCURVE rows as declared", line=table_at,
                                 found=f"{len(numbers)} rows")

@@ -29,7 +29,10 @@ MAX_LINES = 1_000_000
 # C0 control characters other than tab (line endings are consumed by the reader) and DEL:
 # none occur in a vendor text export, so they mean binary content (zeros, junk, UTF-16).
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf|infinity)", re.IGNORECASE)
+# characters of decimal numbers, nan and inf(inity): with these alone float() takes nothing
+# but a decimal number (no underscores, no non-ASCII digits, no hex)
+_NUMBER_CHARS = re.compile(r"[ 0-9eE+\-.nNaAiIfFtTyY]*")
+_ROW_CHARS = re.compile(r"[ \t0-9eE+\-.nNaAiIfFtTyY;]*")
 
 
 def checked_size(path: Path, max_bytes: int = MAX_FILE_BYTES) -> int:
@@ -113,15 +116,25 @@ def text_lines(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Iterator[tuple[in
 
 def to_float(token: str, *, decimal_comma: bool = False) -> float:
     """A decimal number (``1.5``, ``-2E+003``, ``nan``, ``inf``; with ``decimal_comma`` also
-    ``1,5``). Stricter than ``float()``, which also takes ``1_0``, non-ASCII digits and
-    surrounding whitespace. Raises ValueError; non-finite values are left to the physical
-    checks, which name the rule they break."""
-    token = token.strip()
+    ``1,5``). Stricter than ``float()`` alone, which also takes ``1_0`` and non-ASCII digits.
+    Raises ValueError; non-finite values are left to the physical checks, which name the rule
+    they break."""
     if decimal_comma:
         token = token.replace(",", ".")
-    if _NUMBER.fullmatch(token) is None:
+    if _NUMBER_CHARS.fullmatch(token) is None:
         raise ValueError(f"not a decimal number: {token!r}")
     return float(token)
+
+
+def to_floats(text: str, sep: str | None, *, decimal_comma: bool = False) -> list[float]:
+    """Every field of a row as a number (ValueError if one is not). One character-class
+    match for the whole row, then C-level ``float`` per field: an EC-Lab row of 18 columns
+    costs a few microseconds."""
+    if decimal_comma:
+        text = text.replace(",", ".")
+    if _ROW_CHARS.fullmatch(text) is None:
+        raise ValueError("not a row of decimal numbers")
+    return [float(f) for f in text.split(sep)]
 
 
 def parse_row(

@@ -75,6 +75,14 @@ class _Rows:
                                     allowed=allowed)
 
 
+def refuse_if_too_many(path: Path, n_points: int, line: int | None = None) -> None:
+    """Stop reading as soon as a file holds more points than a spectrum can, instead of
+    parsing tens of megabytes first."""
+    if n_points > MAX_POINTS:
+        raise SpectrumFileError(path, "points", f"more than {MAX_POINTS} impedance points", line=line,
+                                allowed=f"at most {MAX_POINTS}")
+
+
 def check_points(
     path: Path, freq: np.ndarray, z_re: np.ndarray, z_im: np.ndarray, line_numbers: Sequence[int] | None,
     row_name: str = "line",
@@ -83,8 +91,7 @@ def check_points(
     ``line_numbers`` say where each point came from (``row_name``: "line" or "record")."""
     rows = _Rows(path, line_numbers, row_name)
     n = freq.size
-    if n > MAX_POINTS:
-        raise SpectrumFileError(path, "points", f"{n} impedance points", allowed=f"at most {MAX_POINTS}")
+    refuse_if_too_many(path, n)
     f_range = f"finite, {FREQ_MIN_HZ:g} to {FREQ_MAX_HZ:g} Hz"
     z_range = f"finite, |value| <= {Z_MAX_OHM:g} Ohm"
     with np.errstate(all="ignore"):

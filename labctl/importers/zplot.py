@@ -19,6 +19,7 @@ import numpy as np
 from labctl.importers.errors import SpectrumFileError
 from labctl.importers.source import MAX_FILE_BYTES, parse_row, text_lines, to_float
 from labctl.importers.spectrum import ImportedSpectrum, finish, iso_datetime
+from labctl.importers.validation import refuse_if_too_many
 
 FORMAT = "zplot"
 MAGIC = "ZPLOT"
@@ -97,6 +98,7 @@ def read_zplot(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> Imported
         for key, index in wanted.items():
             values[key].append(row[index])
         numbers.append(line_no)
+        refuse_if_too_many(path, len(numbers), line_no)
     data = {key: np.array(col, dtype=float) for key, col in values.items()}
     if "ampl" in data and data["ampl"].size and np.all(np.isfinite(data["ampl"])):
         metadata["amplitude_V"] = float(np.median(data["ampl"]))  # the applied AC amplitude per point, in V
