@@ -18,6 +18,11 @@ Impedance columns: 32 freq/Hz, 37 Re(Z)/Ohm, 38 −Im(Z)/Ohm (float32). BioLogic
 so the sign is flipped here. Instead of trusting a fixed header size, the record size from
 the column table and the point count locate the data at the end of the body, and the two
 must agree with the body length.
+
+The file is never read whole: after the size check, module headers are read one by one, each
+declared length is checked against the file size before the body is skipped (or, for the
+data module only, read), there are at most :data:`MAX_MODULES`, and anything after the last
+module that is not another module (zeros, junk) is refused.
 """
 
 from __future__ import annotations

@@ -85,7 +85,11 @@ def text_lines(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Iterator[tuple[in
         total = 0
         line_no = 0
         while True:
-            chunk = fh.readline(MAX_LINE_CHARS + 1)
+            try:
+                chunk = fh.readline(MAX_LINE_CHARS + 1)
+            except OSError as exc:  # a disk or network-share error in mid-file
+                raise SpectrumFileError(path, "file", f"cannot be read ({exc.strerror or exc})",
+                                        line=line_no + 1) from None
             if not chunk:
                 return
             line_no += 1
