@@ -85,9 +85,12 @@ def detect_format(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> str:
     ext = path.suffix.lower()
     if ext in _EXTENSIONS:
         return _EXTENSIONS[ext]  # the reader will say what it expected to find
-    if b"\x00" in head:
+    text_part, nul, _ = head.partition(b"\x00")
+    if nul and b"\n" not in text_part:
         raise SpectrumFileError(path, "format", "binary content without a known signature",
                                 allowed=f"a known impedance format ({', '.join(READERS)})")
+    # text followed by binary content: classified by the text, the reader names the bad line
+    text = text_part.decode("latin-1").splitlines()
     return "eisfitpython" if looks_like_eisfitpython(text) else "csv"
 
 
