@@ -351,9 +351,9 @@ def test_any_first_frequency_is_accepted_exactly_when_physical(tmp_path_factory,
 def test_arrhenius_names_the_bad_file(reference_data, tmp_path) -> None:
     good = [reference_data / EFP / f"s04147-{t}deg.txt" for t in (140, 150, 160)]
     bad = tmp_path / "s04147-170deg.txt"
-    bad.write_bytes((reference_data / EFP / "s04147-170deg.txt").read_bytes() + b"\x00" * 16)
+    bad.write_bytes((reference_data / EFP / "s04147-170deg.txt").read_bytes() + b"\x00" * 16)  # 44 lines, then zeros
     args = ["analyze", "arrhenius", *map(str, good), str(bad), "-p", "thickness=2100", "-p", "area=0.503"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}:44: content: binary byte 0x00 at column 1")
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}:45: content: binary byte 0x00 at column 1")
