@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from labctl.importers.errors import SpectrumFileError
-from labctl.importers.source import MAX_FILE_BYTES, text_lines, to_float, to_floats
+from labctl.importers.source import MAX_FILE_BYTES, NUMBER_FORM, text_lines, to_float, to_floats
 from labctl.importers.spectrum import ImportedSpectrum, finish, iso_datetime
 from labctl.importers.validation import refuse_if_too_many, temperature_or_none
 
@@ -104,11 +104,12 @@ def read_mpt(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSp
         fields = text.split("\t")
         if len(fields) != len(names):
             raise SpectrumFileError(path, "row", f"expected {len(names)} tab-separated fields as in the column header",
-                                    line=line_no, found=text)
+                                    line=line_no, found=text, allowed=f"{len(names)} fields per row")
         try:
             row = to_floats(text, "\t", decimal_comma=True)
         except ValueError:
-            raise SpectrumFileError(path, "row", f"expected {len(names)} numbers", line=line_no, found=text) from None
+            raise SpectrumFileError(path, "row", f"expected {len(names)} numbers", line=line_no, found=text,
+                                    allowed=NUMBER_FORM) from None
         if row[i_f] == 0.0:
             skipped += 1  # a non-impedance part of a linked technique
             continue

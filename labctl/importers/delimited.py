@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from labctl.importers.errors import SpectrumFileError
-from labctl.importers.source import MAX_FILE_BYTES, text_lines, to_float
+from labctl.importers.source import MAX_FILE_BYTES, NUMBER_FORM, text_lines, to_float
 from labctl.importers.spectrum import ImportedSpectrum, finish
 from labctl.importers.validation import refuse_if_too_many
 
@@ -113,7 +113,8 @@ def read_delimited(
                 raise ValueError
             row = [to_float(fields[k], decimal_comma=decimal_comma) for k in (i_f, i_re, i_im)]
         except ValueError:
-            raise SpectrumFileError(path, "row", f"expected {what}", line=line_no, found=text) from None
+            raise SpectrumFileError(path, "row", f"expected {what}", line=line_no, found=text,
+                                    allowed=NUMBER_FORM) from None
         for col, value in zip(values, row, strict=True):
             col.append(value)
         numbers.append(line_no)

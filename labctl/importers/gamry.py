@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from labctl.importers.errors import SpectrumFileError
-from labctl.importers.source import MAX_FILE_BYTES, text_lines, to_float
+from labctl.importers.source import MAX_FILE_BYTES, NUMBER_FORM, text_lines, to_float
 from labctl.importers.spectrum import ImportedSpectrum, finish, iso_datetime
 from labctl.importers.validation import refuse_if_too_many, temperature_or_none
 
@@ -105,12 +105,12 @@ def read_dta(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSp
         fields = line.strip("\t ").split("\t")
         if len(fields) != len(names):
             raise SpectrumFileError(path, "ZCURVE row", f"expected {len(names)} tab-separated ZCURVE fields",
-                                    line=line_no, found=line.strip())
+                                    line=line_no, found=line.strip(), allowed=f"{len(names)} fields per row")
         try:
             row = [to_float(x, decimal_comma=True) for x in fields]
         except ValueError:
             raise SpectrumFileError(path, "ZCURVE row", f"expected {len(names)} numbers in the ZCURVE row",
-                                    line=line_no, found=line.strip()) from None
+                                    line=line_no, found=line.strip(), allowed=NUMBER_FORM) from None
         for key, index in kept.items():
             values[key].append(row[index])
         numbers.append(line_no)

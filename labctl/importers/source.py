@@ -26,6 +26,8 @@ MAX_LINE_CHARS = 16 * 1024
 #: Most lines one text file may hold, bounding the work and memory of a reader.
 MAX_LINES = 1_000_000
 
+#: What a data field may hold, for error messages.
+NUMBER_FORM = "decimal numbers such as -1.5E+03 (a decimal comma where the export uses one)"
 # C0 control characters other than tab (line endings are consumed by the reader) and DEL:
 # none occur in a vendor text export, so they mean binary content (zeros, junk, UTF-16).
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -147,9 +149,9 @@ def parse_row(
     """``n_expected`` numbers from one data row, or a SpectrumFileError naming the line."""
     if len(fields) != n_expected:
         raise SpectrumFileError(path, "row", f"expected {n_expected} {what}, got {len(fields)}", line=line_no,
-                                found="\t".join(fields))
+                                found="\t".join(fields), allowed=f"rows of {n_expected} fields")
     try:
         return [to_float(f, decimal_comma=decimal_comma) for f in fields]
     except ValueError:
         raise SpectrumFileError(path, "row", f"expected {n_expected} numbers ({what})", line=line_no,
-                                found="\t".join(fields)) from None
+                                found="\t".join(fields), allowed=f"rows of {n_expected} fields") from None
