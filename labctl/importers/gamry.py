@@ -6,23 +6,25 @@ tables start with ``NAME<tab>TABLE[<tab>rows]``, followed by a tab-indented colu
 a tab-indented units line and tab-indented data rows. The impedance is the ``ZCURVE`` table
 with columns ``Freq``, ``Zreal``, ``Zimag`` (Zimag signed: negative for capacitive); an
 ``OCVCURVE`` table may come first. Locale settings can give a decimal comma.
+
+Lines after the ZCURVE table are read too: settings or other tables may follow, but a second
+``EXPLAIN`` header or a second ZCURVE table (a file concatenated with itself or another run)
+is refused rather than ignored.
 """
 
 from __future__ import annotations
 
+import re
+from array import array
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from labctl.importers.spectrum import (
-    ImportedSpectrum,
-    SpectrumFormatError,
-    finish,
-    iso_datetime,
-    read_text,
-    to_float,
-)
+from labctl.importers.errors import SpectrumFileError
+from labctl.importers.source import MAX_FILE_BYTES, NUMBER_FORM, text_lines, to_float
+from labctl.importers.spectrum import ImportedSpectrum, finish, iso_datetime
+from labctl.importers.validation import refuse_if_too_many, temperature_or_none
 
 FORMAT = "gamry"
 MAGIC = "EXPLAIN"
@@ -41,75 +43,106 @@ _KEYS = {  # setting -> (metadata key, scale to SI or None for text)
     "FREQFINAL": ("f_final_Hz", 1.0),
     "PTSPERDEC": ("points_per_decade", 1.0),
 }
+_ROW_COUNT = re.compile(r"[0-9]{1,9}")
+#: ZCURVE column -> key of the values kept (the rest of a row is only checked to be numbers).
+_KEPT = {"Freq": "freq", "Zreal": "re", "Zimag": "im", "Time": "t", "Vdc": "E_dc", "Idc": "I_dc", "Temp": "temp"}
 
 
-def read_dta(path: str | Path) -> ImportedSpectrum:
+def _setting(metadata: dict[str, Any], parts: list[str]) -> None:
+    key, scale = _KEYS[parts[0]]
+    if scale is None:
+        metadata[key] = parts[2].strip()
+        return
+    try:
+        metadata[key] = to_float(parts[2], decimal_comma=True) * scale
+    except ValueError:
+        metadata[key] = parts[2].strip()
+
+
+def read_dta(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSpectrum:
     path = Path(path)
-    lines = read_text(path)
-    if not lines or lines[0].strip() != MAGIC:
-        raise SpectrumFormatError(path, f"first line {MAGIC!r} (Gamry DTA)", line=1, found=lines[0] if lines else "")
+    lines = text_lines(path, max_bytes)
+    first = next(lines, (1, ""))[1]
+    if first.strip() != MAGIC:
+        raise SpectrumFileError(path, "first line", "not a Gamry DTA file", line=1, found=first,
+                                allowed=f"{MAGIC!r}")
     metadata: dict[str, Any] = {}
     table_at = None
     declared: int | None = None
-    for i, line in enumerate(lines[1:], start=2):
+    for line_no, line in lines:
         if line.startswith("\t") or not line.strip():
             continue
         parts = line.split("\t")
         if parts[0] == "ZCURVE" and len(parts) > 1 and parts[1] == "TABLE":
-            table_at = i
-            if len(parts) > 2 and parts[2].strip().isdigit():
+            table_at = line_no
+            if len(parts) > 2 and _ROW_COUNT.fullmatch(parts[2].strip()):
                 declared = int(parts[2])
             break
         if parts[0] in _KEYS and len(parts) > 2:
-            key, scale = _KEYS[parts[0]]
-            if scale is None:
-                metadata[key] = parts[2].strip()
-            else:
-                try:
-                    metadata[key] = to_float(parts[2], decimal_comma=True) * scale
-                except ValueError:
-                    metadata[key] = parts[2].strip()
+            _setting(metadata, parts)
     if table_at is None:
-        raise SpectrumFormatError(path, "a 'ZCURVE<tab>TABLE' line (impedance table)")
-    if table_at + 2 > len(lines):
-        raise SpectrumFormatError(path, "column-name and unit lines after ZCURVE TABLE", line=len(lines))
-    names = lines[table_at].strip("\t ").split("\t")
-    units = lines[table_at + 1].strip("\t ").split("\t")
+        raise SpectrumFileError(path, "ZCURVE", "no impedance table", allowed="a 'ZCURVE<tab>TABLE' line")
+    names_line = next(lines, None)
+    units_line = next(lines, None)
+    if names_line is None or units_line is None:
+        raise SpectrumFileError(path, "ZCURVE", "expected column-name and unit lines after ZCURVE TABLE",
+                                line=table_at + 1)
+    names = names_line[1].strip("\t ").split("\t")
+    units = units_line[1].strip("\t ").split("\t")
     for col in ("Freq", "Zreal", "Zimag"):
         if col not in names:
-            raise SpectrumFormatError(path, "ZCURVE columns Freq, Zreal and Zimag", line=table_at + 1,
-                                      found=lines[table_at])
+            raise SpectrumFileError(path, "ZCURVE columns", "expected ZCURVE columns Freq, Zreal and Zimag",
+                                    line=table_at + 1, found=names_line[1])
     metadata["column_units"] = dict(zip(names, units, strict=False))
-
-    rows, numbers = [], []
-    for line_no in range(table_at + 3, len(lines) + 1):
-        line = lines[line_no - 1]
+    kept = {key: names.index(name) for name, key in _KEPT.items() if name in names}
+    values: dict[str, array] = {key: array("d") for key in kept}
+    numbers: list[int] = []
+    after: tuple[int, str] | None = None
+    for line_no, line in lines:
         if not line.startswith("\t"):
+            after = (line_no, line)
             break  # end of the table
-        fields = line.strip("\t\r ").split("\t")
+        fields = line.strip("\t ").split("\t")
         if len(fields) != len(names):
-            raise SpectrumFormatError(path, f"{len(names)} tab-separated ZCURVE fields", line=line_no,
-                                      found=line.strip())
+            raise SpectrumFileError(path, "ZCURVE row", f"expected {len(names)} tab-separated ZCURVE fields",
+                                    line=line_no, found=line.strip(), allowed=f"{len(names)} fields per row")
         try:
-            rows.append([to_float(x, decimal_comma=True) for x in fields])
+            row = [to_float(x, decimal_comma=True) for x in fields]
         except ValueError:
-            raise SpectrumFormatError(path, f"{len(names)} numbers in the ZCURVE row", line=line_no,
-                                      found=line.strip()) from None
+            raise SpectrumFileError(path, "ZCURVE row", f"expected {len(names)} numbers in the ZCURVE row",
+                                    line=line_no, found=line.strip(), allowed=NUMBER_FORM) from None
+        for key, index in kept.items():
+            values[key].append(row[index])
         numbers.append(line_no)
-    if declared is not None and declared != len(rows):
-        raise SpectrumFormatError(path, f"{declared} ZCURVE rows as declared", line=table_at,
-                                  found=f"{len(rows)} rows")
+        refuse_if_too_many(path, len(numbers), line_no)
+    if declared is not None and declared != len(numbers):
+        raise SpectrumFileError(path, "ZCURVE", f"expected {declared} ZCURVE rows as declared", line=table_at,
+                                found=f"{len(numbers)} rows")
+    if after is not None:
+        _check_rest(path, after, lines)
     if "date" in metadata:
         stamp = f"{metadata['date']} {metadata.get('time', '')}".strip()
         iso = iso_datetime(stamp, ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y"))
         if iso:
             metadata["date_raw"], metadata["date"] = metadata["date"], iso
-    data = np.array(rows, dtype=float).reshape(-1, len(names))
-    col = {n: data[:, names.index(n)] for n in names}
-    columns = {}
-    for name, key in (("Time", "t"), ("Vdc", "E_dc"), ("Idc", "I_dc")):
-        if name in col:
-            columns[key] = col[name]
-    if "Temp" in col and np.all(col["Temp"] > -273.0):  # Gamry writes -327.67 without a sensor
-        metadata["temperature_C"] = float(np.mean(col["Temp"]))
-    return finish(path, FORMAT, col["Freq"], col["Zreal"] + 1j * col["Zimag"], numbers, metadata, columns)
+    col = {key: np.array(v, dtype=float) for key, v in values.items()}
+    if "temp" in col:
+        temperature = temperature_or_none(path, col["temp"], numbers, field="Temp")  # -327.67: no sensor
+        if temperature is not None:
+            metadata["temperature_C"] = temperature
+    columns = {key: col[key] for key in ("t", "E_dc", "I_dc") if key in col}
+    return finish(path, FORMAT, col["freq"], col["re"], col["im"], numbers, metadata, columns)
+
+
+def _check_rest(path: Path, first: tuple[int, str], lines: Any) -> None:
+    """Whatever follows the ZCURVE table: more settings or tables are fine, a second file is not."""
+    for line_no, line in _chain(first, lines):
+        head = line.split("\t", 2)
+        if line.strip() == MAGIC or (head[0] == "ZCURVE" and len(head) > 1 and head[1] == "TABLE"):
+            raise SpectrumFileError(path, "content after ZCURVE", "a second DTA header or ZCURVE table",
+                                    line=line_no, found=line, allowed="one ZCURVE table per file")
+
+
+def _chain(first: tuple[int, str], rest: Any) -> Any:
+    yield first
+    yield from rest

@@ -1,4 +1,4 @@
-"""The common shape of an imported impedance spectrum and the error every reader raises.
+"""The common shape of an imported impedance spectrum, and the last step of every reader.
 
 Every reader returns Z = Z' + jZ'' with Z'' *negative* for capacitive behaviour, whatever
 the file's own convention (BioLogic stores −Im(Z), Gamry and ZPlot the signed Im(Z)), so the
@@ -16,37 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from labctl.importers.validation import check_columns, check_points, check_temperature
 from labctl.steps import SPECTRUM_DTYPE
-
-
-class SpectrumFormatError(ValueError):
-    """A file is not what its reader expected. The message names the file, the place
-    (line number for text, byte offset for binary files) and what was expected there."""
-
-    def __init__(
-        self,
-        path: str | Path,
-        expected: str,
-        *,
-        line: int | None = None,
-        offset: int | None = None,
-        found: str | None = None,
-    ) -> None:
-        self.path = Path(path)
-        self.line = line
-        self.offset = offset
-        self.expected = expected
-        self.found = found
-        where = f"{self.path}"
-        if line is not None:
-            where += f", line {line}"
-        if offset is not None:
-            where += f", byte {offset}"
-        msg = f"{where}: expected {expected}"
-        if found is not None:
-            shown = found if len(found) <= 80 else found[:77] + "..."
-            msg += f", found {shown!r}"
-        super().__init__(msg)
 
 
 @dataclass
@@ -82,41 +53,6 @@ class ImportedSpectrum:
         return block
 
 
-def read_text(path: Path) -> list[str]:
-    """Lines of a text file without line endings. Instrument software writes cp1252/latin-1
-    (µ, °, ²) more often than UTF-8; UTF-8 is tried first, latin-1 never fails."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    return text.splitlines()
-
-
-def to_float(token: str, *, decimal_comma: bool = False) -> float:
-    """float() that accepts a decimal comma (European-locale exports)."""
-    if decimal_comma:
-        token = token.replace(",", ".")
-    return float(token)
-
-
-def parse_row(
-    path: Path, line_no: int, fields: Sequence[str], n_expected: int, what: str, *,
-    decimal_comma: bool = False,
-) -> list[float]:
-    """Parse one data row of ``n_expected`` numbers or raise a SpectrumFormatError."""
-    if len(fields) != n_expected:
-        raise SpectrumFormatError(
-            path, f"{n_expected} {what}, got {len(fields)}", line=line_no, found="\t".join(fields)
-        )
-    try:
-        return [to_float(f.strip(), decimal_comma=decimal_comma) for f in fields]
-    except ValueError:
-        raise SpectrumFormatError(
-            path, f"{n_expected} numbers ({what})", line=line_no, found="\t".join(fields)
-        ) from None
-
-
 def iso_datetime(text: str, formats: Sequence[str]) -> str | None:
     """ISO 8601 form of a vendor date(-time) string, or None if no format matches. The formats
     are the vendor's own (US month-first for EC-Lab, Gamry and ZPlot)."""
@@ -133,23 +69,28 @@ def finish(
     path: Path,
     fmt: str,
     freq: Sequence[float] | np.ndarray,
-    z: Sequence[complex] | np.ndarray,
+    z_re: Sequence[float] | np.ndarray,
+    z_im: Sequence[float] | np.ndarray,
     line_numbers: Sequence[int] | None,
     metadata: dict[str, Any],
     columns: dict[str, np.ndarray] | None = None,
+    row_name: str = "line",
 ) -> ImportedSpectrum:
-    """Validate the points common to every format and build the result."""
+    """Check the points physically (:mod:`labctl.importers.validation`) and build the result.
+
+    Z is assembled only after Z' and Z'' are known to be finite: ``1j * inf`` is
+    ``nan + inf·j`` with a RuntimeWarning, which would print before the error.
+    """
     f = np.asarray(freq, dtype=float)
-    zz = np.asarray(z, dtype=complex)
-    if f.size == 0:
-        raise SpectrumFormatError(path, "at least one impedance data row, found none")
-    bad = ~(np.isfinite(f) & (f > 0) & np.isfinite(zz.real) & np.isfinite(zz.imag))
-    if np.any(bad):
-        i = int(np.argmax(bad))
-        line = None if line_numbers is None else int(line_numbers[i])
-        raise SpectrumFormatError(
-            path, "a positive finite frequency and finite Z' and Z''", line=line,
-            found=f"point {i}: f={f[i]}, Z={zz[i]}",
-        )
-    metadata = {k: v for k, v in metadata.items() if not (isinstance(v, float) and math.isnan(v))}
-    return ImportedSpectrum(f, zz, Path(path), fmt, metadata, dict(columns or {}))
+    re_ = np.asarray(z_re, dtype=float)
+    im = np.asarray(z_im, dtype=float)
+    check_points(path, f, re_, im, line_numbers, row_name)
+    cols = {k: np.asarray(v, dtype=float) for k, v in (columns or {}).items()}
+    check_columns(path, cols, line_numbers, row_name)
+    # a header value that is not a finite number is unknown, not a measurement
+    metadata = {k: v for k, v in metadata.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    if "temperature_C" in metadata:
+        metadata["temperature_C"] = check_temperature(path, metadata["temperature_C"],
+                                                      metadata.get("temperature_source", "file"))
+    z = re_ + 1j * im
+    return ImportedSpectrum(f, z, Path(path), fmt, metadata, cols)
