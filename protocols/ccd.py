@@ -21,11 +21,18 @@ from labctl.steps import Limits
 from labctl.units import areal_capacity_to_c, current_density_to_a
 from protocols._steps import constant_current, rest
 
+# The seed papers' ladder: from 0.1 mA/cm² in 0.1 mA/cm² steps, 0.5 h per half-cycle.
+START_MA_CM2 = 0.1
+STEP_MA_CM2 = 0.1
+HALF_CYCLE_H = 0.5
+
 PARAMS = (
-    Param("start", 0.1, "mA/cm²", "first current density", minimum=0.001, maximum=50.0),
-    Param("step", 0.1, "mA/cm²", "increase per step", minimum=0.001, maximum=50.0),
+    Param("start", START_MA_CM2, "mA/cm²", "first current density", minimum=0.001, maximum=50.0),
+    Param("step", STEP_MA_CM2, "mA/cm²", "increase per step", minimum=0.001, maximum=50.0),
     Param("max", 5.0, "mA/cm²", "stop after this current density", minimum=0.001, maximum=100.0),
-    Param("half_cycle", 0.5, "h", "duration of each half-cycle (time-limited mode)", minimum=0.001, maximum=100.0),
+    Param(
+        "half_cycle", HALF_CYCLE_H, "h", "duration of each half-cycle (time-limited mode)", minimum=0.001, maximum=100.0
+    ),
     Param(
         "capacity",
         0.0,

@@ -20,11 +20,17 @@ from labctl.protocol import GEOMETRY_PARAMS, Cell, GeometryValues, Plan, Protoco
 from labctl.steps import StepResult
 from protocols._steps import SweepValues, eis_sweep, impedance_step, rest
 
+# The seed papers' sweep: 100 kHz → 0.1 Hz, 10 mV rms, 10 points per decade.
+F_START_HZ = 1e5
+F_STOP_HZ = 0.1
+AMPLITUDE_MV = 10.0
+POINTS_PER_DECADE = 10
+
 PARAMS = (
-    Param("f_start", 1e5, "Hz", "first (highest) frequency", minimum=1e-3, maximum=1e7),
-    Param("f_stop", 0.1, "Hz", "last (lowest) frequency", minimum=1e-4, maximum=1e7),
-    Param("points_per_decade", 10, "", "frequencies per decade", minimum=1, maximum=100, kind="int"),
-    Param("amplitude", 10.0, "mV", "sine amplitude (rms)", minimum=0.1, maximum=500.0),
+    Param("f_start", F_START_HZ, "Hz", "first (highest) frequency", minimum=1e-3, maximum=1e7),
+    Param("f_stop", F_STOP_HZ, "Hz", "last (lowest) frequency", minimum=1e-4, maximum=1e7),
+    Param("points_per_decade", POINTS_PER_DECADE, "", "frequencies per decade", minimum=1, maximum=100, kind="int"),
+    Param("amplitude", AMPLITUDE_MV, "mV", "sine amplitude (rms)", minimum=0.1, maximum=500.0),
     Param("rest", 10.0, "s", "open-circuit rest before the sweep (0 = none)", minimum=0.0, maximum=86400.0),
     Param(
         "r_leads",

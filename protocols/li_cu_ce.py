@@ -24,12 +24,20 @@ from labctl.steps import EndReason, StepResult
 from labctl.units import areal_capacity_to_c, c_to_areal_capacity, current_density_to_a
 from protocols._steps import SubPlan, plate_charge, rest, strip_charge
 
+# Adams et al. (2018), methods: Q_T = 5 mAh/cm², Q_C = 0.5 mAh/cm², n = 10 at 0.5 mA/cm²,
+# stripping to 1.0 V vs Li/Li+.
+RESERVOIR_MAH_CM2 = 5.0
+CYCLING_MAH_CM2 = 0.5
+CYCLES = 10
+CURRENT_DENSITY_MA_CM2 = 0.5
+STRIP_CUTOFF_V = 1.0
+
 PARAMS = (
-    Param("q_t", 5.0, "mAh/cm²", "reservoir charge Q_t", minimum=0.01, maximum=50.0),
-    Param("q_c", 0.5, "mAh/cm²", "cycling charge Q_c", minimum=0.001, maximum=50.0),
-    Param("n", 10, "", "number of cycles", minimum=1, maximum=1000, kind="int"),
-    Param("j", 0.5, "mA/cm²", "current density", minimum=0.001, maximum=50.0),
-    Param("cutoff", 1.0, "V", "stripping cutoff vs Li/Li+", minimum=0.1, maximum=3.0),
+    Param("q_t", RESERVOIR_MAH_CM2, "mAh/cm²", "reservoir charge Q_t", minimum=0.01, maximum=50.0),
+    Param("q_c", CYCLING_MAH_CM2, "mAh/cm²", "cycling charge Q_c", minimum=0.001, maximum=50.0),
+    Param("n", CYCLES, "", "number of cycles", minimum=1, maximum=1000, kind="int"),
+    Param("j", CURRENT_DENSITY_MA_CM2, "mA/cm²", "current density", minimum=0.001, maximum=50.0),
+    Param("cutoff", STRIP_CUTOFF_V, "V", "stripping cutoff vs Li/Li+", minimum=0.1, maximum=3.0),
     Param("plating_limit", -1.0, "V", "safety limit while plating", minimum=-5.0, maximum=-0.01),
     Param("precondition", True, "", "precondition the Cu (plate Q_t, strip to cutoff)", kind="bool"),
     Param("rest", 0.0, "s", "open-circuit rest between steps", minimum=0.0, maximum=86400.0),

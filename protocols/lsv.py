@@ -20,11 +20,23 @@ from labctl.steps import Limits, StepResult, VoltageSweep
 from labctl.units import current_density_to_a, mv_per_s_to_v_per_s
 from protocols._steps import rest
 
+# The seed papers' sweep: OCV → 5.0 V at 1 mV/s, onset at 0.05 mA/cm².
+UPPER_V = 5.0
+SCAN_RATE_MV_S = 1.0
+ONSET_THRESHOLD_MA_CM2 = 0.05
+
 PARAMS = (
-    Param("upper", 5.0, "V", "upper potential limit (vs Li/Li+)", minimum=1.0, maximum=6.0),
-    Param("rate", 1.0, "mV/s", "scan rate", minimum=0.01, maximum=10.0),
+    Param("upper", UPPER_V, "V", "upper potential limit (vs Li/Li+)", minimum=1.0, maximum=6.0),
+    Param("rate", SCAN_RATE_MV_S, "mV/s", "scan rate", minimum=0.01, maximum=10.0),
     Param("rest", 60.0, "s", "open-circuit rest before the sweep", minimum=1.0, maximum=86400.0),
-    Param("threshold", 0.05, "mA/cm²", "onset current density (threshold method)", minimum=0.001, maximum=1.0),
+    Param(
+        "threshold",
+        ONSET_THRESHOLD_MA_CM2,
+        "mA/cm²",
+        "onset current density (threshold method)",
+        minimum=0.001,
+        maximum=1.0,
+    ),
     Param(
         "method",
         "threshold",

@@ -31,8 +31,12 @@ from labctl.units import mv_to_v
 from protocols._steps import SweepValues, eis_sweep, hold_voltage, impedance_step, rest
 from protocols.eis import PARAMS as EIS_PARAMS
 
+# DESIGN §3: ΔV = 10 mV, small enough for the linear response the Bruce–Vincent–Evans
+# derivation assumes.
+DELTA_V_MV = 10.0
+
 PARAMS = (
-    Param("dv", 10.0, "mV", "polarisation voltage ΔV", minimum=1.0, maximum=100.0),
+    Param("dv", DELTA_V_MV, "mV", "polarisation voltage ΔV", minimum=1.0, maximum=100.0),
     Param("max_time", 10.0, "h", "longest polarisation", minimum=0.01, maximum=200.0),
     Param(
         "steady_rate",
