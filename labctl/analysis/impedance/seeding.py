@@ -78,8 +78,34 @@ def _grid_seeds(spec: CircuitSpec, data: _Data, n_best: int = 3) -> list[np.ndar
     """
     if spec.interface or spec.diffusion:
         return _grid_seeds_li(spec, data, n_best)
-    ln_jw, w, z = data.ln_jw, data.w, data.z
-    n_pts = data.n
+    grid = _blocking_grid(spec, data)
+    coef, cost = _solve_blocking_grid(spec, data, grid)
+    picks, best_inner = _best_per_basin(spec, grid, coef, cost, n_best)
+    return [
+        _to_theta(
+            spec, _blocking_seed(spec, data, grid, coef[o * grid.inner + int(best_inner[o])], o, best_inner[o]), data
+        )
+        for o in picks
+    ]
+
+
+@dataclass
+class _BlockingGrid:
+    """The grid of a blocking circuit: ``outer`` arc (τ, n) points × ``inner`` spike exponents.
+
+    ``labels`` holds the arcs' ln τ and n per outer point; ``arc_banks`` the weighted arc
+    columns with, per outer point, the bank row to use.
+    """
+
+    labels: dict[str, np.ndarray]
+    arc_banks: list[tuple[np.ndarray, np.ndarray]]
+    outer: int
+    inner: int
+    n_dl: np.ndarray
+
+
+def _blocking_grid(spec: CircuitSpec, data: _Data) -> _BlockingGrid:
+    ln_jw, w = data.ln_jw, data.w
     f_lo, f_hi = float(data.freq[-1]), float(data.freq[0])
     ln_tau = np.linspace(
         math.log(1e-3 / (2 * np.pi * f_hi)),
@@ -110,21 +136,26 @@ def _grid_seeds(spec: CircuitSpec, data: _Data, n_best: int = 3) -> list[np.ndar
     else:
         outer = 1
     inner = n_dl.size if spec.spike else 1
-    o_idx, i_idx = (x.ravel() for x in np.meshgrid(np.arange(outer), np.arange(inner), indexing="ij"))
-    zero = np.zeros(o_idx.size, dtype=int)
+    return _BlockingGrid(labels, arc_banks, outer, inner, n_dl)
 
-    banks = [_weighted_rows(np.ones(n_pts, dtype=complex), w)[None, :]]
+
+def _solve_blocking_grid(spec: CircuitSpec, data: _Data, grid: _BlockingGrid) -> tuple[np.ndarray, np.ndarray]:
+    """Linear coefficients (R0, [L], R_i, [1/Q_dl]) and cost of every grid point, with L >= 0."""
+    w = data.w
+    o_idx, i_idx = (x.ravel() for x in np.meshgrid(np.arange(grid.outer), np.arange(grid.inner), indexing="ij"))
+    zero = np.zeros(o_idx.size, dtype=int)
+    banks = [_weighted_rows(np.ones(data.n, dtype=complex), w)[None, :]]
     index = [zero]
     if spec.inductance:
         banks.append(_weighted_rows(1j * data.omega, w)[None, :])
         index.append(zero)
-    for bank, rows in arc_banks:
+    for bank, rows in grid.arc_banks:
         banks.append(bank)
         index.append(rows[o_idx])
     if spec.spike:
-        banks.append(_weighted_rows(np.exp(-n_dl[:, None] * ln_jw[None, :]), w))
+        banks.append(_weighted_rows(np.exp(-grid.n_dl[:, None] * data.ln_jw[None, :]), w))
         index.append(i_idx)
-    b = _weighted_rows(z, w)
+    b = _weighted_rows(data.z, w)
     coef, cost = _banked_lstsq(banks, index, b)
     if spec.inductance:
         # L >= 0: where the free solve wants a negative L (imitating a capacitive tail),
@@ -133,43 +164,50 @@ def _grid_seeds(spec: CircuitSpec, data: _Data, n_best: int = 3) -> list[np.ndar
         neg = coef[:, 1] < 0
         coef[neg] = np.insert(coef0[neg], 1, 0.0, axis=1)
         cost[neg] = cost0[neg]
+    return coef, cost
 
+
+def _best_per_basin(
+    spec: CircuitSpec, grid: _BlockingGrid, coef: np.ndarray, cost: np.ndarray, n_best: int
+) -> tuple[list[int], np.ndarray]:
+    """The outer grid points to seed from (best of each basin along ln τ1) and, per outer
+    point, its best spike exponent; points with a negative resistance or Q_dl are out."""
     first_arc = 1 + int(spec.inductance)
     valid = np.all(coef[:, first_arc : first_arc + spec.n_arcs] > 0, axis=1)
     if spec.spike:
         valid &= coef[:, -1] > 0
-    cost = np.where(valid, cost, np.inf).reshape(outer, inner)
+    cost = np.where(valid, cost, np.inf).reshape(grid.outer, grid.inner)
     best_inner = np.argmin(cost, axis=1)
-    best_cost = cost[np.arange(outer), best_inner]
+    best_cost = cost[np.arange(grid.outer), best_inner]
     if spec.n_arcs == 0:
-        picks = [0] if np.isfinite(best_cost[0]) else []
-    else:
-        t1_values = np.unique(labels["t1"])
-        pos = np.searchsorted(t1_values, labels["t1"])
-        profile = np.full(t1_values.size, np.inf)
-        arg = np.zeros(t1_values.size, dtype=int)
-        for o in np.argsort(best_cost)[::-1]:  # the lowest cost per tau1 is written last
-            profile[pos[o]] = best_cost[o]
-            arg[pos[o]] = o
-        picks = [int(arg[i]) for i in _profile_minima(profile, n_best)]
+        return ([0] if np.isfinite(best_cost[0]) else []), best_inner
+    t1_values = np.unique(grid.labels["t1"])
+    pos = np.searchsorted(t1_values, grid.labels["t1"])
+    profile = np.full(t1_values.size, np.inf)
+    arg = np.zeros(t1_values.size, dtype=int)
+    for o in np.argsort(best_cost)[::-1]:  # the lowest cost per tau1 is written last
+        profile[pos[o]] = best_cost[o]
+        arg[pos[o]] = o
+    return [int(arg[i]) for i in _profile_minima(profile, n_best)], best_inner
 
-    seeds = []
-    for o in picks:
-        cf = coef[o * inner + int(best_inner[o])]
-        params: dict[str, float] = {"R0": max(float(cf[0]), 1e-6 * data.rscale)}  # R0 >= 0
-        i = 1
-        if spec.inductance:
-            params["L"] = max(float(cf[i]), 1e-6 * data.lscale)
-            i += 1
-        for j in range(1, spec.n_arcs + 1):
-            r, n = float(cf[i]), float(labels[f"n{j}"][o])
-            params.update({f"R{j}": r, f"Q{j}": math.exp(n * labels[f"t{j}"][o]) / r, f"n{j}": n})
-            i += 1
-        if spec.spike:
-            params["Qdl"] = 1.0 / float(cf[i])
-            params["ndl"] = float(n_dl[best_inner[o]])
-        seeds.append(_to_theta(spec, params, data))
-    return seeds
+
+def _blocking_seed(
+    spec: CircuitSpec, data: _Data, grid: _BlockingGrid, cf: np.ndarray, o: int, inner: int
+) -> dict[str, float]:
+    """Circuit parameters of one grid point from its linear coefficients ``cf``."""
+    params: dict[str, float] = {"R0": max(float(cf[0]), 1e-6 * data.rscale)}  # R0 >= 0
+    i = 1
+    if spec.inductance:
+        params["L"] = max(float(cf[i]), 1e-6 * data.lscale)
+        i += 1
+    for j in range(1, spec.n_arcs + 1):
+        r, n = float(cf[i]), float(grid.labels[f"n{j}"][o])
+        params.update({f"R{j}": r, f"Q{j}": math.exp(n * grid.labels[f"t{j}"][o]) / r, f"n{j}": n})
+        i += 1
+    if spec.spike:
+        params["Qdl"] = 1.0 / float(cf[i])
+        params["ndl"] = float(grid.n_dl[inner])
+    return params
 
 
 def _tau_grid(data: _Data) -> np.ndarray:
