@@ -42,21 +42,7 @@ def fit_spectrum(
     data = _prepare(freq, z, freq_range)
     inductive = bool(np.any(data.z.imag[:3] > 0))
 
-    if circuit == "auto":
-        arcs = [1, 2] if n_arcs == "auto" else [int(n_arcs)]
-        closes = _returns_to_real_axis(data)
-        bases = [CircuitSpec(0, True)]
-        for k in arcs:
-            bases.append(CircuitSpec(k, True))
-            if closes:
-                bases.append(CircuitSpec(k, False))
-    elif circuit in CIRCUITS:
-        bases = [CIRCUITS[circuit]]
-    elif circuit in CIRCUIT_FAMILIES:
-        bases = [CIRCUITS[name] for name in CIRCUIT_FAMILIES[circuit]]
-    else:
-        known = sorted(CIRCUITS) + sorted(CIRCUIT_FAMILIES)
-        raise ValueError(f"unknown circuit {circuit!r}; use 'auto' or one of {known}")
+    bases = _candidate_circuits(circuit, n_arcs, data)
 
     with_l = inductance is not False
     results: list[_Result] = []
@@ -89,6 +75,25 @@ def fit_spectrum(
             if no_l.bic < general.bic:
                 best = no_l
     return _summarise(best, general, data, results)
+
+
+def _candidate_circuits(circuit: str, n_arcs: int | Literal["auto"], data: _Data) -> list[CircuitSpec]:
+    """The circuits (before the inductance choice) that :func:`fit_spectrum` compares."""
+    if circuit == "auto":
+        arcs = [1, 2] if n_arcs == "auto" else [int(n_arcs)]
+        closes = _returns_to_real_axis(data)
+        bases = [CircuitSpec(0, True)]
+        for k in arcs:
+            bases.append(CircuitSpec(k, True))
+            if closes:
+                bases.append(CircuitSpec(k, False))
+        return bases
+    if circuit in CIRCUITS:
+        return [CIRCUITS[circuit]]
+    if circuit in CIRCUIT_FAMILIES:
+        return [CIRCUITS[name] for name in CIRCUIT_FAMILIES[circuit]]
+    known = sorted(CIRCUITS) + sorted(CIRCUIT_FAMILIES)
+    raise ValueError(f"unknown circuit {circuit!r}; use 'auto' or one of {known}")
 
 
 def _without_diffusion(results: list[_Result], data: _Data) -> list[_Result]:
