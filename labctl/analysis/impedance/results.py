@@ -129,6 +129,19 @@ def model_impedance(fit: EisFit, freq: np.ndarray) -> np.ndarray:
     return circuit_impedance(fit.spec, fit.params, freq)
 
 
+#: How a fit was made and what its numbers mean, stored with every result.
+_BLOCKING_CONVENTIONS: dict[str, str] = {
+    "cpe": "Z = 1/(Q*(j*omega)^n)",
+    "weighting": "modulus: residual = (Z_model - Z_data)/|Z_data|, real and imaginary stacked",
+    "parameterisation": "ln R, ln Q; n linear, bounded 0.4..1; L linear, >= 0",
+    "optimizer": "scipy.optimize.least_squares (trf, analytic Jacobian), seeded by a variable-projection grid",
+    "model_selection": "BIC = 2N ln(chi2/2N) + p ln(2N); arcs must peak inside or above the band",
+    "R_total": "R0 + sum of arc resistances (low-frequency end of the arcs)",
+    "arc_resolved": "with L free: stderr(R1) < 2.5 % of R1, stderr(R0) < 2.5 % of R_total, apex frequency <= 3 f_max",
+    "sign": "Z = Z' + jZ'', Z'' < 0 for capacitive behaviour",
+}
+
+
 def _summarise(best: _Result, general: _Result, data: _Data, results: list[_Result]) -> EisFit:
     spec = best.spec
     params = _from_theta(spec, best.theta, data)
@@ -153,18 +166,7 @@ def _summarise(best: _Result, general: _Result, data: _Data, results: list[_Resu
         r_bulk = params["R1"] if resolved else None
         r_gb = params["R2"] if spec.n_arcs == 2 else None
 
-    conventions = {
-        "circuit": spec.name,
-        "cpe": "Z = 1/(Q*(j*omega)^n)",
-        "weighting": "modulus: residual = (Z_model - Z_data)/|Z_data|, real and imaginary stacked",
-        "parameterisation": "ln R, ln Q; n linear, bounded 0.4..1; L linear, >= 0",
-        "optimizer": "scipy.optimize.least_squares (trf, analytic Jacobian), seeded by a variable-projection grid",
-        "model_selection": "BIC = 2N ln(chi2/2N) + p ln(2N); arcs must peak inside or above the band",
-        "R_total": "R0 + sum of arc resistances (low-frequency end of the arcs)",
-        "arc_resolved": "with L free: stderr(R1) < 2.5 % of R1, stderr(R0) < 2.5 % of R_total, "
-        "apex frequency <= 3 f_max",
-        "sign": "Z = Z' + jZ'', Z'' < 0 for capacitive behaviour",
-    }
+    conventions = {"circuit": spec.name, **_BLOCKING_CONVENTIONS}
     extra: dict[str, Any] = {}
     if spec.interface or spec.diffusion:
         extra, li_conventions = _li_li_summary(best, data, params, stderr)
