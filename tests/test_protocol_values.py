@@ -152,3 +152,51 @@ def test_ccd_refuses_a_sampling_period_too_long_for_its_half_cycles() -> None:
     with pytest.raises(ParameterError, match="sample_period"):  # capacity mode: 0.01 mAh/cm² at 5 mA/cm² = 7.2 s
         ccd.PROTOCOL.validate({"capacity": "0.01", "sample_period": "2"})
     ccd.PROTOCOL.validate({"capacity": "0.01", "sample_period": "1"})
+
+
+# --------------------------------------------------------------------------- plans read like the methods
+
+
+def _drive(plan, respond) -> tuple[list, dict]:
+    """Run a plan generator by hand: ``respond(step)`` gives each StepResult."""
+    steps = []
+    try:
+        step = next(plan)
+        while True:
+            steps.append(step)
+            step = plan.send(respond(len(steps) - 1, step))
+    except StopIteration as stop:
+        return steps, stop.value
+
+
+def test_li_cu_ce_plan_is_the_adams_sequence() -> None:
+    """Precondition (plate Q_t, strip to 1 V), plate the reservoir, n × (strip Q_c, plate Q_c),
+    strip to 1 V: step by step, with the rests between and the charges in coulombs."""
+    cell = Cell("li_cu", area_cm2=2.0, thickness_um=100.0)
+    values = li_cu_ce.PROTOCOL.validate({"n": "2", "rest": "5"})
+
+    def respond(index: int, step) -> StepResult:
+        charge = step.limits.max_charge
+        to_cutoff = charge is None
+        end = EndReason.VOLTAGE_ABOVE if to_cutoff else EndReason.CHARGE
+        signed = (0.9 * 5 * 3.6 * 2.0) if to_cutoff else math.copysign(charge, step.current)
+        return StepResult(index=index, step=step, end_reason=end, t_start=0.0, duration=1.0, charge=signed)
+
+    steps, out = _drive(li_cu_ce.PROTOCOL.make_plan(values, cell), respond)
+    labels = [s.label for s in steps if s.kind == "ConstantCurrent"]
+    assert labels == [
+        "precondition plate Q_t",
+        "precondition strip to cutoff",
+        "plate reservoir Q_t",
+        "cycle 1 strip Q_c",
+        "cycle 1 plate Q_c",
+        "cycle 2 strip Q_c",
+        "cycle 2 plate Q_c",
+        "final strip to cutoff",
+    ]
+    assert [s.kind for s in steps].count("Rest") == 7  # after every step but the last
+    reservoir = steps[4]
+    assert reservoir.current == pytest.approx(-0.5e-3 * 2.0) and reservoir.limits.max_charge == pytest.approx(36.0)
+    assert steps[-1].limits.voltage_above == 1.0
+    assert out["Q_t_mAh_cm2"] == pytest.approx(5.0)
+    assert out["ce_avg"] == pytest.approx((0.9 * 5 + 2 * 0.5) / (5 + 2 * 0.5))
