@@ -198,7 +198,7 @@ def check_values_type(values_type: type, params: Iterable[Param]) -> None:
         admitted = {typing.get_origin(option) or option for option in options}
         if wanted not in admitted:
             raise TypeError(
-                f"{values_type.__name__}.{name}: a {param.kind} parameter must be annotated {wanted.__name__}"
+                f"{values_type.__name__}.{name}: the {param.kind!r} parameter must be annotated {wanted.__name__}"
             )
 
 

@@ -70,7 +70,7 @@ def test_a_values_type_that_drifts_from_the_declarations_is_refused() -> None:
 
     with pytest.raises(TypeError, match=r"missing fields: \['n'\]"):
         check_values_type(Missing, params)
-    with pytest.raises(TypeError, match="n: a int parameter must be annotated int"):
+    with pytest.raises(TypeError, match="n: the 'int' parameter must be annotated int"):
         check_values_type(WrongType, params)
     check_values_type(Right, params)
     assert typed_values(Right, params, {"a": "2.5"}) == Right(a=2.5, n=2)
