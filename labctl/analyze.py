@@ -83,7 +83,7 @@ def replay_run(path: Path, overrides: Mapping[str, str]) -> dict[str, Any]:
             for rec in records
         ]
         status = run.status
-    plan = protocol.plan(values, cell)
+    plan = protocol.make_plan(values, cell)
     try:
         step = next(plan)
         for recorded in results:

@@ -321,7 +321,7 @@ class Engine:
         return "; ".join(problems)
 
     def _drive(self, step_results: list[StepResult]) -> dict[str, Any]:
-        plan = self._protocol.plan(self._params, self._cell)
+        plan = self._protocol.make_plan(self._params, self._cell)
         try:
             step = next(plan)
             index = 0

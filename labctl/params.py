@@ -9,11 +9,14 @@ once, with ``labctl.units``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from numbers import Real
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from labctl.numbers import parse_number
 
@@ -182,3 +185,69 @@ def validate(params: Iterable[Param], given: Mapping[str, Any], *, context: str 
         known = ", ".join(sorted(declared)) or "none"
         raise ParameterError(unknown[0], f"unknown parameter{where} (known: {known})")
     return {name: p.parse(given[name]) if name in given else p.default for name, p in declared.items()}
+
+
+# --------------------------------------------------------------------------- typed values
+#
+# ``validate`` returns the lab-unit record stored in the run file (a plain dict,
+# JSON as given). Protocol code reads a frozen dataclass built from it instead:
+# ``p.q_t`` is a float, ``p.rates`` a tuple, a typo is an AttributeError at the
+# first run rather than a KeyError half-way through a 60-hour test.
+
+#: The Python type each parameter kind becomes in a typed parameter object.
+KIND_TYPES: dict[str, type] = {
+    "float": float,
+    "int": int,
+    "bool": bool,
+    "choice": str,
+    "str": str,
+    "floats": tuple,
+}
+
+ValuesT = TypeVar("ValuesT")
+
+
+def check_values_type(values_type: type, params: Iterable[Param]) -> None:
+    """Refuse (at import) a parameter dataclass that does not match the declarations.
+
+    Field names must equal the declared parameter names and each field's
+    annotation must admit the kind's Python type, so the two cannot drift apart.
+    """
+    if not dataclasses.is_dataclass(values_type):
+        raise TypeError(f"{values_type.__name__} is not a dataclass")
+    declared = {p.name: p for p in params}
+    fields = {f.name for f in dataclasses.fields(values_type)}
+    missing, extra = sorted(set(declared) - fields), sorted(fields - set(declared))
+    if missing or extra:
+        raise TypeError(
+            f"{values_type.__name__} does not match its parameters (missing fields: {missing or 'none'}, "
+            f"fields without a parameter: {extra or 'none'})"
+        )
+    hints = typing.get_type_hints(values_type)
+    for name, param in declared.items():
+        wanted = KIND_TYPES[param.kind]
+        hint = hints[name]
+        options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        admitted = {typing.get_origin(option) or option for option in options}
+        if wanted not in admitted:
+            raise TypeError(
+                f"{values_type.__name__}.{name}: the {param.kind!r} parameter must be annotated {wanted.__name__}"
+            )
+
+
+def typed_values(values_type: type[ValuesT], params: Iterable[Param], values: Mapping[str, Any]) -> ValuesT:
+    """The frozen parameter object for ``values`` (validated lab-unit values).
+
+    Missing names take their declared default; each value is cast to its kind's
+    Python type (lists of numbers become tuples), None stays None.
+    """
+    converted: dict[str, Any] = {}
+    for param in params:
+        value = values.get(param.name, param.default)
+        if value is None:
+            converted[param.name] = None
+        elif param.kind == "floats":
+            converted[param.name] = tuple(float(v) for v in value)
+        else:
+            converted[param.name] = KIND_TYPES[param.kind](value)
+    return values_type(**converted)

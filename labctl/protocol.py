@@ -12,7 +12,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from labctl.params import Param, ParameterError, validate
+from labctl.params import Param, ParameterError, check_values_type, typed_values, validate
 from labctl.safety import Demand
 from labctl.steps import Step, StepResult
 
@@ -78,6 +78,15 @@ GEOMETRY_PARAMS = (
 
 
 @dataclass(frozen=True)
+class GeometryValues:
+    """The typed :data:`GEOMETRY_PARAMS`, a base for protocols' parameter classes
+    (None: taken from the simulated cell; the plan reads ``cell`` instead)."""
+
+    thickness: float | None
+    area: float | None
+
+
+@dataclass(frozen=True)
 class Protocol:
     """A named, versioned test procedure with declared parameters.
 
@@ -87,6 +96,11 @@ class Protocol:
     ``step_kinds`` lets the engine refuse a channel that cannot do the steps
     before the run starts. ``cell_type_for`` picks the cell type when it
     depends on a parameter (cycling: symmetric or full cell).
+
+    With ``values_type`` (a frozen dataclass with one field per parameter) the
+    callbacks receive that typed object, built from the validated lab-unit
+    values; callers keep passing the plain mapping, which is what the run file
+    stores. Without it (small test protocols) they receive the mapping itself.
     """
 
     name: str
@@ -94,26 +108,42 @@ class Protocol:
     title: str
     cell_type: str
     params: tuple[Param, ...]
-    plan: Callable[[Mapping[str, Any], Cell], Plan]
+    plan: Callable[[Any, Cell], Plan]
     step_kinds: frozenset[str]
-    check: Callable[[Mapping[str, Any], Cell | None], None] | None = None
+    check: Callable[[Any, Cell | None], None] | None = None
     description: str = ""
     result_keys: tuple[str, ...] = field(default=())
-    cell_type_from: Callable[[Mapping[str, Any]], str] | None = None
+    cell_type_from: Callable[[Any], str] | None = None
     #: What the parameters will demand of the channel (largest current,
     #: potentials, chamber temperature), checked against its safety limits.
-    demands: Callable[[Mapping[str, Any], Cell], list[Demand]] | None = None
+    demands: Callable[[Any, Cell], list[Demand]] | None = None
     #: Representative steps the parameters will produce (e.g. the impedance
     #: sweep, the largest current step), checked against the channel's
     #: capabilities before the run so a 10 Hz sweep on a 20 Hz meter is
     #: refused up front, not half-way through.
-    preview: Callable[[Mapping[str, Any], Cell], list[Step]] | None = None
+    preview: Callable[[Any, Cell], list[Step]] | None = None
+    #: The frozen dataclass the callbacks read parameters from.
+    values_type: type | None = None
+
+    def __post_init__(self) -> None:
+        if self.values_type is not None:
+            check_values_type(self.values_type, self.params)
+
+    def typed(self, values: Mapping[str, Any]) -> Any:
+        """The parameter object the callbacks receive for validated ``values``."""
+        if self.values_type is None or isinstance(values, self.values_type):
+            return values
+        return typed_values(self.values_type, self.params, values)
+
+    def make_plan(self, values: Mapping[str, Any], cell: Cell) -> Plan:
+        """The protocol's generator for validated lab-unit ``values``."""
+        return self.plan(self.typed(values), cell)
 
     def preview_steps(self, values: Mapping[str, Any], cell: Cell) -> list[Step]:
-        return self.preview(values, cell) if self.preview else []
+        return self.preview(self.typed(values), cell) if self.preview else []
 
     def demands_for(self, values: Mapping[str, Any], cell: Cell) -> list[Demand]:
-        return self.demands(values, cell) if self.demands else []
+        return self.demands(self.typed(values), cell) if self.demands else []
 
     def validate(self, given: Mapping[str, Any], cell: Cell | None = None) -> dict[str, Any]:
         values = validate(self.params, given, context=f"protocol '{self.name}'")
@@ -122,10 +152,10 @@ class Protocol:
 
     def check_values(self, values: Mapping[str, Any], cell: Cell | None) -> None:
         if self.check is not None:
-            self.check(values, cell)
+            self.check(self.typed(values), cell)
 
     def cell_type_for(self, values: Mapping[str, Any]) -> str:
-        return self.cell_type_from(values) if self.cell_type_from else self.cell_type
+        return self.cell_type_from(self.typed(values)) if self.cell_type_from else self.cell_type
 
     def resolve_cell(
         self, values: Mapping[str, Any], channel_cell: Mapping[str, Any] | None, cell_id: str = ""

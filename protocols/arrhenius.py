@@ -9,16 +9,24 @@ Default range -20…90 °C in 10 K steps (12 temperatures).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from labctl.analysis.arrhenius import fit_arrhenius
 from labctl.params import Param, ParameterError
-from labctl.protocol import Cell, Plan, Protocol
+from labctl.protocol import Cell, GeometryValues, Plan, Protocol
 from labctl.safety import Demand
-from labctl.steps import EndReason, SetTemperature
+from labctl.steps import StepResult
+from protocols._steps import (
+    SweepValues,
+    eis_sweep,
+    impedance_step,
+    leave_chamber_at,
+    reach_temperature,
+    reached,
+)
 from protocols.eis import PARAMS as EIS_PARAMS
-from protocols.eis import impedance_step, mean_temperature, sweep_conductivity
+from protocols.eis import mean_temperature, sweep_conductivity
 
 DEFAULT_TEMPERATURES = tuple(float(t) for t in range(-20, 91, 10))
 
@@ -49,50 +57,63 @@ PARAMS = (
 )
 
 
-def check(values: Mapping[str, Any], cell: Cell | None) -> None:
-    temps = values["temperatures"]
+@dataclass(frozen=True)
+class ArrheniusValues(SweepValues, GeometryValues):
+    temperatures: tuple[float, ...]
+    tolerance: float
+    settle_time: float
+    timeout: float
+    form: str
+    vtf: bool
+    final_temperature: float
+    circuit: str
+
+
+def check(p: ArrheniusValues, cell: Cell | None) -> None:
+    temps = p.temperatures
     if len(temps) < 2:
         raise ParameterError("temperatures", "needs at least two temperatures for an activation energy")
     if len(set(temps)) != len(temps):
         raise ParameterError("temperatures", "lists a temperature twice")
-    if values["vtf"] and len(temps) < 4:
+    if p.vtf and len(temps) < 4:
         raise ParameterError("vtf", "needs at least four temperatures")
 
 
-def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
+def plan(p: ArrheniusValues, cell: Cell) -> Plan:
     table: list[dict[str, Any]] = []
-    for set_point in values["temperatures"]:
-        reached = yield SetTemperature(
-            celsius=float(set_point),
-            tolerance=float(values["tolerance"]),
-            settle_time=float(values["settle_time"]),
-            timeout=float(values["timeout"]) * 3600.0,
-            sample_period=10.0,
-            label=f"{set_point:g} °C",
-        )
-        if reached.end_reason != EndReason.TEMPERATURE_STABLE:
-            table.append({"T_set_C": set_point, "skipped": reached.end_reason.value})
+    for set_point in p.temperatures:
+        stable = yield from reach_temperature(set_point, p.tolerance, p.settle_time, p.timeout * 3600.0)
+        if not reached(stable):
+            table.append({"T_set_C": set_point, "skipped": stable.end_reason.value})
             continue
-        sweep = yield impedance_step(values, label=f"EIS {set_point:g} °C")
-        measured = mean_temperature(sweep.spectrum)
-        fit = sweep_conductivity(sweep.spectrum, values, cell)
-        table.append(
-            {
-                "T_set_C": float(set_point),
-                "T_C": measured if measured is not None else float(set_point),
-                "R_total_ohm": fit.R_total_ohm,
-                "R_bulk_ohm": fit.R_bulk_ohm,
-                "sigma_S_cm": fit.sigma_S_cm,
-                "arc_resolved": fit.arc_resolved,
-            }
-        )
-    yield SetTemperature(celsius=float(values["final_temperature"]), settle_time=0.0, tolerance=5.0, label="final")
+        sweep = yield from eis_sweep(p, label=f"EIS {set_point:g} °C")
+        table.append(conductivity_row(p, cell, set_point, sweep))
+    yield from leave_chamber_at(p.final_temperature)
+    return analyse_arrhenius(p, table)
+
+
+def conductivity_row(p: ArrheniusValues, cell: Cell, set_point: float, sweep: StepResult) -> dict[str, Any]:
+    """σ at the cell temperature measured during one sweep (the set point if unknown)."""
+    measured = mean_temperature(sweep.spectrum)
+    fit = sweep_conductivity(sweep.spectrum, cell, r_leads_ohm=p.r_leads, circuit=p.circuit)
+    return {
+        "T_set_C": set_point,
+        "T_C": measured if measured is not None else set_point,
+        "R_total_ohm": fit.R_total_ohm,
+        "R_bulk_ohm": fit.R_bulk_ohm,
+        "sigma_S_cm": fit.sigma_S_cm,
+        "arc_resolved": fit.arc_resolved,
+    }
+
+
+def analyse_arrhenius(p: ArrheniusValues, table: list[dict[str, Any]]) -> dict[str, Any]:
+    """Activation energy from the reached temperatures' rows (skipped ones are kept in the table)."""
     measured_rows = [row for row in table if "sigma_S_cm" in row]
     if len(measured_rows) < 2:
         raise RuntimeError("fewer than two temperatures were reached: no activation energy")
     temps = [row["T_C"] for row in measured_rows]
     sigmas = [row["sigma_S_cm"] for row in measured_rows]
-    fit = fit_arrhenius(temps, sigmas, form=values["form"])
+    fit = fit_arrhenius(temps, sigmas, form=p.form)
     results: dict[str, Any] = {
         "ea_eV": fit.Ea_eV,
         "ea_stderr_eV": fit.Ea_stderr_eV,
@@ -108,16 +129,15 @@ def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
             "resistance": "R_total - r_leads (all electrolyte arcs)",
         },
     }
-    if values["vtf"]:
-        vtf = fit_arrhenius(temps, sigmas, form="vtf")
-        results["vtf"] = vtf.as_dict()
+    if p.vtf:
+        results["vtf"] = fit_arrhenius(temps, sigmas, form="vtf").as_dict()
     return results
 
 
-def demands(values: Mapping[str, Any], cell: Cell) -> list[Demand]:
+def demands(p: ArrheniusValues, cell: Cell) -> list[Demand]:
     return [
-        Demand("temperature", max(values["temperatures"]), "temperatures", "highest set point"),
-        Demand("temperature", values["final_temperature"], "final_temperature"),
+        Demand("temperature", max(p.temperatures), "temperatures", "highest set point"),
+        Demand("temperature", p.final_temperature, "final_temperature"),
     ]
 
 
@@ -131,7 +151,8 @@ PROTOCOL = Protocol(
     check=check,
     step_kinds=frozenset({"SetTemperature", "Impedance"}),
     description=__doc__ or "",
-    preview=lambda values, cell: [impedance_step(values)],
+    preview=lambda p, cell: [impedance_step(p)],
     result_keys=("ea_eV", "sigma_S_cm", "form"),
     demands=demands,
+    values_type=ArrheniusValues,
 )

@@ -10,21 +10,29 @@ but is not a short.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from labctl.analysis.ccd import HalfCycle, classify_half_cycle, critical_current_density
+from labctl.analysis.ccd import CCDThresholds, HalfCycle, classify_half_cycle, critical_current_density
 from labctl.params import Param, ParameterError
-from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol, largest_current_step
+from labctl.protocol import GEOMETRY_PARAMS, Cell, GeometryValues, Plan, Protocol, largest_current_step
 from labctl.safety import Demand
-from labctl.steps import ConstantCurrent, Limits, Rest
+from labctl.steps import Limits
 from labctl.units import areal_capacity_to_c, current_density_to_a
+from protocols._steps import constant_current, rest
+
+# The seed papers' ladder: from 0.1 mA/cm² in 0.1 mA/cm² steps, 0.5 h per half-cycle.
+START_MA_CM2 = 0.1
+STEP_MA_CM2 = 0.1
+HALF_CYCLE_H = 0.5
 
 PARAMS = (
-    Param("start", 0.1, "mA/cm²", "first current density", minimum=0.001, maximum=50.0),
-    Param("step", 0.1, "mA/cm²", "increase per step", minimum=0.001, maximum=50.0),
+    Param("start", START_MA_CM2, "mA/cm²", "first current density", minimum=0.001, maximum=50.0),
+    Param("step", STEP_MA_CM2, "mA/cm²", "increase per step", minimum=0.001, maximum=50.0),
     Param("max", 5.0, "mA/cm²", "stop after this current density", minimum=0.001, maximum=100.0),
-    Param("half_cycle", 0.5, "h", "duration of each half-cycle (time-limited mode)", minimum=0.001, maximum=100.0),
+    Param(
+        "half_cycle", HALF_CYCLE_H, "h", "duration of each half-cycle (time-limited mode)", minimum=0.001, maximum=100.0
+    ),
     Param(
         "capacity",
         0.0,
@@ -40,72 +48,98 @@ PARAMS = (
 )
 
 
-def check(values: Mapping[str, Any], cell: Cell | None) -> None:
-    if values["max"] < values["start"]:
-        raise ParameterError("max", f"{values['max']:g} mA/cm² is below start {values['start']:g} mA/cm²")
+@dataclass(frozen=True)
+class CcdValues(GeometryValues):
+    start: float
+    step: float
+    max: float
+    half_cycle: float
+    capacity: float
+    cutoff: float
+    rest: float
+    sample_period: float
 
 
-def current_densities(values: Mapping[str, Any]) -> list[float]:
+def check(p: CcdValues, cell: Cell | None) -> None:
+    if p.max < p.start:
+        raise ParameterError("max", f"{p.max:g} mA/cm² is below start {p.start:g} mA/cm²")
+    # The shortest half-cycle must still hold enough samples to classify its trace.
+    shortest = shortest_half_cycle_s(p)
+    min_samples = CCDThresholds().min_samples
+    if p.sample_period * min_samples > shortest:
+        raise ParameterError(
+            "sample_period",
+            f"{p.sample_period:g} s leaves fewer than {min_samples} samples in the shortest half-cycle "
+            f"({shortest:g} s) (allowed: at most {shortest / min_samples:g} s)",
+        )
+
+
+def current_densities(p: CcdValues) -> list[float]:
     """start, start+step, ... up to max (rounded so 0.1+0.2 prints as 0.3)."""
     out = []
     k = 0
     while True:
-        j = round(values["start"] + k * values["step"], 9)
-        if j > values["max"] + 1e-9:
+        j = round(p.start + k * p.step, 9)
+        if j > p.max + 1e-9:
             return out
         out.append(j)
         k += 1
 
 
-def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
-    cutoff = float(values["cutoff"])
+def shortest_half_cycle_s(p: CcdValues) -> float:
+    """Nominal duration of the shortest half-cycle (the last one, in capacity mode)."""
+    if p.capacity > 0:
+        return p.capacity / max(current_densities(p) or [p.start]) * 3600.0
+    return p.half_cycle * 3600.0
+
+
+def half_cycle_limits(p: CcdValues, j: float, cell: Cell) -> Limits:
+    """Time- or capacity-limited (with a 10× time budget), always stopped at ±cutoff."""
+    if p.capacity > 0:
+        end = {"max_charge": areal_capacity_to_c(p.capacity, cell.area_cm2), "max_time": 10 * p.capacity / j * 3600.0}
+    else:
+        end = {"max_time": p.half_cycle * 3600.0}
+    return Limits(**end, voltage_above=p.cutoff, voltage_below=-p.cutoff)
+
+
+def plan(p: CcdValues, cell: Cell) -> Plan:
     half_cycles: list[HalfCycle] = []
-    failed = False
-    for j in current_densities(values):
-        current = current_density_to_a(j, cell.area_cm2)
+    for j in current_densities(p):
         for sign, name in ((-1, "plate"), (1, "strip")):
-            if values["capacity"] > 0:
-                end = {
-                    "max_charge": areal_capacity_to_c(values["capacity"], cell.area_cm2),
-                    "max_time": 10 * values["capacity"] / j * 3600.0,
-                }
-            else:
-                end = {"max_time": values["half_cycle"] * 3600.0}
-            limits = Limits(**end, voltage_above=cutoff, voltage_below=-cutoff)
-            result = yield ConstantCurrent(
-                current=sign * current,
-                limits=limits,
-                sample_period=float(values["sample_period"]),
-                label=f"{name} {j:g} mA/cm²",
+            current = sign * current_density_to_a(j, cell.area_cm2)
+            step = yield from constant_current(
+                current, half_cycle_limits(p, j, cell), p.sample_period, f"{name} {j:g} mA/cm²"
             )
-            data = result.data
-            half = HalfCycle(j, data["t"] - result.t_start, data["E"], result.end_reason.value)
-            half_cycles.append(half)
-            kind = classify_half_cycle(half, len(half_cycles) - 1).kind
-            if kind != "normal":
-                failed = True
-                break
-            if values["rest"] > 0:
-                yield Rest(duration=float(values["rest"]), label="rest")
-        if failed:
-            break
+            half_cycles.append(HalfCycle(j, step.data["t"] - step.t_start, step.data["E"], step.end_reason.value))
+            if classify_half_cycle(half_cycles[-1], len(half_cycles) - 1).kind != "normal":
+                return analyse_ccd(p, half_cycles)
+            yield from rest(p.rest)
+    return analyse_ccd(p, half_cycles)
+
+
+def analyse_ccd(p: CcdValues, half_cycles: list[HalfCycle]) -> dict[str, Any]:
+    """The CCD (or why there is none) from the half-cycles run, in order."""
     result = critical_current_density(half_cycles)
     out = result.as_dict()
     out["failure"] = result.failure_kind
     out["half_cycles"] = len(half_cycles)
-    out["mode"] = "capacity" if values["capacity"] > 0 else "time"
+    out["mode"] = "capacity" if p.capacity > 0 else "time"
+    ended = [s for s in result.steps if s.kind != "normal"]
+    out["stopped"] = (
+        f"half-cycle {ended[0].index} {ended[0].kind}: {ended[0].reason}" if ended else "all current densities passed"
+    )
     return out
 
 
-def demands(values: Mapping[str, Any], cell: Cell) -> list[Demand]:
-    densities = current_densities(values)
-    j_max = max(densities) if densities else values["start"]
+def demands(p: CcdValues, cell: Cell) -> list[Demand]:
+    densities = current_densities(p)
+    j_max = max(densities) if densities else p.start
     return [
         Demand(
             "current", current_density_to_a(j_max, cell.area_cm2), "max", f"{j_max:g} mA/cm² × {cell.area_cm2:g} cm²"
         ),
-        Demand("voltage", values["cutoff"], "cutoff"),
-        Demand("voltage", -values["cutoff"], "cutoff"),
+        Demand("voltage", p.cutoff, "cutoff"),
+        Demand("voltage", -p.cutoff, "cutoff"),
     ]
 
 
@@ -119,7 +153,8 @@ PROTOCOL = Protocol(
     check=check,
     step_kinds=frozenset({"ConstantCurrent", "Rest"}),
     description=__doc__ or "",
-    preview=lambda values, cell: [largest_current_step(max(current_densities(values) or [values["start"]]), cell)],
+    preview=lambda p, cell: [largest_current_step(max(current_densities(p) or [p.start]), cell)],
     result_keys=("ccd_mA_cm2", "last_passed_mA_cm2", "failure"),
     demands=demands,
+    values_type=CcdValues,
 )

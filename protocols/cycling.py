@@ -9,15 +9,19 @@ hysteresis (symmetric) or capacity, CE and retention (full cell).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from labctl.analysis.cycling import Segment, full_cell_cycling_summary, symmetric_cycling_summary
 from labctl.params import Param, ParameterError
-from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol, largest_current_step
+from labctl.protocol import GEOMETRY_PARAMS, Cell, GeometryValues, Plan, Protocol, largest_current_step
 from labctl.safety import Demand
-from labctl.steps import ConstantCurrent, EndReason, Limits, Rest, StepResult
+from labctl.steps import EndReason, Limits, StepResult
 from labctl.units import current_density_to_a
+from protocols._steps import constant_current, rest
+
+#: A symmetric cell that reaches its voltage cutoff stops cycling.
+CUTOFF_REASONS = (EndReason.VOLTAGE_ABOVE, EndReason.VOLTAGE_BELOW)
 
 PARAMS = (
     Param(
@@ -49,52 +53,61 @@ PARAMS = (
 )
 
 
-def check(values: Mapping[str, Any], cell: Cell | None) -> None:
-    if values["mode"] == "full" and values["v_min"] >= values["v_max"]:
-        raise ParameterError("v_min", f"{values['v_min']:g} V must be below v_max {values['v_max']:g} V")
+@dataclass(frozen=True)
+class CyclingValues(GeometryValues):
+    mode: str
+    rates: tuple[float, ...]
+    cycles: int
+    half_cycle: float
+    cutoff: float
+    v_min: float
+    v_max: float
+    max_half_time: float
+    rest: float
+    sample_period: float
 
 
-def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
+def check(p: CyclingValues, cell: Cell | None) -> None:
+    if p.mode == "full" and p.v_min >= p.v_max:
+        raise ParameterError("v_min", f"{p.v_min:g} V must be below v_max {p.v_max:g} V")
+
+
+def half_cycles(p: CyclingValues) -> tuple[tuple[int, Limits, str], ...]:
+    """(current sign, end limits, name) of one cycle: plate/strip, or charge/discharge."""
+    if p.mode == "symmetric":
+        duration = p.half_cycle * 3600.0
+        return (
+            (-1, Limits(max_time=duration, voltage_below=-p.cutoff), "plate"),
+            (1, Limits(max_time=duration, voltage_above=p.cutoff), "strip"),
+        )
+    budget = p.max_half_time * 3600.0
+    return (
+        (1, Limits(voltage_above=p.v_max, max_time=budget), "charge"),
+        (-1, Limits(voltage_below=p.v_min, max_time=budget), "discharge"),
+    )
+
+
+def plan(p: CyclingValues, cell: Cell) -> Plan:
     steps: list[StepResult] = []
-    period = float(values["sample_period"])
-    symmetric = values["mode"] == "symmetric"
-    stopped = ""
-    for j in values["rates"]:
-        current = current_density_to_a(float(j), cell.area_cm2)
-        for k in range(int(values["cycles"])):
-            if symmetric:
-                halves = (
-                    (-1, Limits(max_time=values["half_cycle"] * 3600.0, voltage_below=-values["cutoff"]), "plate"),
-                    (1, Limits(max_time=values["half_cycle"] * 3600.0, voltage_above=values["cutoff"]), "strip"),
-                )
-            else:
-                halves = (
-                    (1, Limits(voltage_above=values["v_max"], max_time=values["max_half_time"] * 3600.0), "charge"),
-                    (-1, Limits(voltage_below=values["v_min"], max_time=values["max_half_time"] * 3600.0), "discharge"),
-                )
-            for sign, limits, name in halves:
-                result = yield ConstantCurrent(
-                    current=sign * current,
-                    limits=limits,
-                    sample_period=period,
-                    label=f"cycle {k + 1} {name} {j:g} mA/cm²",
-                )
-                steps.append(result)
-                if symmetric and result.end_reason in (EndReason.VOLTAGE_ABOVE, EndReason.VOLTAGE_BELOW):
-                    stopped = f"cutoff reached in cycle {k + 1} at {j:g} mA/cm²"
-                if values["rest"] > 0:
-                    yield Rest(duration=float(values["rest"]), label="rest")
-                if stopped:
-                    break
-            if stopped:
-                break
-        if stopped:
-            break
+    for j in p.rates:
+        current = current_density_to_a(j, cell.area_cm2)
+        for k in range(p.cycles):
+            for sign, limits, name in half_cycles(p):
+                label = f"cycle {k + 1} {name} {j:g} mA/cm²"
+                steps.append((yield from constant_current(sign * current, limits, p.sample_period, label)))
+                yield from rest(p.rest)
+                if p.mode == "symmetric" and steps[-1].end_reason in CUTOFF_REASONS:
+                    return analyse_cycling(p, cell, steps, f"cutoff reached in cycle {k + 1} at {j:g} mA/cm²")
+    return analyse_cycling(p, cell, steps, "")
+
+
+def analyse_cycling(p: CyclingValues, cell: Cell, steps: list[StepResult], stopped: str) -> dict[str, Any]:
+    """Per-cycle overpotential and hysteresis (symmetric) or capacity, CE and retention (full cell)."""
     # A half-cycle cut at its first reading (contact loss) has nothing to summarise.
     segments = [Segment(r.data["t"], r.data["E"], r.data["I"]) for r in steps if len(r.data) >= 2]
     if not segments:
-        return {"mode": values["mode"], "cycles_completed": 0, "stopped": stopped or "no data"}
-    if symmetric:
+        return {"mode": p.mode, "cycles_completed": 0, "stopped": stopped or "no data"}
+    if p.mode == "symmetric":
         summary = symmetric_cycling_summary(segments)
         out: dict[str, Any] = {
             "mode": "symmetric",
@@ -118,17 +131,17 @@ def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
     return out
 
 
-def demands(values: Mapping[str, Any], cell: Cell) -> list[Demand]:
-    j_max = max(values["rates"])
+def demands(p: CyclingValues, cell: Cell) -> list[Demand]:
+    j_max = max(p.rates)
     out = [
         Demand(
             "current", current_density_to_a(j_max, cell.area_cm2), "rates", f"{j_max:g} mA/cm² × {cell.area_cm2:g} cm²"
         )
     ]
-    if values["mode"] == "symmetric":
-        out += [Demand("voltage", values["cutoff"], "cutoff"), Demand("voltage", -values["cutoff"], "cutoff")]
+    if p.mode == "symmetric":
+        out += [Demand("voltage", p.cutoff, "cutoff"), Demand("voltage", -p.cutoff, "cutoff")]
     else:
-        out += [Demand("voltage", values["v_max"], "v_max"), Demand("voltage", values["v_min"], "v_min")]
+        out += [Demand("voltage", p.v_max, "v_max"), Demand("voltage", p.v_min, "v_min")]
     return out
 
 
@@ -142,8 +155,9 @@ PROTOCOL = Protocol(
     check=check,
     step_kinds=frozenset({"ConstantCurrent", "Rest"}),
     description=__doc__ or "",
-    preview=lambda values, cell: [largest_current_step(max(values["rates"]), cell)],
+    preview=lambda p, cell: [largest_current_step(max(p.rates), cell)],
     result_keys=("cycles_completed",),
-    cell_type_from=lambda values: "li_li" if values["mode"] == "symmetric" else "full",
+    cell_type_from=lambda p: "li_li" if p.mode == "symmetric" else "full",
     demands=demands,
+    values_type=CyclingValues,
 )

@@ -9,22 +9,28 @@ Defaults follow the seed papers' method sections: 100 kHz → 0.1 Hz, 10 mV rms,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from labctl.analysis.eis_conductivity import ConductivityResult, conductivity_from_spectrum
-from labctl.params import Param
-from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol
-from labctl.steps import Impedance, Rest
-from labctl.units import mv_to_v
+from labctl.params import Param, ParameterError
+from labctl.protocol import GEOMETRY_PARAMS, Cell, GeometryValues, Plan, Protocol
+from labctl.steps import StepResult
+from protocols._steps import SweepValues, eis_sweep, impedance_step, rest
+
+# The seed papers' sweep: 100 kHz → 0.1 Hz, 10 mV rms, 10 points per decade.
+F_START_HZ = 1e5
+F_STOP_HZ = 0.1
+AMPLITUDE_MV = 10.0
+POINTS_PER_DECADE = 10
 
 PARAMS = (
-    Param("f_start", 1e5, "Hz", "first (highest) frequency", minimum=1e-3, maximum=1e7),
-    Param("f_stop", 0.1, "Hz", "last (lowest) frequency", minimum=1e-4, maximum=1e7),
-    Param("points_per_decade", 10, "", "frequencies per decade", minimum=1, maximum=100, kind="int"),
-    Param("amplitude", 10.0, "mV", "sine amplitude (rms)", minimum=0.1, maximum=500.0),
+    Param("f_start", F_START_HZ, "Hz", "first (highest) frequency", minimum=1e-3, maximum=1e7),
+    Param("f_stop", F_STOP_HZ, "Hz", "last (lowest) frequency", minimum=1e-4, maximum=1e7),
+    Param("points_per_decade", POINTS_PER_DECADE, "", "frequencies per decade", minimum=1, maximum=100, kind="int"),
+    Param("amplitude", AMPLITUDE_MV, "mV", "sine amplitude (rms)", minimum=0.1, maximum=500.0),
     Param("rest", 10.0, "s", "open-circuit rest before the sweep (0 = none)", minimum=0.0, maximum=86400.0),
     Param(
         "r_leads",
@@ -47,38 +53,36 @@ PARAMS = (
 )
 
 
-def impedance_step(values: Mapping[str, Any], label: str = "EIS") -> Impedance:
-    """The sweep every impedance-based protocol shares (eis, arrhenius, t+)."""
-    return Impedance(
-        f_start=float(values["f_start"]),
-        f_stop=float(values["f_stop"]),
-        points_per_decade=int(values["points_per_decade"]),
-        amplitude=mv_to_v(float(values["amplitude"])),
-        label=label,
-    )
+@dataclass(frozen=True)
+class EisValues(SweepValues, GeometryValues):
+    rest: float
+    circuit: str
 
 
-def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
-    if values["rest"] > 0:
-        yield Rest(duration=float(values["rest"]), sample_period=1.0, label="OCV")
-    sweep = yield impedance_step(values)
+def plan(p: EisValues, cell: Cell) -> Plan:
+    yield from rest(p.rest, label="OCV")
+    sweep = yield from eis_sweep(p)
+    return analyse_eis(p, cell, sweep)
+
+
+def analyse_eis(p: EisValues, cell: Cell, sweep: StepResult) -> dict[str, Any]:
+    """σ and the fit from the recorded sweep, with the cell temperature during it."""
     if sweep.spectrum is None or len(sweep.spectrum) < 5:
         raise RuntimeError(f"impedance sweep returned too few points ({sweep.end_reason.value})")
-    result = sweep_conductivity(sweep.spectrum, values, cell)
-    out = result.as_dict()
+    out = sweep_conductivity(sweep.spectrum, cell, r_leads_ohm=p.r_leads, circuit=p.circuit).as_dict()
     out["temperature_C"] = mean_temperature(sweep.spectrum)
     return out
 
 
-def sweep_conductivity(spectrum: np.ndarray, values: Mapping[str, Any], cell: Cell) -> ConductivityResult:
+def sweep_conductivity(spectrum: np.ndarray, cell: Cell, *, r_leads_ohm: float, circuit: str) -> ConductivityResult:
     """σ from a measured sweep, with the protocol's lead resistance and circuit."""
     return conductivity_from_spectrum(
         spectrum["freq"],
         spectrum["z_re"] + 1j * spectrum["z_im"],
         thickness_um=cell.thickness_um,
         area_cm2=cell.area_cm2,
-        r_leads_ohm=float(values["r_leads"]),
-        circuit=str(values["circuit"]),
+        r_leads_ohm=r_leads_ohm,
+        circuit=circuit,
     )
 
 
@@ -88,10 +92,8 @@ def mean_temperature(spectrum: np.ndarray) -> float | None:
     return float(temps.mean()) if temps.size else None
 
 
-def check(values: Mapping[str, Any], cell: Cell | None) -> None:
-    from labctl.params import ParameterError
-
-    if values["f_start"] == values["f_stop"]:
+def check(p: EisValues, cell: Cell | None) -> None:
+    if p.f_start == p.f_stop:
         raise ParameterError("f_stop", "must differ from f_start")
 
 
@@ -105,6 +107,7 @@ PROTOCOL = Protocol(
     check=check,
     step_kinds=frozenset({"Rest", "Impedance"}),
     description=__doc__ or "",
-    preview=lambda values, cell: [impedance_step(values)],
+    preview=lambda p, cell: [impedance_step(p)],
     result_keys=("R_bulk_ohm", "sigma_S_cm"),
+    values_type=EisValues,
 )

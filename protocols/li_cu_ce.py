@@ -13,22 +13,31 @@ nucleation overpotential is read from the first plating on bare Cu.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from labctl.analysis.coulombic import NucleationResult, average_coulombic_efficiency, nucleation_overpotential
 from labctl.params import Param, ParameterError
-from labctl.protocol import GEOMETRY_PARAMS, Cell, Plan, Protocol, largest_current_step
+from labctl.protocol import GEOMETRY_PARAMS, Cell, GeometryValues, Plan, Protocol, largest_current_step
 from labctl.safety import Demand
-from labctl.steps import ConstantCurrent, EndReason, Limits, Rest, StepResult
+from labctl.steps import EndReason, StepResult
 from labctl.units import areal_capacity_to_c, c_to_areal_capacity, current_density_to_a
+from protocols._steps import SubPlan, plate_charge, rest, strip_charge
+
+# Adams et al. (2018), methods: Q_T = 5 mAh/cm², Q_C = 0.5 mAh/cm², n = 10 at 0.5 mA/cm²,
+# stripping to 1.0 V vs Li/Li+.
+RESERVOIR_MAH_CM2 = 5.0
+CYCLING_MAH_CM2 = 0.5
+CYCLES = 10
+CURRENT_DENSITY_MA_CM2 = 0.5
+STRIP_CUTOFF_V = 1.0
 
 PARAMS = (
-    Param("q_t", 5.0, "mAh/cm²", "reservoir charge Q_t", minimum=0.01, maximum=50.0),
-    Param("q_c", 0.5, "mAh/cm²", "cycling charge Q_c", minimum=0.001, maximum=50.0),
-    Param("n", 10, "", "number of cycles", minimum=1, maximum=1000, kind="int"),
-    Param("j", 0.5, "mA/cm²", "current density", minimum=0.001, maximum=50.0),
-    Param("cutoff", 1.0, "V", "stripping cutoff vs Li/Li+", minimum=0.1, maximum=3.0),
+    Param("q_t", RESERVOIR_MAH_CM2, "mAh/cm²", "reservoir charge Q_t", minimum=0.01, maximum=50.0),
+    Param("q_c", CYCLING_MAH_CM2, "mAh/cm²", "cycling charge Q_c", minimum=0.001, maximum=50.0),
+    Param("n", CYCLES, "", "number of cycles", minimum=1, maximum=1000, kind="int"),
+    Param("j", CURRENT_DENSITY_MA_CM2, "mA/cm²", "current density", minimum=0.001, maximum=50.0),
+    Param("cutoff", STRIP_CUTOFF_V, "V", "stripping cutoff vs Li/Li+", minimum=0.1, maximum=3.0),
     Param("plating_limit", -1.0, "V", "safety limit while plating", minimum=-5.0, maximum=-0.01),
     Param("precondition", True, "", "precondition the Cu (plate Q_t, strip to cutoff)", kind="bool"),
     Param("rest", 0.0, "s", "open-circuit rest between steps", minimum=0.0, maximum=86400.0),
@@ -37,66 +46,72 @@ PARAMS = (
 )
 
 
-def check(values: Mapping[str, Any], cell: Cell | None) -> None:
-    if values["q_c"] > values["q_t"]:
-        raise ParameterError("q_c", f"Q_c = {values['q_c']:g} mAh/cm² must not exceed Q_t = {values['q_t']:g} mAh/cm²")
+@dataclass(frozen=True)
+class LiCuValues(GeometryValues):
+    q_t: float
+    q_c: float
+    n: int
+    j: float
+    cutoff: float
+    plating_limit: float
+    precondition: bool
+    rest: float
+    sample_period: float
 
 
-def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
+def check(p: LiCuValues, cell: Cell | None) -> None:
+    if p.q_c > p.q_t:
+        raise ParameterError("q_c", f"Q_c = {p.q_c:g} mAh/cm² must not exceed Q_t = {p.q_t:g} mAh/cm²")
+
+
+def plan(p: LiCuValues, cell: Cell) -> Plan:
     area = cell.area_cm2
-    current = current_density_to_a(float(values["j"]), area)
-    q_t = areal_capacity_to_c(float(values["q_t"]), area)
-    q_c = areal_capacity_to_c(float(values["q_c"]), area)
-    period = float(values["sample_period"])
-    cutoff = float(values["cutoff"])
-    plating_floor = float(values["plating_limit"])
+    current = current_density_to_a(p.j, area)
+    q_t = areal_capacity_to_c(p.q_t, area)
+    q_c = areal_capacity_to_c(p.q_c, area)
 
-    def plate(charge: float, label: str) -> ConstantCurrent:
-        return ConstantCurrent(
-            current=-current,
-            limits=Limits(max_charge=charge, voltage_below=plating_floor, max_time=3 * charge / current),
-            sample_period=period,
-            label=label,
-        )
+    def plate(charge: float, label: str) -> SubPlan:
+        return plate_charge(current, charge, p.plating_limit, p.sample_period, label)
 
-    def strip(charge: float | None, label: str) -> ConstantCurrent:
-        budget = charge if charge is not None else q_t * 3
-        return ConstantCurrent(
-            current=current,
-            limits=Limits(max_charge=charge, voltage_above=cutoff, max_time=3 * budget / current),
-            sample_period=period,
-            label=label,
-        )
-
-    def rest():
-        if values["rest"] > 0:
-            yield Rest(duration=float(values["rest"]), label="rest")
+    def strip(charge: float | None, label: str) -> SubPlan:
+        return strip_charge(current, charge, p.cutoff, p.sample_period, label, budget_C=q_t * 3)
 
     platings: list[StepResult] = []
-    if values["precondition"]:
-        platings.append((yield plate(q_t, "precondition plate Q_t")))
+    if p.precondition:
+        platings.append((yield from plate(q_t, "precondition plate Q_t")))
         if platings[-1].end_reason != EndReason.CHARGE:
             return _aborted_sequence(platings[-1], area)
-        yield from rest()
-        yield strip(None, "precondition strip to cutoff")
-        yield from rest()
-    reservoir = yield plate(q_t, "plate reservoir Q_t")
-    platings.append(reservoir)
-    if reservoir.end_reason != EndReason.CHARGE:
-        return _aborted_sequence(reservoir, area)
-    yield from rest()
+        yield from rest(p.rest)
+        yield from strip(None, "precondition strip to cutoff")
+        yield from rest(p.rest)
+    platings.append((yield from plate(q_t, "plate reservoir Q_t")))
+    if platings[-1].end_reason != EndReason.CHARGE:
+        return _aborted_sequence(platings[-1], area)
+    yield from rest(p.rest)
     strips: list[StepResult] = []
-    for k in range(int(values["n"])):
-        strips.append((yield strip(q_c, f"cycle {k + 1} strip Q_c")))
-        yield from rest()
-        platings.append((yield plate(q_c, f"cycle {k + 1} plate Q_c")))
-        yield from rest()
-    final = yield strip(None, "final strip to cutoff")
+    for k in range(p.n):
+        strips.append((yield from strip(q_c, f"cycle {k + 1} strip Q_c")))
+        yield from rest(p.rest)
+        platings.append((yield from plate(q_c, f"cycle {k + 1} plate Q_c")))
+        yield from rest(p.rest)
+    final = yield from strip(None, "final strip to cutoff")
+    return analyse_coulombic_efficiency(p, cell, platings, strips, final)
 
+
+def analyse_coulombic_efficiency(
+    p: LiCuValues, cell: Cell, platings: list[StepResult], strips: list[StepResult], final: StepResult
+) -> dict[str, Any]:
+    """CE_avg from the reservoir (the last Q_t plating), the cycling strips and the final strip.
+
+    ``platings`` are all platings in order (the first on bare Cu gives the nucleation
+    overpotential); the result is invalid when a plating ended before its charge.
+    """
+    area = cell.area_cm2
+    reservoir = platings[1] if p.precondition else platings[0]
     nucleation = _nucleation(platings[0])
     result = average_coulombic_efficiency(
         abs(reservoir.charge),
-        q_c,
+        areal_capacity_to_c(p.q_c, area),
         abs(final.charge),
         [abs(s.charge) for s in strips],
         [s.end_reason.value for s in strips],
@@ -104,12 +119,12 @@ def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
         nucleation=nucleation,
     )
     out = result.as_dict()
-    short_platings = [p.step.label for p in platings if p.end_reason != EndReason.CHARGE]
+    short_platings = [plating.step.label for plating in platings if plating.end_reason != EndReason.CHARGE]
     if short_platings:
         out["valid"] = False
         out["invalid_reasons"] = [
             *out["invalid_reasons"],
-            f"plating ended before its charge (plating_limit {plating_floor:g} V): {', '.join(short_platings)}",
+            f"plating ended before its charge (plating_limit {p.plating_limit:g} V): {', '.join(short_platings)}",
         ]
     out.update(
         {
@@ -117,7 +132,7 @@ def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
             "valid": out["valid"],
             "Q_s_mAh_cm2": c_to_areal_capacity(abs(final.charge), area),
             "Q_t_mAh_cm2": c_to_areal_capacity(abs(reservoir.charge), area),
-            "Q_c_mAh_cm2": float(values["q_c"]),
+            "Q_c_mAh_cm2": p.q_c,
             **_nucleation_mv(nucleation),
         }
     )
@@ -159,16 +174,11 @@ def _aborted_sequence(plating: StepResult, area: float) -> dict[str, Any]:
     }
 
 
-def demands(values: Mapping[str, Any], cell: Cell) -> list[Demand]:
+def demands(p: LiCuValues, cell: Cell) -> list[Demand]:
     return [
-        Demand(
-            "current",
-            current_density_to_a(values["j"], cell.area_cm2),
-            "j",
-            f"{values['j']:g} mA/cm² × {cell.area_cm2:g} cm²",
-        ),
-        Demand("voltage", values["cutoff"], "cutoff"),
-        Demand("voltage", values["plating_limit"], "plating_limit"),
+        Demand("current", current_density_to_a(p.j, cell.area_cm2), "j", f"{p.j:g} mA/cm² × {cell.area_cm2:g} cm²"),
+        Demand("voltage", p.cutoff, "cutoff"),
+        Demand("voltage", p.plating_limit, "plating_limit"),
     ]
 
 
@@ -182,7 +192,8 @@ PROTOCOL = Protocol(
     check=check,
     step_kinds=frozenset({"ConstantCurrent", "Rest"}),
     description=__doc__ or "",
-    preview=lambda values, cell: [largest_current_step(values["j"], cell)],
+    preview=lambda p, cell: [largest_current_step(p.j, cell)],
     result_keys=("ce_avg", "Q_s_mAh_cm2", "nucleation_overpotential_mV", "valid"),
     demands=demands,
+    values_type=LiCuValues,
 )

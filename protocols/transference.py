@@ -16,7 +16,7 @@ too, and the convention used is recorded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,15 +24,19 @@ import numpy as np
 from labctl.analysis.eis_interface import split_symmetric_spectrum
 from labctl.analysis.transference import initial_current, steady_state_current, transference_number
 from labctl.params import Param
-from labctl.protocol import Cell, Plan, Protocol
+from labctl.protocol import Cell, GeometryValues, Plan, Protocol
 from labctl.safety import Demand
-from labctl.steps import ConstantVoltage, Impedance, Limits, Rest
+from labctl.steps import Limits, StepResult
 from labctl.units import mv_to_v
+from protocols._steps import SweepValues, eis_sweep, hold_voltage, impedance_step, rest
 from protocols.eis import PARAMS as EIS_PARAMS
-from protocols.eis import impedance_step
+
+# DESIGN §3: ΔV = 10 mV, small enough for the linear response the Bruce–Vincent–Evans
+# derivation assumes.
+DELTA_V_MV = 10.0
 
 PARAMS = (
-    Param("dv", 10.0, "mV", "polarisation voltage ΔV", minimum=1.0, maximum=100.0),
+    Param("dv", DELTA_V_MV, "mV", "polarisation voltage ΔV", minimum=1.0, maximum=100.0),
     Param("max_time", 10.0, "h", "longest polarisation", minimum=0.01, maximum=200.0),
     Param(
         "steady_rate",
@@ -57,48 +61,53 @@ PARAMS = (
 )
 
 
-def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
-    dv = mv_to_v(float(values["dv"]))
-    r_leads = float(values["r_leads"])
-    if values["rest"] > 0:
-        yield Rest(duration=float(values["rest"]), sample_period=1.0, label="OCV")
-    before = yield impedance_step(values, label="EIS before")
-    split0 = split_symmetric_spectrum(before.spectrum, r_leads_ohm=r_leads)
-    i_estimate = dv / split0.R_dc_ohm
-    slope = float(values["steady_rate"]) / 100.0 * i_estimate / 3600.0
-    hold = yield ConstantVoltage(
-        voltage=dv,
-        vs_ocv=True,
-        limits=Limits(
-            max_time=float(values["max_time"]) * 3600.0,
-            steady_slope=slope,
-            steady_window=float(values["steady_window"]),
-        ),
-        sample_period=float(values["sample_period"]),
-        label=f"ΔV {values['dv']:g} mV",
+@dataclass(frozen=True)
+class TransferenceValues(SweepValues, GeometryValues):
+    dv: float
+    max_time: float
+    steady_rate: float
+    steady_window: float
+    sample_period: float
+    i0: str
+    rest: float
+
+
+def plan(p: TransferenceValues, cell: Cell) -> Plan:
+    dv = mv_to_v(p.dv)
+    yield from rest(p.rest, label="OCV")
+    before = yield from eis_sweep(p, label="EIS before")
+    hold = yield from hold_voltage(dv, steady_limits(p, before), p.sample_period, label=f"ΔV {p.dv:g} mV")
+    after = yield from eis_sweep(p, label="EIS after (under ΔV)", bias_V=dv)
+    return analyse_transference(p, before, hold, after)
+
+
+def steady_limits(p: TransferenceValues, before: StepResult) -> Limits:
+    """End the hold when |dI/dt| < steady_rate %/h of the current expected from the first spectrum."""
+    split0 = split_symmetric_spectrum(before.spectrum, r_leads_ohm=p.r_leads)
+    i_estimate = mv_to_v(p.dv) / split0.R_dc_ohm
+    return Limits(
+        max_time=p.max_time * 3600.0,
+        steady_slope=p.steady_rate / 100.0 * i_estimate / 3600.0,
+        steady_window=p.steady_window,
     )
-    after_step = impedance_step(values, label="EIS after")
-    after = yield Impedance(
-        f_start=after_step.f_start,
-        f_stop=after_step.f_stop,
-        points_per_decade=after_step.points_per_decade,
-        amplitude=after_step.amplitude,
-        bias=dv,
-        bias_vs_ocv=True,
-        label="EIS after (under ΔV)",
-    )
-    split_ss = split_symmetric_spectrum(after.spectrum, r_leads_ohm=r_leads)
-    data = hold.data
-    t = data["t"] - hold.t_start
-    current = data["I"]
+
+
+def analyse_transference(
+    p: TransferenceValues, before: StepResult, hold: StepResult, after: StepResult
+) -> dict[str, Any]:
+    """t+ (Bruce–Vincent–Evans) from the two spectra and the current decay of the hold."""
+    dv = mv_to_v(p.dv)
+    split0 = split_symmetric_spectrum(before.spectrum, r_leads_ohm=p.r_leads)
+    split_ss = split_symmetric_spectrum(after.spectrum, r_leads_ohm=p.r_leads)
+    t = hold.data["t"] - hold.t_start
+    current = hold.data["I"]
     steady = steady_state_current(t, current)
     first = initial_current(t, current, convention="first_sample", t_step=0.0)
-    convention = str(values["i0"])
-    if convention == "ohmic":
+    if p.i0 == "ohmic":
         i0 = dv / (split0.R_bulk_ohm + split0.R_interface_ohm)
         initial = None
     else:
-        initial = initial_current(t, current, convention=convention, t_step=0.0)
+        initial = initial_current(t, current, convention=p.i0, t_step=0.0)
         i0 = initial.I0_A
     result = transference_number(
         dv,
@@ -106,14 +115,14 @@ def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
         steady.Iss_A,
         split0.R_interface_ohm,
         split_ss.R_interface_ohm,
-        i0_convention=convention,
+        i0_convention=p.i0,
         steady=steady,
         initial=initial,
     )
     return {
         "t_plus": result.t_plus,
         "I0_A": i0,
-        "I0_convention": convention,
+        "I0_convention": p.i0,
         "I0_first_sample_A": first.I0_A,
         "Iss_A": steady.Iss_A,
         "R0_ohm": split0.R_interface_ohm,
@@ -136,8 +145,8 @@ def plan(values: Mapping[str, Any], cell: Cell) -> Plan:
     }
 
 
-def demands(values: Mapping[str, Any], cell: Cell) -> list[Demand]:
-    return [Demand("voltage", mv_to_v(values["dv"]), "dv", "relative to OCV")]
+def demands(p: TransferenceValues, cell: Cell) -> list[Demand]:
+    return [Demand("voltage", mv_to_v(p.dv), "dv", "relative to OCV")]
 
 
 PROTOCOL = Protocol(
@@ -149,7 +158,8 @@ PROTOCOL = Protocol(
     plan=plan,
     step_kinds=frozenset({"Rest", "Impedance", "ConstantVoltage"}),
     description=__doc__ or "",
-    preview=lambda values, cell: [impedance_step(values)],
+    preview=lambda p, cell: [impedance_step(p)],
     result_keys=("t_plus", "I0_A", "Iss_A", "R0_ohm", "Rss_ohm"),
     demands=demands,
+    values_type=TransferenceValues,
 )

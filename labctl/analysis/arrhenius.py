@@ -92,23 +92,7 @@ def fit_arrhenius(
     Raises ValueError naming the bad input (mismatched lengths, non-positive σ, temperatures
     below absolute zero, too few distinct temperatures for the form).
     """
-    if form not in _FORMS:
-        raise ValueError(f"form must be one of {_FORMS}, got {form!r}")
-    t_c = _as_1d(temperatures_C, "temperatures_C")
-    sigma = _as_1d(sigma_S_cm, "sigma_S_cm")
-    if t_c.size != sigma.size:
-        raise ValueError(f"temperatures_C and sigma_S_cm must have the same length, got {t_c.size} and {sigma.size}")
-    if np.any(sigma <= 0):
-        raise ValueError(f"sigma_S_cm must be > 0 everywhere, got min {sigma.min()!r}")
-    T = t_c + ZERO_CELSIUS_K
-    if np.any(T <= 0):
-        raise ValueError(f"temperatures_C must be above -273.15 °C, got min {t_c.min()!r}")
-    n_distinct = np.unique(T).size
-    n_needed = 4 if form == "vtf" else 2
-    if n_distinct < n_needed:
-        raise ValueError(
-            f"temperatures_C needs at least {n_needed} distinct temperatures for form {form!r}, got {n_distinct}"
-        )
+    t_c, sigma, T = _checked_data(temperatures_C, sigma_S_cm, form)
 
     if form == "vtf":
         ln_a, ea, t0, se_ln_a, se_ea, se_t0 = _fit_vtf(T, sigma, T0_bounds_K)
@@ -125,25 +109,7 @@ def fit_arrhenius(
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
     kT_mean = K_B_EV * float(T.mean())
 
-    conventions: dict[str, Any] = {
-        "form": form,
-        "formula": _FORMULAS[form],
-        "k_B_eV_per_K": K_B_EV,
-        "temperature_input": "degC, converted with T[K] = T[degC] + 273.15",
-        "sigma_unit": "S/cm",
-        "fit": (
-            "nonlinear least squares on ln(sigma) over (ln A, B, T0), T0 profiled then refined "
-            "(scipy.optimize.curve_fit)"
-            if form == "vtf"
-            else "unweighted linear least squares of ln(y) vs 1/(kT) (constant relative error on sigma)"
-        ),
-        "residuals": "ln(sigma_measured) - ln(sigma_fit)",
-        "r_squared_of": "ln(sigma*T)" if form == "sigmaT" else "ln(sigma)",
-        "note": (f"Ea(sigma form) ~= Ea(sigmaT form) - k*T_mean on the same data; k*T_mean here = {kT_mean:.4f} eV"),
-    }
-    if form == "vtf":
-        conventions["Ea_eV_meaning"] = "VTF pseudo-activation energy B"
-        conventions["T0_bounds_K"] = list(_vtf_bounds(T, T0_bounds_K))
+    conventions = _fit_conventions(form, kT_mean, T, T0_bounds_K)
 
     return ArrheniusFit(
         form=form,
@@ -190,6 +156,56 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float, floa
     else:
         se_a = se_b = float("nan")
     return a, b, se_a, se_b, ssr
+
+
+def _checked_data(
+    temperatures_C: np.ndarray | list[float], sigma_S_cm: np.ndarray | list[float], form: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """°C, σ and T (K) as arrays, or a ValueError naming the bad input."""
+    if form not in _FORMS:
+        raise ValueError(f"form must be one of {_FORMS}, got {form!r}")
+    t_c = _as_1d(temperatures_C, "temperatures_C")
+    sigma = _as_1d(sigma_S_cm, "sigma_S_cm")
+    if t_c.size != sigma.size:
+        raise ValueError(f"temperatures_C and sigma_S_cm must have the same length, got {t_c.size} and {sigma.size}")
+    if np.any(sigma <= 0):
+        raise ValueError(f"sigma_S_cm must be > 0 everywhere, got min {sigma.min()!r}")
+    T = t_c + ZERO_CELSIUS_K
+    if np.any(T <= 0):
+        raise ValueError(f"temperatures_C must be above -273.15 °C, got min {t_c.min()!r}")
+    n_distinct = np.unique(T).size
+    n_needed = 4 if form == "vtf" else 2
+    if n_distinct < n_needed:
+        raise ValueError(
+            f"temperatures_C needs at least {n_needed} distinct temperatures for form {form!r}, got {n_distinct}"
+        )
+    return t_c, sigma, T
+
+
+def _fit_conventions(
+    form: str, kT_mean: float, T: np.ndarray, T0_bounds_K: tuple[float, float] | None
+) -> dict[str, Any]:
+    """How the fit was made (stored with the result: Ea depends on the form by about kT)."""
+    conventions: dict[str, Any] = {
+        "form": form,
+        "formula": _FORMULAS[form],
+        "k_B_eV_per_K": K_B_EV,
+        "temperature_input": "degC, converted with T[K] = T[degC] + 273.15",
+        "sigma_unit": "S/cm",
+        "fit": (
+            "nonlinear least squares on ln(sigma) over (ln A, B, T0), T0 profiled then refined "
+            "(scipy.optimize.curve_fit)"
+            if form == "vtf"
+            else "unweighted linear least squares of ln(y) vs 1/(kT) (constant relative error on sigma)"
+        ),
+        "residuals": "ln(sigma_measured) - ln(sigma_fit)",
+        "r_squared_of": "ln(sigma*T)" if form == "sigmaT" else "ln(sigma)",
+        "note": (f"Ea(sigma form) ~= Ea(sigmaT form) - k*T_mean on the same data; k*T_mean here = {kT_mean:.4f} eV"),
+    }
+    if form == "vtf":
+        conventions["Ea_eV_meaning"] = "VTF pseudo-activation energy B"
+        conventions["T0_bounds_K"] = list(_vtf_bounds(T, T0_bounds_K))
+    return conventions
 
 
 def _fit_linear(form: str, T: np.ndarray, sigma: np.ndarray) -> tuple[float, float, float, float]:

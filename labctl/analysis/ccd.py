@@ -16,7 +16,10 @@ half-cycle is classified from its voltage trace (the polarity alternates, so |V|
   level, so a metallic short's residual millivolt noise does not look like flicker.
 - ``"contact_loss"``: |V| rising to a voltage cutoff (end reason ``voltage_above``/
   ``voltage_below``/``compliance``) while at its maximum: voids at the stripping interface.
-  This ends a test but is **not** a short, so it never defines a CCD.
+  This ends a test but is **not** a short, so it never defines a CCD. A half-cycle
+  that reaches the cutoff with fewer than ``min_samples`` samples (a resistive cell at
+  a long sampling period) is contact loss too, with "too few samples" in its reason;
+  too few samples without a cutoff or short end reason cannot be judged (ValueError).
 - ``"normal"``: anything else.
 
 The CCD is the current density of the first half-cycle classified as a short; the last
@@ -117,12 +120,12 @@ def classify_half_cycle(
     a = np.abs(np.asarray(hc.V, dtype=float))
     if t.ndim != 1 or a.ndim != 1 or t.size != a.size:
         raise ValueError(f"half-cycle {index}: t and V must be 1-D arrays of equal length")
-    if t.size < th.min_samples:
-        raise ValueError(f"half-cycle {index}: needs at least {th.min_samples} samples, got {t.size}")
     if not (np.all(np.isfinite(t)) and np.all(np.isfinite(a))):
         raise ValueError(f"half-cycle {index}: t or V contains NaN or infinite values")
     j = abs(float(hc.current_density_mA_cm2))
     reason_in = str(getattr(hc.end_reason, "value", hc.end_reason))
+    if t.size < th.min_samples:
+        return _judged_by_end_reason(index, j, reason_in, t, a, th)
 
     run_max = np.maximum.accumulate(a)
     peak = float(run_max[-1])
@@ -228,6 +231,32 @@ def critical_current_density(
 
 
 # --------------------------------------------------------------------------- internals
+
+
+def _judged_by_end_reason(
+    index: int, j: float, reason_in: str, t: np.ndarray, a: np.ndarray, th: CCDThresholds
+) -> HalfCycleClass:
+    """A half-cycle too short to judge its trace, classified by how it ended.
+
+    A resistive cell (or one that lost contact) reaches the voltage cutoff within
+    a few samples: that is contact loss, not a short, and it ends the test. The
+    instrument's own short detection still counts. Anything else cannot be
+    judged and is refused, as before.
+    """
+    samples = "1 sample" if t.size == 1 else f"{t.size} samples"
+    few = f"only {samples} (fewer than {th.min_samples}): too few to judge the trace"
+    peak = float(a.max()) if a.size else math.nan
+    end = float(a[-1]) if a.size else math.nan
+    event = float(t[-1] - t[0]) if t.size else 0.0
+    if reason_in in SHORT_END_REASONS:
+        kind, why = "hard_short", f"end reason {reason_in!r} reported by the instrument after {few}"
+    elif reason_in in CUTOFF_END_REASONS:
+        kind = "contact_loss"
+        why = f"|V| reached the cutoff ({reason_in!r}) after {few}; a resistive cell or lost contact, not a short"
+    else:
+        raise ValueError(f"half-cycle {index}: needs at least {th.min_samples} samples, got {t.size}")
+    drop = 1.0 - end / peak if peak > 0 else 0.0
+    return HalfCycleClass(index, j, kind, reason_in, peak, end, drop, 0.0, event, why)
 
 
 def _coerce(hc: HalfCycle | Mapping[str, Any], index: int) -> HalfCycle:

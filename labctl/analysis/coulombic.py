@@ -108,6 +108,43 @@ def average_coulombic_efficiency(
     (if reasons are given) ended on a voltage cutoff. ``final_strip_end_reason``, if given,
     must be a voltage cutoff, or Q_S is not "everything that was left".
     """
+    strips = _checked_strips(Q_T, Q_C, Q_S, cycle_strip_charges, cycle_strip_end_reasons, tolerance)
+    n = int(strips.size)
+
+    exhausted_idx, reasons = _invalid_reasons(
+        Q_T, Q_C, Q_S, strips, cycle_strip_end_reasons, final_strip_end_reason, tolerance
+    )
+
+    ce = (Q_S + n * Q_C) / (Q_T + n * Q_C)
+    return AverageCEResult(
+        ce_avg=float(ce),
+        valid=not reasons,
+        invalid_reasons=tuple(reasons),
+        exhausted_cycles=exhausted_idx,
+        Q_T=float(Q_T),
+        Q_C=float(Q_C),
+        Q_S=float(Q_S),
+        n_cycles=n,
+        charge_unit=charge_unit,
+        nucleation=nucleation,
+        conventions={
+            "formula": _CE_FORMULA,
+            "exhausted": f"cycling strip passed < Q_C*(1-{tolerance}) "
+            + ("and ended on a voltage cutoff" if cycle_strip_end_reasons is not None else "(no end reasons given)"),
+            "charge_unit": charge_unit,
+        },
+    )
+
+
+def _checked_strips(
+    Q_T: float,
+    Q_C: float,
+    Q_S: float,
+    cycle_strip_charges: Sequence[float],
+    cycle_strip_end_reasons: Sequence[str] | None,
+    tolerance: float,
+) -> np.ndarray:
+    """The cycling strips' charge magnitudes, or a ValueError naming the bad input."""
     for name, v in (("Q_T", Q_T), ("Q_C", Q_C), ("Q_S", Q_S)):
         if not math.isfinite(v):
             raise ValueError(f"{name} must be finite, got {v!r}")
@@ -129,7 +166,19 @@ def average_coulombic_efficiency(
         raise ValueError(
             f"cycle_strip_end_reasons has {len(cycle_strip_end_reasons)} entries, cycle_strip_charges has {n}"
         )
+    return strips
 
+
+def _invalid_reasons(
+    Q_T: float,
+    Q_C: float,
+    Q_S: float,
+    strips: np.ndarray,
+    cycle_strip_end_reasons: Sequence[str] | None,
+    final_strip_end_reason: str | None,
+    tolerance: float,
+) -> tuple[tuple[int, ...], list[str]]:
+    """The exhausted cycles and every reason the CE is not valid (empty: valid)."""
     short_of_qc = strips < Q_C * (1.0 - tolerance)
     if cycle_strip_end_reasons is not None:
         on_cutoff = np.array([_reason(r) in VOLTAGE_CUTOFF_END_REASONS for r in cycle_strip_end_reasons])
@@ -152,26 +201,7 @@ def average_coulombic_efficiency(
         reasons.append(f"final strip ended by {final_strip_end_reason!r}, not the voltage cutoff")
     if Q_T * (1.0 + tolerance) < Q_S:
         reasons.append(f"Q_S ({Q_S:.6g}) exceeds Q_T ({Q_T:.6g}): more lithium recovered than plated")
-
-    ce = (Q_S + n * Q_C) / (Q_T + n * Q_C)
-    return AverageCEResult(
-        ce_avg=float(ce),
-        valid=not reasons,
-        invalid_reasons=tuple(reasons),
-        exhausted_cycles=exhausted_idx,
-        Q_T=float(Q_T),
-        Q_C=float(Q_C),
-        Q_S=float(Q_S),
-        n_cycles=n,
-        charge_unit=charge_unit,
-        nucleation=nucleation,
-        conventions={
-            "formula": _CE_FORMULA,
-            "exhausted": f"cycling strip passed < Q_C*(1-{tolerance}) "
-            + ("and ended on a voltage cutoff" if cycle_strip_end_reasons is not None else "(no end reasons given)"),
-            "charge_unit": charge_unit,
-        },
-    )
+    return exhausted_idx, reasons
 
 
 def nucleation_overpotential(

@@ -176,21 +176,7 @@ def full_cell_cycling_summary(
         raise ValueError(f"no {first} half-cycle found in steps (check charge_sign)")
 
     halves = [_summarize(i, sign, segs, 0.05) for i, (sign, segs) in enumerate(groups)]
-    rows: list[dict[str, float]] = []
-    for k in range(0, len(halves), 2):
-        a = halves[k]
-        b = halves[k + 1] if k + 1 < len(halves) else None
-        ch, dis = (a, b) if first == "charge" else (b, a)
-        q_in, q_out = a.capacity_mAh, (b.capacity_mAh if b is not None else math.nan)
-        rows.append(
-            {
-                "ch": ch.capacity_mAh if ch is not None else math.nan,
-                "dis": dis.capacity_mAh if dis is not None else math.nan,
-                "ce": q_out / q_in if q_in > 0 else math.nan,
-                "v_ch": _charge_weighted_V(ch),
-                "v_dis": _charge_weighted_V(dis),
-            }
-        )
+    rows = _cycle_rows(halves, first)
     if not 0 <= reference_cycle < len(rows):
         raise ValueError(f"reference_cycle {reference_cycle} is outside the {len(rows)} cycles found")
     ref = rows[reference_cycle]["dis"]
@@ -226,6 +212,26 @@ def full_cell_cycling_summary(
 
 
 # --------------------------------------------------------------------------- internals
+
+
+def _cycle_rows(halves: list[HalfCycleSummary], first: str) -> list[dict[str, float]]:
+    """Charge and discharge capacity, CE and mean voltages of each (first, second) pair of halves."""
+    rows: list[dict[str, float]] = []
+    for k in range(0, len(halves), 2):
+        a = halves[k]
+        b = halves[k + 1] if k + 1 < len(halves) else None
+        ch, dis = (a, b) if first == "charge" else (b, a)
+        q_in, q_out = a.capacity_mAh, (b.capacity_mAh if b is not None else math.nan)
+        rows.append(
+            {
+                "ch": ch.capacity_mAh if ch is not None else math.nan,
+                "dis": dis.capacity_mAh if dis is not None else math.nan,
+                "ce": q_out / q_in if q_in > 0 else math.nan,
+                "v_ch": _charge_weighted_V(ch),
+                "v_dis": _charge_weighted_V(dis),
+            }
+        )
+    return rows
 
 
 def _coerce(step: Segment | Mapping[str, Any], index: int) -> Segment:

@@ -159,17 +159,7 @@ def split_fit(
     if fit.spec.spike:
         raise ValueError(f"not a Li|Li fit (circuit {fit.model}); use fit_spectrum(..., circuit='li_li')")
     p = fit.params
-    bulk: list[str] = []
-    interface: list[str] = []
-    c_eff: dict[str, float] = {}
-    for a in fit.spec.arc_labels:
-        c_eff[a] = effective_capacitance(p[f"R{a}"], p[f"Q{a}"], p[f"n{a}"])
-        # an arc peaking above f_max is electrolyte whatever its fitted capacitance: only its
-        # low-frequency foot is measured, and that fixes R·C poorly (a bulk arc cut off by
-        # f_max comes out with C ten times too large); interfacial arcs are the slow ones
-        above_band = arc_apex_frequency(p[f"R{a}"], p[f"Q{a}"], p[f"n{a}"]) > fit.f_max
-        geometric = c_eff[a] < bulk_capacitance_max_F or above_band
-        (bulk if geometric else interface).append(f"R{a}")
+    bulk, interface, c_eff = _classify_arcs(fit, bulk_capacitance_max_F)
 
     # R1 is the only arc arc_resolved speaks about; it must also be geometric
     resolved = bool(fit.arc_resolved and bulk == ["R1"])
@@ -189,13 +179,7 @@ def split_fit(
 
     diffusion = bool(fit.diffusion_resolved)
     r_d = p["RD"] if diffusion else None
-    freq_arr = np.asarray(freq, dtype=float).ravel()
-    z_arr = np.asarray(z, dtype=complex).ravel()
-    if diffusion:
-        r_dc = r_bulk + r_iface + p["RD"]
-    else:
-        ok = np.isfinite(freq_arr) & np.isfinite(z_arr) & (freq_arr > 0)
-        r_dc = float(z_arr[ok][np.argmin(freq_arr[ok])].real)
+    r_dc = r_bulk + r_iface + p["RD"] if diffusion else _lowest_frequency_resistance(freq, z)
 
     def se(terms: list[str]) -> float | None:
         v = fit.stderr_of_sum(terms) if terms else 0.0
@@ -208,7 +192,57 @@ def split_fit(
         "R_bulk_plus_interface_ohm": se(sorted({*bulk_terms, *iface_terms})),
         "R_diffusion_ohm": se(["RD"]) if diffusion else None,
     }
-    conventions: dict[str, Any] = {
+    conventions = _split_conventions(resolved, diffusion, bulk_capacitance_max_F, c_eff)
+    t_imp = r_bulk / (r_bulk + p["RD"]) if diffusion else None
+    return SymmetricSplit(
+        R_bulk_ohm=float(r_bulk),
+        R_interface_ohm=float(r_iface),
+        R_diffusion_ohm=None if r_d is None else float(r_d),
+        R_dc_ohm=float(r_dc),
+        tau_D_s=float(p["tauD"]) if diffusion else None,
+        bulk_arc_resolved=resolved,
+        interface_detected=bool(interface),
+        diffusion_resolved=diffusion,
+        r_leads_ohm=float(r_leads_ohm),
+        t_plus_from_impedance=None if t_imp is None else float(t_imp),
+        stderr=stderr,
+        fit=fit.as_dict(),
+        conventions=conventions,
+    )
+
+
+def _classify_arcs(fit: EisFit, bulk_capacitance_max_F: float) -> tuple[list[str], list[str], dict[str, float]]:
+    """The arcs' resistances named as electrolyte (bulk) or interface, and their capacitances.
+
+    An arc peaking above f_max is electrolyte whatever its fitted capacitance: only its
+    low-frequency foot is measured, and that fixes R·C poorly (a bulk arc cut off by f_max
+    comes out with C ten times too large); interfacial arcs are the slow ones.
+    """
+    p = fit.params
+    bulk: list[str] = []
+    interface: list[str] = []
+    c_eff: dict[str, float] = {}
+    for a in fit.spec.arc_labels:
+        c_eff[a] = effective_capacitance(p[f"R{a}"], p[f"Q{a}"], p[f"n{a}"])
+        above_band = arc_apex_frequency(p[f"R{a}"], p[f"Q{a}"], p[f"n{a}"]) > fit.f_max
+        geometric = c_eff[a] < bulk_capacitance_max_F or above_band
+        (bulk if geometric else interface).append(f"R{a}")
+    return bulk, interface, c_eff
+
+
+def _lowest_frequency_resistance(freq: np.ndarray, z: np.ndarray) -> float:
+    """Re Z at the lowest measured frequency: R_dc's lower bound when the diffusion is not resolved."""
+    freq_arr = np.asarray(freq, dtype=float).ravel()
+    z_arr = np.asarray(z, dtype=complex).ravel()
+    ok = np.isfinite(freq_arr) & np.isfinite(z_arr) & (freq_arr > 0)
+    return float(z_arr[ok][np.argmin(freq_arr[ok])].real)
+
+
+def _split_conventions(
+    resolved: bool, diffusion: bool, bulk_capacitance_max_F: float, c_eff: dict[str, float]
+) -> dict[str, Any]:
+    """How each number of a :class:`SymmetricSplit` was obtained (stored with the result)."""
+    return {
         "circuit": "[L]-R0-[p(R1,CPE1)]-p(Rint,CPEint)-Ws, fitted with impedance.fit_spectrum(circuit='li_li')",
         "warburg": "finite-length transmissive: R_D*tanh(sqrt(j*omega*tau_D))/sqrt(j*omega*tau_D) "
         "[Barsoukov & Macdonald, Impedance Spectroscopy, 2nd ed., 2005]",
@@ -230,19 +264,3 @@ def split_fit(
         "so tau_D = (L/2)^2/D = L^2/(4D), and the DC-polarisation decay time L^2/(pi^2 D) = 4 tau_D/pi^2",
         "t_plus_from_impedance": "R_bulk/(R_bulk + R_D), from R_D = R_b(1 - t+)/t+ (ideal binary electrolyte)",
     }
-    t_imp = r_bulk / (r_bulk + p["RD"]) if diffusion else None
-    return SymmetricSplit(
-        R_bulk_ohm=float(r_bulk),
-        R_interface_ohm=float(r_iface),
-        R_diffusion_ohm=None if r_d is None else float(r_d),
-        R_dc_ohm=float(r_dc),
-        tau_D_s=float(p["tauD"]) if diffusion else None,
-        bulk_arc_resolved=resolved,
-        interface_detected=bool(interface),
-        diffusion_resolved=diffusion,
-        r_leads_ohm=float(r_leads_ohm),
-        t_plus_from_impedance=None if t_imp is None else float(t_imp),
-        stderr=stderr,
-        fit=fit.as_dict(),
-        conventions=conventions,
-    )

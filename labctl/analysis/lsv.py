@@ -84,41 +84,13 @@ def lsv_onset(
     dIdV_factor: float = 10.0,
 ) -> LSVOnsetResult:
     """Onset of oxidation from an anodic LSV: E (V), I (A), electrode area (cm²), scan rate (V/s)."""
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-    if tangent_scale not in ("log", "linear"):
-        raise ValueError(f"tangent_scale must be 'log' or 'linear', got {tangent_scale!r}")
-    if not (area_cm2 > 0 and math.isfinite(area_cm2)):
-        raise ValueError(f"area_cm2 must be a positive finite number, got {area_cm2!r}")
-    if not (scan_rate_V_s > 0 and math.isfinite(scan_rate_V_s)):
-        raise ValueError(f"scan_rate_V_s must be a positive finite number (anodic sweep), got {scan_rate_V_s!r}")
-    if not (j_threshold_mA_cm2 > 0 and math.isfinite(j_threshold_mA_cm2)):
-        raise ValueError(f"j_threshold_mA_cm2 must be positive, got {j_threshold_mA_cm2!r}")
-    if consecutive < 1:
-        raise ValueError(f"consecutive must be >= 1, got {consecutive!r}")
-    if not 0 < baseline_fraction < 1:
-        raise ValueError(f"baseline_fraction must be in (0, 1), got {baseline_fraction!r}")
-    if dIdV_factor <= 0:
-        raise ValueError(f"dIdV_factor must be positive, got {dIdV_factor!r}")
-
-    E = np.asarray(E_V, dtype=float)
-    cur = np.asarray(I_A, dtype=float)
-    if E.ndim != 1 or cur.ndim != 1 or E.size != cur.size:
-        raise ValueError(f"E_V and I_A must be 1-D arrays of equal length, got shapes {E.shape} and {cur.shape}")
-    if E.size < 20:
-        raise ValueError(f"E_V and I_A need at least 20 samples, got {E.size}")
-    if not (np.all(np.isfinite(E)) and np.all(np.isfinite(cur))):
-        raise ValueError("E_V or I_A contains NaN or infinite values")
-    if E[-1] <= E[0]:
-        raise ValueError(f"E_V must sweep upwards (anodic LSV), got {E[0]:.4g} V -> {E[-1]:.4g} V")
-
+    _check_options(
+        method, tangent_scale, area_cm2, scan_rate_V_s, j_threshold_mA_cm2, consecutive, baseline_fraction, dIdV_factor
+    )
+    E, cur = _check_sweep(E_V, I_A)
     j = cur * 1e3 / area_cm2  # mA/cm²
     dE_per_sample = (E[-1] - E[0]) / (E.size - 1)
-    win = _odd(max(round(savgol_window_V / dE_per_sample), savgol_polyorder + 2))
-    if win > E.size:
-        win = E.size if E.size % 2 else E.size - 1
-    if win <= savgol_polyorder:
-        raise ValueError(f"savgol_window_V ({savgol_window_V} V) is too short for savgol_polyorder {savgol_polyorder}")
+    win = _savgol_window(E.size, dE_per_sample, savgol_window_V, savgol_polyorder)
 
     bl = _baseline_mask(E, baseline_fraction, baseline_window_V)
     j_smooth = savgol_filter(j, win, savgol_polyorder)
@@ -175,6 +147,60 @@ def lsv_onset(
 
 
 # --------------------------------------------------------------------------- internals
+
+
+def _check_options(
+    method: str,
+    tangent_scale: str,
+    area_cm2: float,
+    scan_rate_V_s: float,
+    j_threshold_mA_cm2: float,
+    consecutive: int,
+    baseline_fraction: float,
+    dIdV_factor: float,
+) -> None:
+    """Refuse a bad option with its name and what is allowed."""
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    if tangent_scale not in ("log", "linear"):
+        raise ValueError(f"tangent_scale must be 'log' or 'linear', got {tangent_scale!r}")
+    if not (area_cm2 > 0 and math.isfinite(area_cm2)):
+        raise ValueError(f"area_cm2 must be a positive finite number, got {area_cm2!r}")
+    if not (scan_rate_V_s > 0 and math.isfinite(scan_rate_V_s)):
+        raise ValueError(f"scan_rate_V_s must be a positive finite number (anodic sweep), got {scan_rate_V_s!r}")
+    if not (j_threshold_mA_cm2 > 0 and math.isfinite(j_threshold_mA_cm2)):
+        raise ValueError(f"j_threshold_mA_cm2 must be positive, got {j_threshold_mA_cm2!r}")
+    if consecutive < 1:
+        raise ValueError(f"consecutive must be >= 1, got {consecutive!r}")
+    if not 0 < baseline_fraction < 1:
+        raise ValueError(f"baseline_fraction must be in (0, 1), got {baseline_fraction!r}")
+    if dIdV_factor <= 0:
+        raise ValueError(f"dIdV_factor must be positive, got {dIdV_factor!r}")
+
+
+def _check_sweep(E_V: np.ndarray, I_A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """E and I as float arrays of one anodic sweep (at least 20 finite samples, E rising)."""
+    E = np.asarray(E_V, dtype=float)
+    cur = np.asarray(I_A, dtype=float)
+    if E.ndim != 1 or cur.ndim != 1 or E.size != cur.size:
+        raise ValueError(f"E_V and I_A must be 1-D arrays of equal length, got shapes {E.shape} and {cur.shape}")
+    if E.size < 20:
+        raise ValueError(f"E_V and I_A need at least 20 samples, got {E.size}")
+    if not (np.all(np.isfinite(E)) and np.all(np.isfinite(cur))):
+        raise ValueError("E_V or I_A contains NaN or infinite values")
+    if E[-1] <= E[0]:
+        raise ValueError(f"E_V must sweep upwards (anodic LSV), got {E[0]:.4g} V -> {E[-1]:.4g} V")
+    return E, cur
+
+
+def _savgol_window(n_samples: int, dE_per_sample: float, window_V: float, polyorder: int) -> int:
+    """The Savitzky–Golay window in samples: odd, at most the sweep, longer than the order."""
+    win = _odd(max(round(window_V / dE_per_sample), polyorder + 2))
+    if win > n_samples:
+        win = n_samples if n_samples % 2 else n_samples - 1
+    if win <= polyorder:
+        raise ValueError(f"savgol_window_V ({window_V} V) is too short for savgol_polyorder {polyorder}")
+    return win
 
 
 def _baseline_mask(E: np.ndarray, fraction: float, window: tuple[float, float] | None) -> np.ndarray:

@@ -198,7 +198,13 @@ def initial_current(
     if convention != "extrapolated":
         raise ValueError(f"convention must be 'first_sample', 'ohmic' or 'extrapolated', got {convention!r}")
 
-    tau = t - t0
+    return _extrapolated_i0(t - t0, cur, after, fit_window_s)
+
+
+def _extrapolated_i0(
+    tau: np.ndarray, cur: np.ndarray, after: np.ndarray, fit_window_s: tuple[float, float] | None
+) -> InitialCurrent:
+    """I0 from I = I0 − c·√τ fitted over the window (τ: time since the step)."""
     if fit_window_s is None:
         lo, hi = float(tau[after][0]), _half_decay_time(tau[after], cur[after]) / 2.0
     else:

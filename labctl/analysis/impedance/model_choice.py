@@ -1,0 +1,137 @@
+"""Which circuit: the candidates fitted for a spectrum and the one chosen by BIC
+(:func:`fit_spectrum`, the public entry point)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Literal
+
+import numpy as np
+
+from labctl.analysis.impedance.circuits import CIRCUIT_FAMILIES, CIRCUITS, CircuitSpec
+from labctl.analysis.impedance.constants import _DIFFUSION_REL_SE
+from labctl.analysis.impedance.fitting import _apex, _fit_one, _Result, _stderr
+from labctl.analysis.impedance.parameterisation import _Data, _from_theta, _prepare, _to_theta
+from labctl.analysis.impedance.results import EisFit, _summarise
+from labctl.analysis.impedance.seeding import _grid_seeds, _grid_seeds_li
+
+
+def fit_spectrum(
+    freq: np.ndarray,
+    z: np.ndarray,
+    *,
+    circuit: str = "auto",
+    n_arcs: int | Literal["auto"] = 1,
+    inductance: bool | Literal["auto"] = "auto",
+    freq_range: tuple[float, float] | None = None,
+) -> EisFit:
+    """Fit an equivalent circuit to one impedance spectrum.
+
+    ``freq`` in Hz, ``z`` complex Ω with Z'' negative for capacitive behaviour.
+
+    ``circuit``: "auto" chooses by BIC among the blocking circuit, its reduced form R0-CPEdl
+    (bulk arc above the band) and, when the low-frequency end returns to the real axis, the
+    spike-free R-RC circuit; or one of :data:`CIRCUITS` by name; or a family of
+    :data:`CIRCUIT_FAMILIES` ("li_li": a symmetric cell with Li electrodes, the circuit with
+    and without the bulk arc, chosen by BIC). ``n_arcs`` (auto only): 1, 2
+    (bulk + grain boundary, pellets) or "auto" (1 or 2 by BIC). ``inductance``: True, False,
+    or "auto" = kept when the highest-frequency points are inductive (Z'' > 0) or when it
+    lowers the BIC. ``freq_range``: (f_min, f_max) to restrict the fitted points.
+    """
+    data = _prepare(freq, z, freq_range)
+    inductive = bool(np.any(data.z.imag[:3] > 0))
+
+    bases = _candidate_circuits(circuit, n_arcs, data)
+
+    with_l = inductance is not False
+    results: list[_Result] = []
+    grid_seeds: dict[CircuitSpec, list[np.ndarray]] = {}
+    for base in bases:
+        spec = base.with_inductance(with_l)
+        if spec.diffusion and len(spec.arc_labels) == 2:
+            # the refined one-arc Li|Li fits are the best starting points for a second arc
+            one = [r.theta for r in results if r.spec.diffusion and len(r.spec.arc_labels) == 1]
+            one_seeds = grid_seeds.get(replace(spec, n_arcs=0, interface=True))
+            seeds = _grid_seeds_li(spec, data, bases=tuple(one), one_arc_seeds=one_seeds)
+        else:
+            seeds = grid_seeds[spec] = _grid_seeds(spec, data)
+        if (r := _fit_one(spec, data, seeds)) is not None:
+            results.append(r)
+    if circuit in CIRCUIT_FAMILIES and CIRCUITS[CIRCUIT_FAMILIES[circuit][0]].diffusion:
+        results += _without_diffusion(results, data)
+    if not results:
+        raise RuntimeError("impedance fit failed for every candidate circuit")
+    admissible = [r for r in results if _arcs_in_band(r, data)] or results
+    general = min(admissible, key=lambda r: r.bic)
+    best = general
+    if inductance == "auto" and not inductive:
+        spec = general.spec.with_inductance(False)
+        p = _from_theta(general.spec, general.theta, data)
+        seed = _to_theta(spec, {k: v for k, v in p.items() if k != "L"}, data)
+        no_l = _fit_one(spec, data, [seed])
+        if no_l is not None:
+            results.append(no_l)
+            if no_l.bic < general.bic:
+                best = no_l
+    return _summarise(best, general, data, results)
+
+
+def _candidate_circuits(circuit: str, n_arcs: int | Literal["auto"], data: _Data) -> list[CircuitSpec]:
+    """The circuits (before the inductance choice) that :func:`fit_spectrum` compares."""
+    if circuit == "auto":
+        arcs = [1, 2] if n_arcs == "auto" else [int(n_arcs)]
+        closes = _returns_to_real_axis(data)
+        bases = [CircuitSpec(0, True)]
+        for k in arcs:
+            bases.append(CircuitSpec(k, True))
+            if closes:
+                bases.append(CircuitSpec(k, False))
+        return bases
+    if circuit in CIRCUITS:
+        return [CIRCUITS[circuit]]
+    if circuit in CIRCUIT_FAMILIES:
+        return [CIRCUITS[name] for name in CIRCUIT_FAMILIES[circuit]]
+    known = sorted(CIRCUITS) + sorted(CIRCUIT_FAMILIES)
+    raise ValueError(f"unknown circuit {circuit!r}; use 'auto' or one of {known}")
+
+
+def _without_diffusion(results: list[_Result], data: _Data) -> list[_Result]:
+    """The Li|Li candidates refitted without the Warburg, each seeded from its own fit.
+
+    A single-ion conductor (t+ = 1) has no diffusion feature, and when RD is far below the
+    noise the Warburg is free to wander to the bound τD = 10·τ_ref and take the tail of the
+    interfacial arc instead, shifting R_int by a per cent or two; BIC then prefers the
+    circuit without it (two parameters fewer, the same χ²)."""
+    out = []
+    for res in [r for r in results if r.spec.diffusion]:
+        se = _stderr(res, data)[0]["RD"]
+        if math.isfinite(se) and se < _DIFFUSION_REL_SE * _from_theta(res.spec, res.theta, data)["RD"]:
+            continue  # the data need this Warburg: without it the fit can only be worse
+        spec = replace(res.spec, diffusion=False)
+        p = _from_theta(res.spec, res.theta, data)
+        seed = _to_theta(spec, {k: v for k, v in p.items() if k not in ("RD", "tauD")}, data)
+        if (r := _fit_one(spec, data, [seed])) is not None:
+            out.append(r)
+    return out
+
+
+def _returns_to_real_axis(data: _Data) -> bool:
+    """True when the low-frequency end closes toward the real axis (R-RC cell, no spike).
+
+    The lowest-frequency points then have a small phase angle and a -Z'' that keeps falling
+    toward low frequency; a blocking spike has a large phase angle and a rising -Z''.
+    """
+    tail = data.z[-3:]
+    phase = math.degrees(math.atan2(-tail[-1].imag, tail[-1].real))
+    falling = bool(np.all(np.diff(-tail.imag) <= 0.05 * np.abs(tail[:-1])))
+    return phase < 10.0 and falling
+
+
+def _arcs_in_band(res: _Result, data: _Data) -> bool:
+    """An arc whose apex lies below the lowest measured frequency is not an electrolyte arc
+    but a second CPE imitating the spike; its R is an extrapolation and R_total meaningless.
+    (In Li|Li circuits the same holds against the Warburg; that a Warburg is slower than
+    every arc is built into its parameterisation, see _TAU_D_MIN_RATIO.)"""
+    p = _from_theta(res.spec, res.theta, data)
+    return all(_apex(p, a) >= data.freq[-1] for a in res.spec.arc_labels)
