@@ -10,6 +10,7 @@ import contextlib
 import json
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from rich.table import Table
 
 from labctl import __version__, registry
 from labctl.jsonable import to_jsonable
+from labctl.logsetup import configure_logging, debug_enabled
 from labctl.params import ParameterError, parse_assignments
 
 EXIT_FAILED = 1
@@ -35,10 +37,32 @@ def _fail_usage(exc: Exception) -> None:
     sys.exit(EXIT_USAGE)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LabctlGroup(click.Group):
+    """Any error a command did not handle is one line (exit code 1); the
+    traceback only with ``labctl --debug``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("aborted", err=True)
+            sys.exit(EXIT_ABORTED)
+        except Exception as exc:
+            if debug_enabled():
+                traceback.print_exc()
+            text = " ".join(str(exc).split())
+            click.echo(f"error: {type(exc).__name__}: {text}" if text else f"error: {type(exc).__name__}", err=True)
+            sys.exit(EXIT_FAILED)
+
+
+@click.group(cls=_LabctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="labctl")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="show tracebacks and debug logging on the terminal")
+def main(debug: bool) -> None:
     """Run electrochemistry protocols on instruments or simulators."""
+    configure_logging(debug)
 
 
 @main.command("run")
@@ -106,6 +130,8 @@ def run_command(
     console = _console()
     display = ProgressDisplay(console, enabled=not quiet)
     outcome = prepared.execute(display, install_signal_handlers=True)
+    if outcome.error_detail and debug_enabled():
+        click.echo(outcome.error_detail.rstrip(), err=True)
     payload = {
         "file": str(prepared.path),
         "status": outcome.status.value,
