@@ -153,7 +153,7 @@ def _print_outcome(console: Console, payload: dict[str, Any]) -> None:
     colour = {"completed": "green", "aborted": "yellow"}.get(status, "red")
     console.print(f"[bold {colour}]{status}[/]  {payload['file']}")
     if payload.get("error"):
-        console.print(f"[red]reason:[/] {payload['error']}")
+        console.print(f"[red]reason:[/] {payload['error']}", soft_wrap=True)
     results = payload["results"]
     if results:
         table = Table(title="results", show_header=False, box=None)

@@ -475,25 +475,28 @@ class RunFileWriter:
         """
         self.storage_error = exc
         self._phase = "failed"
+        file, self._file = self._file, None
+        if file is not None:
+            # First of all: any HDF5 object released from here on (a dataset
+            # dropped below flushes its metadata as it closes) writes to scratch.
+            with contextlib.suppress(Exception):
+                fd = file.id.get_vfd_handle()
+                if hasattr(os, "memfd_create"):
+                    scratch = os.memfd_create("labctl-abandoned")
+                else:
+                    scratch = os.open(os.devnull, os.O_RDWR)
+                try:
+                    os.dup2(scratch, fd)
+                finally:
+                    os.close(scratch)
         if self._syncer is not None:
             with contextlib.suppress(Exception):
                 self._syncer.close()
             self._syncer = None
-        file, self._file = self._file, None
         self._samples = self._spectra = None
         self._steps_ds = self._events_ds = self._end_ds = self._heartbeat_ds = None
         if file is None:
             return
-        with contextlib.suppress(Exception):
-            fd = file.id.get_vfd_handle()
-            if hasattr(os, "memfd_create"):
-                scratch = os.memfd_create("labctl-abandoned")
-            else:
-                scratch = os.open(os.devnull, os.O_RDWR)
-            try:
-                os.dup2(scratch, fd)
-            finally:
-                os.close(scratch)
         try:
             file.close()
         except Exception as close_exc:
