@@ -249,6 +249,11 @@ class Engine:
         self._state = new
         self._state_events.append(StateChanged(old.value, new.value, reason, self._run_time()))
 
+    def _enter_aborting(self, reason: str) -> None:
+        with self._lock:
+            if self._state in (RunState.RUNNING, RunState.PAUSING, RunState.PAUSED):
+                self._transition(RunState.ABORTING, reason)
+
     def _flush_state_events(self) -> None:
         """Emit the queued StateChanged events (engine thread only)."""
         if not self._announced:
@@ -363,11 +368,10 @@ class Engine:
             status = RunState.COMPLETED
         except _AbortRun:
             status, error = RunState.ABORTED, self._abort_reason
+            self._enter_aborting(error)  # an abort requested before the run started
         except _ProtocolStop as exc:
             status, error = RunState.ABORTED, str(exc)
-            with self._lock:
-                if self._state != RunState.ABORTING:
-                    self._transition(RunState.ABORTING, error)
+            self._enter_aborting(error)
         except _SafetyStop as exc:
             status, error = RunState.FAILED, str(exc)
         except SinkFailure as exc:

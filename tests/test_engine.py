@@ -378,3 +378,14 @@ def test_instrument_fault_ends_the_step_record_too():
     ended = [e.result for e in recorder.events if isinstance(e, StepEnded)]
     assert [r.end_reason for r in ended] == [EndReason.TIME, EndReason.INSTRUMENT_FAULT]
     assert ended[1].message == "simulated instrument fault"
+
+
+def test_an_abort_requested_before_the_start_ends_the_run_at_once():
+    channel = ResistorChannel()
+    recorder = Recorder()
+    engine = Engine(channel, sinks=[recorder])
+    engine.request_abort("changed my mind")
+    outcome = engine.run(make_protocol(_long_cc_plan), {}, CELL)
+    assert outcome.status == RunState.ABORTED and outcome.error == "changed my mind"
+    assert outcome.steps == [] and channel.steps_run == 0 and channel.events == ["safe"]
+    assert _timeline(recorder.events) == ["running", "aborting", "safe", "aborted"]

@@ -14,7 +14,8 @@ Layout (``FORMAT_VERSION`` 1)::
     /steps            STEP_ROW_DTYPE, one row per StepStarted (rows of a running
                       step have row_stop = spec_stop = -1: "to the end")
     /heartbeat        one HEARTBEAT_DTYPE row, rewritten in place at every flush
-    /events           EVENT_DTYPE rows: StatusChanged (pause, resume, abort ...)
+    /events           EVENT_DTYPE rows: run states entered (StateChanged: running, pausing,
+                      paused, aborting, ...) and cell records (StatusChanged: safe)
     /end              uint8: UTF-8 JSON {status, error, ended_at, results, full_steps}
                       appended (an SWMR-safe operation) when the run ends, so
                       the file is complete even if finalization never happens
