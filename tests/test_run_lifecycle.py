@@ -316,3 +316,62 @@ def test_too_little_free_space_is_refused_before_the_run(tmp_path: Path) -> None
         check_output_dir(tmp_path, min_free=free + (1 << 30))
     check_output_dir(tmp_path / "new" / "folder")  # created, writable
     assert (tmp_path / "new" / "folder").is_dir() and not list((tmp_path / "new" / "folder").iterdir())
+
+
+# -- what the terminal shows ----------------------------------------------------------
+
+NOISY_SCRIPT = """
+import logging, sys, threading, warnings
+from labctl.logsetup import configure_logging
+configure_logging(sys.argv[1] == "debug")
+try:
+    1 / 0
+except ZeroDivisionError:
+    logging.getLogger("labctl.test").exception("sink failed on Samples:\\n  details")
+warnings.warn("careful with that axe")
+thread = threading.Thread(target=lambda: 1 / 0, name="worker")
+thread.start()
+thread.join()
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_logging_warnings_and_thread_errors_are_one_line_without_debug(debug: bool) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", NOISY_SCRIPT, "debug" if debug else "quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=ENV,
+    )
+    assert proc.returncode == 0, proc.stderr
+    if debug:
+        assert proc.stderr.count("Traceback") == 2  # the logged exception and the thread's
+        return
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        "error: sink failed on Samples: details",
+        lines[1],
+        "error in worker: ZeroDivisionError: division by zero",
+    ]
+    assert lines[1].startswith("warning: ") and "careful with that axe" in lines[1]
+
+
+def test_progress_shows_pausing_and_aborting_while_the_engine_gets_there() -> None:
+    from rich.console import Console
+
+    from labctl.progress import ProgressDisplay
+
+    console = Console(record=True, width=100)
+    display = ProgressDisplay(console)
+    for old, new, shown in [
+        ("pending", "running", "running"),
+        ("running", "pausing", "pausing…"),
+        ("pausing", "paused", "paused"),
+        ("paused", "aborting", "aborting…"),
+    ]:
+        assert display._apply(StateChanged(old, new, "test", 1.0)) is False
+        console.print(display.render())
+        assert console.export_text().strip().endswith(shown)
+    assert display._apply(RunEnded("aborted")) is True
