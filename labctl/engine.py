@@ -256,7 +256,7 @@ class Engine:
 
     def _flush_state_events(self) -> None:
         """Emit the queued StateChanged events (engine thread only)."""
-        if not self._announced:
+        if not self._announced or not self._state_events:  # the common case costs no lock
             return
         with self._lock:
             events, self._state_events = self._state_events, []
