@@ -18,7 +18,8 @@ When the storage fails under a running writer (disk full, I/O error, file too
 big), HDF5's state may be inconsistent and touching it again can crash the
 process. So the writer stops at once: it raises ``SinkFailure`` (the engine
 ends the run failed), points HDF5's file descriptor at a scratch memory file
-so closing the library's handles cannot fail or write garbage, and records the
+(``/dev/null``: it takes any write, even past a file-size limit) so closing
+the library's handles cannot fail or write garbage, and records the
 run's end in the pre-allocated ``/failure`` block with a plain ``pwrite``.
 """
 
@@ -471,7 +472,8 @@ class RunFileWriter:
         flush fails too and, on h5py 3.x, can end in a segfault at exit. With
         the descriptor pointed at a scratch memory file the close succeeds and
         the file on disk keeps what the last good flush left (which SWMR
-        readers can open).
+        readers can open). /dev/null rather than a memory file: RLIMIT_FSIZE
+        (EFBIG) applies to a memory file's writes too.
         """
         self.storage_error = exc
         self._phase = "failed"
@@ -481,10 +483,7 @@ class RunFileWriter:
             # dropped below flushes its metadata as it closes) writes to scratch.
             with contextlib.suppress(Exception):
                 fd = file.id.get_vfd_handle()
-                if hasattr(os, "memfd_create"):
-                    scratch = os.memfd_create("labctl-abandoned")
-                else:
-                    scratch = os.open(os.devnull, os.O_RDWR)
+                scratch = os.open(os.devnull, os.O_RDWR)
                 try:
                     os.dup2(scratch, fd)
                 finally:
