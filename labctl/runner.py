@@ -154,6 +154,7 @@ class PreparedRun:
             run_id=self.run_id,
         )
         with _active_lock:
+            _active.difference_update([h for h in _active if h.done])  # runs that ended need no exit handling
             _active.add(handle)
         return handle, subscription
 

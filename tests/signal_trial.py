@@ -128,6 +128,8 @@ def run_trial(workdir: Path, mode: str, sig: signal.Signals, delay: float, hang_
             file_status = str(f.attrs.get("status", "<none>"))
             states = [bytes(s).decode("utf-8", "replace") for s in f["events"]["state"]]
             safe = "safe" in states
+            if states[-3:] != ["aborting", "safe", "aborted"]:
+                problems.append(f"/events does not end aborting -> safe -> aborted: {states}")
     except OSError as exc:
         problems.append(f"file does not open with plain h5py: {' '.join(str(exc).split())[:200]}")
     if file_status != "aborted":
