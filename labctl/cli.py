@@ -1,7 +1,10 @@
 """The ``labctl`` command line.
 
 Exit codes: 0 completed, 1 failed, 2 bad input (nothing ran, no file
-written), 130 aborted (Ctrl-C / SIGTERM, cell left in its safe state).
+written), 130 aborted (Ctrl-C / SIGTERM / SIGHUP, cell left in its safe state).
+
+Errors are one line; ``labctl --debug COMMAND ...`` adds the traceback (a
+failed run's traceback is also kept in its run file).
 """
 
 from __future__ import annotations

@@ -332,6 +332,9 @@ class Engine:
             self._emit(Tick(self._run_time()))
 
     def _run_time(self) -> float:
+        """Cell time since the run started (0 until it has)."""
+        if not self._announced:
+            return 0.0
         return self.clock.now() - self._t_origin
 
     def _main(self) -> None:
