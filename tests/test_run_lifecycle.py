@@ -380,3 +380,37 @@ def test_progress_shows_pausing_and_aborting_while_the_engine_gets_there() -> No
         console.print(display.render())
         assert console.export_text().strip().endswith(shown)
     assert display._apply(RunEnded("aborted")) is True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signals_only_request_the_abort_and_handlers_are_restored(sig: signal.Signals) -> None:
+    """In-process: the handler raises nothing in the waiting thread; the run
+    ends aborted with the signal named; the previous handlers come back."""
+    from labctl.clock import VirtualClock
+    from labctl.engine import Engine, RunState
+    from labctl.runner import AbortOnSignals, wait_through_interrupts
+    from tests.resistor_channel import ResistorChannel
+    from tests.test_engine import CELL, At, _long_cc_plan, make_protocol
+
+    before = {s: signal.getsignal(s) for s in AbortOnSignals.SIGNALS}
+    channel = ResistorChannel(clock=VirtualClock(), chunk=5)
+    engine = Engine(channel)
+
+    def signal_twice_and_wait_for_the_request() -> None:
+        os.kill(os.getpid(), sig)
+        os.kill(os.getpid(), sig)  # a second one is just another request
+        assert engine._interrupt.wait(30.0), "the abort was never requested (hang guard)"
+
+    engine.sinks.insert(0, At(0.5, signal_twice_and_wait_for_the_request))
+    signals = AbortOnSignals().install()
+    try:
+        handle = engine.start(make_protocol(_long_cc_plan), {}, CELL)
+        signals.attach(handle)
+        outcome = wait_through_interrupts(handle, 60.0)
+    finally:
+        signals.restore()
+    assert outcome is not None and outcome.status == RunState.ABORTED
+    expected = "aborted by user (Ctrl-C)" if sig == signal.SIGINT else f"aborted by signal {sig.name}"
+    assert outcome.error == expected
+    assert not channel.output_on and channel.events[-1] == "safe"
+    assert {s: signal.getsignal(s) for s in AbortOnSignals.SIGNALS} == before
