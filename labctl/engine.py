@@ -243,11 +243,19 @@ class Engine:
 
     # -- the state machine --------------------------------------------------------
     def _transition(self, new: RunState, reason: str = "") -> None:
-        """Change state (caller holds ``_lock``): checked, then queued for the sinks."""
+        """Change state (caller holds ``_lock``): checked, published on the bus
+        at once (a watcher sees "pausing" even while a slow EIS point runs),
+        and queued for the recording sinks, which only the engine thread calls."""
         old = self._state
         check_transition(old, new)
         self._state = new
-        self._state_events.append(StateChanged(old.value, new.value, reason, self._run_time()))
+        event = StateChanged(old.value, new.value, reason, self._run_time())
+        self._state_events.append(event)
+        self.bus.handle(event)  # never blocks
+
+    def _recorders(self) -> list[Any]:
+        """The sinks other than the bus (the run file): called in the engine thread only."""
+        return [sink for sink in self.sinks if sink is not self.bus]
 
     def _enter_aborting(self, reason: str) -> None:
         with self._lock:
@@ -260,8 +268,9 @@ class Engine:
             return
         with self._lock:
             events, self._state_events = self._state_events, []
+        recorders = self._recorders()
         for event in events:
-            for sink in self.sinks:
+            for sink in recorders:
                 sink.handle(event)
 
     # -- control (any thread) -------------------------------------------------
@@ -427,11 +436,8 @@ class Engine:
             self._deliver_pending()
             self._deliver_to_all(ended)
         else:
-            # Nothing was announced, but watchers still need to learn the end.
-            with self._lock:
-                pending, self._state_events = self._state_events, []
-            for event in [*pending, ended]:
-                self.bus.handle(event)
+            # Nothing was announced (so nothing recorded), but watchers need the end.
+            self.bus.handle(ended)
         for sink in self.sinks:
             close = getattr(sink, "close", None)
             if close is None:
@@ -443,14 +449,15 @@ class Engine:
                 log.debug("closing a sink failed", exc_info=True)
 
     def _deliver_pending(self) -> None:
+        """The queued state changes to the recording sinks (the bus has them)."""
         with self._lock:
             pending, self._state_events = self._state_events, []
         for event in pending:
-            self._deliver_to_all(event)
+            self._deliver_to_all(event, self._recorders())
 
-    def _deliver_to_all(self, event: Event) -> None:
+    def _deliver_to_all(self, event: Event, sinks: Sequence[Any] | None = None) -> None:
         """Every sink gets the event even if one of them fails on it."""
-        for sink in self.sinks:
+        for sink in self.sinks if sinks is None else sinks:
             try:
                 sink.handle(event)
             except Exception as exc:

@@ -389,3 +389,29 @@ def test_an_abort_requested_before_the_start_ends_the_run_at_once():
     assert outcome.status == RunState.ABORTED and outcome.error == "changed my mind"
     assert outcome.steps == [] and channel.steps_run == 0 and channel.events == ["safe"]
     assert _timeline(recorder.events) == ["running", "aborting", "safe", "aborted"]
+
+
+def test_watchers_see_pausing_at_once_while_the_engine_is_busy():
+    """The bus learns of a request immediately, not at the engine's next block."""
+    reached, gate = threading.Event(), threading.Event()
+
+    class Busy:
+        fired = False
+
+        def handle(self, event) -> None:
+            if isinstance(event, Samples) and not self.fired:
+                self.fired = True
+                reached.set()
+                assert gate.wait(30.0)  # the engine thread is stuck here (a slow point)
+
+    engine = Engine(ResistorChannel(chunk=5), sinks=[Busy()])
+    sub = engine.bus.subscribe()
+    handle = engine.start(make_protocol(_long_cc_plan), {}, CELL)
+    assert reached.wait(30.0)
+    handle.pause()
+    seen = [e for e in sub.drain() if isinstance(e, StateChanged)]
+    assert [(e.old, e.new) for e in seen] == [("pending", "running"), ("running", "pausing")]
+    gate.set()
+    _wait_for(lambda: handle.state == RunState.PAUSED)
+    handle.resume()
+    assert handle.wait(30.0).status == RunState.COMPLETED
