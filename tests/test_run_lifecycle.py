@@ -414,3 +414,34 @@ def test_signals_only_request_the_abort_and_handlers_are_restored(sig: signal.Si
     assert outcome.error == expected
     assert not channel.output_on and channel.events[-1] == "safe"
     assert {s: signal.getsignal(s) for s in AbortOnSignals.SIGNALS} == before
+
+
+def test_a_failed_fsync_is_a_storage_error_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EIO from the background fsync reaches the engine at the next flush."""
+    import threading
+    import time
+
+    from labctl.events import RunStarted
+    from labctl.storage import syncer as syncer_module
+    from tests.test_storage import INFO
+
+    synced = threading.Event()
+
+    def eio(fd: int) -> None:
+        synced.set()
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(syncer_module, "_sync", eio)
+    path = tmp_path / "run.h5"
+    writer = RunFileWriter(path)
+    writer.handle(RunStarted(INFO))  # asks for the first sync
+    assert synced.wait(30.0)
+    deadline = time.monotonic() + 30.0
+    while writer._syncer is not None and writer._syncer.error is None:  # the error is stored after the call
+        assert time.monotonic() < deadline, "hang guard"
+        time.sleep(0.001)
+    with pytest.raises(SinkFailure, match=r"Input/output error \(EIO\)"):
+        writer.handle(StatusChanged("paused", 1.0))  # a status change flushes at once
+    writer.handle(RunEnded("failed", error=f"storage error: Input/output error (EIO) writing {path}"))
+    with open_run(path) as run:
+        assert run.status == "failed" and "(EIO)" in run.error
