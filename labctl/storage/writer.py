@@ -17,9 +17,9 @@ attributes once switched on, hence the split:
 When the storage fails under a running writer (disk full, I/O error, file too
 big), HDF5's state may be inconsistent and touching it again can crash the
 process. So the writer stops at once: it raises ``SinkFailure`` (the engine
-ends the run failed), points HDF5's file descriptor at a scratch memory file
-(``/dev/null``: it takes any write, even past a file-size limit) so closing
-the library's handles cannot fail or write garbage, and records the
+ends the run failed), points HDF5's file descriptor at ``/dev/null`` (which
+takes any write, even past a file-size limit) so releasing the library's
+handles can neither fail nor write garbage into the file, and records the
 run's end in the pre-allocated ``/failure`` block with a plain ``pwrite``.
 """
 
@@ -470,17 +470,16 @@ class RunFileWriter:
 
         Closing an HDF5 file flushes its metadata; after a failed write that
         flush fails too and, on h5py 3.x, can end in a segfault at exit. With
-        the descriptor pointed at a scratch memory file the close succeeds and
-        the file on disk keeps what the last good flush left (which SWMR
-        readers can open). /dev/null rather than a memory file: RLIMIT_FSIZE
-        (EFBIG) applies to a memory file's writes too.
+        the descriptor pointed at /dev/null the close succeeds and the file on
+        disk keeps what the last good flush left (which SWMR readers can
+        open). Not a memory file: RLIMIT_FSIZE (EFBIG) limits its writes too.
         """
         self.storage_error = exc
         self._phase = "failed"
         file, self._file = self._file, None
         if file is not None:
             # First of all: any HDF5 object released from here on (a dataset
-            # dropped below flushes its metadata as it closes) writes to scratch.
+            # dropped below flushes its metadata as it closes) writes to /dev/null.
             with contextlib.suppress(Exception):
                 fd = file.id.get_vfd_handle()
                 scratch = os.open(os.devnull, os.O_RDWR)
