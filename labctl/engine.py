@@ -490,7 +490,8 @@ class Engine:
                 if result.end_reason == EndReason.ABORTED:
                     raise _AbortRun
                 if result.end_reason == EndReason.SAFETY_LIMIT:
-                    raise _SafetyStop(f"safety stop: {result.message} (step {index}, {step.kind})")
+                    breach = result.message.removeprefix("safety limit: ")
+                    raise _SafetyStop(f"safety stop: {breach} (the channel's safety limit; step {index}, {step.kind})")
                 limits = step.effective_limits()
                 if limits.on_limit == "abort" and result.end_reason not in (EndReason.COMPLETED,):
                     raise _ProtocolStop(

@@ -118,7 +118,7 @@ def test_safety_limit_stops_run():
     outcome = Engine(channel, safety=SafetyLimits(voltage_max=5.0)).run(make_protocol(plan), {}, CELL)
     assert outcome.status == RunState.FAILED
     assert "E above 5 V" in outcome.error
-    assert outcome.error.startswith("safety stop: ") and "instrument error" not in outcome.error
+    assert outcome.error == "safety stop: E above 5 V (the channel's safety limit; step 0, ConstantCurrent)"
     assert outcome.steps[0].end_reason == EndReason.SAFETY_LIMIT
     assert not channel.output_on
 
