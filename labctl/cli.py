@@ -1,7 +1,10 @@
 """The ``labctl`` command line.
 
 Exit codes: 0 completed, 1 failed, 2 bad input (nothing ran, no file
-written), 130 aborted (Ctrl-C / SIGTERM, cell left in its safe state).
+written), 130 aborted (Ctrl-C / SIGTERM / SIGHUP, cell left in its safe state).
+
+Errors are one line; ``labctl --debug COMMAND ...`` adds the traceback (a
+failed run's traceback is also kept in its run file).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import contextlib
 import json
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ from rich.table import Table
 
 from labctl import __version__, registry
 from labctl.jsonable import to_jsonable
+from labctl.logsetup import configure_logging, debug_enabled
 from labctl.numbers import parse_number
 from labctl.params import ParameterError, parse_assignments
 
@@ -39,10 +44,32 @@ def _fail_usage(exc: Exception) -> None:
     sys.exit(EXIT_USAGE)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LabctlGroup(click.Group):
+    """Any error a command did not handle is one line (exit code 1); the
+    traceback only with ``labctl --debug``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("aborted", err=True)
+            sys.exit(EXIT_ABORTED)
+        except Exception as exc:
+            if debug_enabled():
+                traceback.print_exc()
+            text = " ".join(str(exc).split())
+            click.echo(f"error: {type(exc).__name__}: {text}" if text else f"error: {type(exc).__name__}", err=True)
+            sys.exit(EXIT_FAILED)
+
+
+@click.group(cls=_LabctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="labctl")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="show tracebacks and debug logging on the terminal")
+def main(debug: bool) -> None:
     """Run electrochemistry protocols on instruments or simulators."""
+    configure_logging(debug)
 
 
 @main.command("run")
@@ -110,6 +137,8 @@ def run_command(
     console = _console()
     display = ProgressDisplay(console, enabled=not quiet)
     outcome = prepared.execute(display, install_signal_handlers=True)
+    if outcome.error_detail and debug_enabled():
+        click.echo(outcome.error_detail.rstrip(), err=True)
     payload = {
         "file": str(prepared.path),
         "status": outcome.status.value,
@@ -132,7 +161,7 @@ def _print_outcome(console: Console, payload: dict[str, Any]) -> None:
     console.print(f"[bold {colour}]{status}[/]  {escape(payload['file'])}")
     if payload.get("error"):
         # The reason can quote lab-file text (a resource): never read it as markup.
-        console.print(f"[red]reason:[/] {escape(str(payload['error']))}")
+        console.print(f"[red]reason:[/] {escape(str(payload['error']))}", soft_wrap=True)
     results = payload["results"]
     if results:
         table = Table(title="results", show_header=False, box=None)

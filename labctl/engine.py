@@ -8,13 +8,17 @@ them at the channel's next yield, so no instrument call is ever interrupted
 half-way.
 
 Pause holds the cell (``Channel.hold``) and, on resume, continues the step
-with what is left of it (time, charge, frequencies, sweep range): the run goes
-forward, a command is never replayed.
+with what is left of it (``Step.remaining``: time, charge, frequencies, sweep
+range): the run goes forward, a command is never replayed.
+
+The run's state (``RunState``) changes only through one checked transition
+table, and each change is published as a ``StateChanged`` event. The end of a
+run has one path: safe state, the final state, RunEnded, the sinks closed (the
+engine thread owns them), then ``done`` is set. Callers wait on ``done``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import logging
 import threading
@@ -36,7 +40,9 @@ from labctl.events import (
     RunInfo,
     RunStarted,
     Samples,
+    SinkFailure,
     SpectrumPoints,
+    StateChanged,
     StatusChanged,
     StepEnded,
     StepStarted,
@@ -48,12 +54,9 @@ from labctl.steps import (
     SAMPLE_DTYPE,
     SPECTRUM_DTYPE,
     EndReason,
-    Impedance,
-    Rest,
-    SetTemperature,
     Step,
+    StepProgress,
     StepResult,
-    VoltageSweep,
 )
 
 log = logging.getLogger(__name__)
@@ -62,9 +65,14 @@ TICK_INTERVAL = 0.5  # wall seconds between Tick events (sinks flush on them)
 
 
 class RunState(enum.StrEnum):
+    """Where a run is. Every change goes through ``Engine._transition``,
+    which checks it against ``TRANSITIONS`` and publishes a ``StateChanged``."""
+
     PENDING = "pending"
     RUNNING = "running"
-    PAUSED = "paused"
+    PAUSING = "pausing"  # asked to pause; the engine acts at the channel's next yield
+    PAUSED = "paused"  # the cell is held
+    ABORTING = "aborting"  # asked to stop; the safe state comes next
     COMPLETED = "completed"
     ABORTED = "aborted"
     FAILED = "failed"
@@ -72,6 +80,34 @@ class RunState(enum.StrEnum):
     @property
     def finished(self) -> bool:
         return self in (RunState.COMPLETED, RunState.ABORTED, RunState.FAILED)
+
+
+#: The only state changes a run may make. PAUSING -> RUNNING: a resume that
+#: raced the pause; PAUSING/ABORTING -> COMPLETED: the protocol ended before
+#: the request took effect; -> FAILED from anywhere: a fault, even while aborting.
+TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    RunState.PENDING: frozenset({RunState.RUNNING}),
+    RunState.RUNNING: frozenset({RunState.PAUSING, RunState.ABORTING, RunState.COMPLETED, RunState.FAILED}),
+    RunState.PAUSING: frozenset(
+        {RunState.PAUSED, RunState.RUNNING, RunState.ABORTING, RunState.COMPLETED, RunState.FAILED}
+    ),
+    RunState.PAUSED: frozenset({RunState.RUNNING, RunState.ABORTING, RunState.FAILED}),
+    RunState.ABORTING: frozenset({RunState.ABORTED, RunState.COMPLETED, RunState.FAILED}),
+    RunState.COMPLETED: frozenset(),
+    RunState.ABORTED: frozenset(),
+    RunState.FAILED: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A run-state change the transition table does not allow (an engine bug)."""
+
+
+def check_transition(old: RunState, new: RunState) -> None:
+    """Raise IllegalTransition unless ``old -> new`` is in ``TRANSITIONS``."""
+    if new not in TRANSITIONS[old]:
+        allowed = ", ".join(sorted(TRANSITIONS[old])) or "none (final state)"
+        raise IllegalTransition(f"run state {old.value} -> {new.value} is not allowed (from {old.value}: {allowed})")
 
 
 @dataclass
@@ -82,6 +118,8 @@ class RunOutcome:
     results: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     steps: list[StepResult] = field(default_factory=list)
+    #: The traceback of an unexpected error (shown only with ``labctl --debug``).
+    error_detail: str = ""
 
 
 class _AbortRun(Exception):
@@ -90,6 +128,16 @@ class _AbortRun(Exception):
 
 class _ProtocolStop(Exception):
     """A step with on_limit='abort' met its limit."""
+
+
+class _SafetyStop(Exception):
+    """A sample crossed the cell's safety limits (not the step's own limits)."""
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """An error message as one line (HDF5 and some drivers put newlines in theirs)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def new_run_id() -> str:
@@ -112,7 +160,13 @@ def software_info() -> dict[str, Any]:
 
 
 class RunHandle:
-    """Controls and observes a run started with ``Engine.start``."""
+    """Controls and observes a run started with ``Engine.start``.
+
+    ``wait`` waits for the engine's completion signal, which is set after the
+    engine's last call to its sinks (the run file is closed by then): the end
+    of a run is never inferred from ``Thread.join``, which a KeyboardInterrupt
+    can corrupt on CPython 3.11/3.12.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -125,6 +179,11 @@ class RunHandle:
     def bus(self) -> EventBus:
         return self._engine.bus
 
+    @property
+    def done(self) -> bool:
+        """True once the run has ended and its sinks are closed."""
+        return self._engine.done.is_set()
+
     def abort(self, reason: str = "aborted by user") -> None:
         self._engine.request_abort(reason)
 
@@ -136,8 +195,9 @@ class RunHandle:
 
     def wait(self, timeout: float | None = None) -> RunOutcome | None:
         """The outcome, or None if the run has not ended within ``timeout``."""
-        self._engine.thread.join(timeout)
-        return None if self._engine.thread.is_alive() else self._engine.outcome
+        if not self._engine.done.wait(timeout):
+            return None
+        return self._engine.outcome
 
 
 class Engine:
@@ -145,7 +205,9 @@ class Engine:
 
     ``sinks`` are called synchronously in the engine thread (the run file
     must see every sample); the ``bus`` fans the same events out to any
-    number of watchers without ever blocking acquisition.
+    number of watchers without ever blocking acquisition. The engine thread
+    owns its sinks: after the run's last event it calls their ``close()``,
+    then sets ``done``.
     """
 
     def __init__(
@@ -161,36 +223,77 @@ class Engine:
         self.bus = bus or EventBus()
         self.sinks = [*sinks, self.bus]
         self.safety = safety or SafetyLimits()
-        self.state = RunState.PENDING
         self.outcome: RunOutcome | None = None
+        #: Set after the last sink call of the run: the one "it has ended" signal.
+        self.done = threading.Event()
         self.thread = threading.Thread(target=self._main, name="labctl-engine", daemon=True)
-        self._interrupt = threading.Event()
+        self._state = RunState.PENDING
+        self._interrupt = threading.Event()  # tells the channel to stop the step (pause or abort)
         self._resume = threading.Event()
         self._lock = threading.Lock()
         self._abort_reason = ""
-        self._pause_requested = False
+        self._state_events: list[StateChanged] = []  # made in any thread, emitted by the engine thread
+        self._announced = False  # RunStarted reached the sinks
         self._last_tick = 0.0
         self._t_origin = 0.0
+
+    @property
+    def state(self) -> RunState:
+        return self._state
+
+    # -- the state machine --------------------------------------------------------
+    def _transition(self, new: RunState, reason: str = "") -> None:
+        """Change state (caller holds ``_lock``): checked, published on the bus
+        at once (a watcher sees "pausing" even while a slow EIS point runs),
+        and queued for the recording sinks, which only the engine thread calls."""
+        old = self._state
+        check_transition(old, new)
+        self._state = new
+        event = StateChanged(old.value, new.value, reason, self._run_time())
+        self._state_events.append(event)
+        self.bus.handle(event)  # never blocks
+
+    def _recorders(self) -> list[Any]:
+        """The sinks other than the bus (the run file): called in the engine thread only."""
+        return [sink for sink in self.sinks if sink is not self.bus]
+
+    def _enter_aborting(self, reason: str) -> None:
+        with self._lock:
+            if self._state in (RunState.RUNNING, RunState.PAUSING, RunState.PAUSED):
+                self._transition(RunState.ABORTING, reason)
+
+    def _flush_state_events(self) -> None:
+        """Emit the queued StateChanged events (engine thread only)."""
+        if not self._announced or not self._state_events:  # the common case costs no lock
+            return
+        with self._lock:
+            events, self._state_events = self._state_events, []
+        recorders = self._recorders()
+        for event in events:
+            for sink in recorders:
+                sink.handle(event)
 
     # -- control (any thread) -------------------------------------------------
     def request_abort(self, reason: str = "aborted by user") -> None:
         with self._lock:
             if not self._abort_reason:
                 self._abort_reason = reason
+            if self._state in (RunState.RUNNING, RunState.PAUSING, RunState.PAUSED):
+                self._transition(RunState.ABORTING, self._abort_reason)
             self._interrupt.set()
             self._resume.set()
 
     def request_pause(self) -> None:
         with self._lock:
-            if self.state == RunState.RUNNING:
-                self._pause_requested = True
+            if self._state == RunState.RUNNING:
+                self._transition(RunState.PAUSING, "pause requested")
                 self._resume.clear()
                 self._interrupt.set()
 
     def request_resume(self) -> None:
         with self._lock:
-            self._pause_requested = False
-            self._resume.set()
+            if self._state in (RunState.PAUSING, RunState.PAUSED):
+                self._resume.set()
 
     # -- starting ---------------------------------------------------------------
     def start(
@@ -214,7 +317,8 @@ class Engine:
         self._params = dict(params)
         self._cell = cell
         self._info_extra = {"operator": operator, "simulation": simulation, "run_id": run_id or new_run_id()}
-        self.state = RunState.RUNNING
+        with self._lock:
+            self._transition(RunState.RUNNING, "started")
         self.thread.start()
         return RunHandle(self)
 
@@ -226,6 +330,7 @@ class Engine:
 
     # -- the engine thread --------------------------------------------------------
     def _emit(self, event: Event) -> None:
+        self._flush_state_events()
         for sink in self.sinks:
             sink.handle(event)
 
@@ -236,14 +341,23 @@ class Engine:
             self._emit(Tick(self._run_time()))
 
     def _run_time(self) -> float:
+        """Cell time since the run started (0 until it has)."""
+        if not self._announced:
+            return 0.0
         return self.clock.now() - self._t_origin
 
     def _main(self) -> None:
+        try:
+            self._run_and_end()
+        finally:
+            self.done.set()
+
+    def _run_and_end(self) -> None:
         status = RunState.FAILED
         results: dict[str, Any] = {}
         error = ""
+        detail = ""
         step_results: list[StepResult] = []
-        started = False
         try:
             self.channel.open()
             info = RunInfo(
@@ -259,52 +373,96 @@ class Engine:
                 simulation=self._info_extra["simulation"],
             )
             self._t_origin = self.clock.now()
-            self._emit(RunStarted(info))
-            started = True
+            for sink in self.sinks:
+                sink.handle(RunStarted(info))
+            self._announced = True
             results = self._drive(step_results)
             status = RunState.COMPLETED
         except _AbortRun:
             status, error = RunState.ABORTED, self._abort_reason
+            self._enter_aborting(error)  # an abort requested before the run started
         except _ProtocolStop as exc:
             status, error = RunState.ABORTED, str(exc)
+            self._enter_aborting(error)
+        except _SafetyStop as exc:
+            status, error = RunState.FAILED, str(exc)
+        except SinkFailure as exc:
+            status, error = RunState.FAILED, f"storage error: {exc}"
+            detail = traceback.format_exc()
         except InstrumentError as exc:
-            status, error = RunState.FAILED, f"instrument error: {exc}"
+            status, error = RunState.FAILED, f"instrument error: {one_line(str(exc))}"
+            detail = traceback.format_exc()
         except Exception as exc:  # a protocol or sink bug must still end safely
             status = RunState.FAILED
-            error = f"{type(exc).__name__}: {exc}"
-            log.error("run failed\n%s", traceback.format_exc())
+            error = f"{type(exc).__name__}: {one_line(str(exc))}"
+            detail = traceback.format_exc()
+            log.debug("run failed", exc_info=True)
         finally:
             safe_error = self._make_safe()
             if safe_error:
                 error = f"{error}; {safe_error}" if error else safe_error
                 status = RunState.FAILED
-            self.state = status
-            self.outcome = RunOutcome(status, results, error, step_results)
-            if started:
-                safe_event = StatusChanged(
+            self._end(status, results, error, detail, step_results, safe_error)
+
+    def _end(
+        self,
+        status: RunState,
+        results: dict[str, Any],
+        error: str,
+        detail: str,
+        step_results: list[StepResult],
+        safe_error: str,
+    ) -> None:
+        """After the safe state: record it, enter the final state, tell the
+        sinks the run ended and close them. Never raises: ``done`` follows."""
+        if self._announced:
+            self._deliver_pending()
+            self._deliver_to_all(
+                StatusChanged(
                     "safe" if not safe_error else "unsafe",
                     self._run_time(),
                     safe_error or "channel in its safe state (output off)",
                 )
-                for sink in self.sinks:
-                    try:
-                        sink.handle(safe_event)
-                    except Exception:
-                        log.exception("sink %r failed on the safe-state event", sink)
-                ended = RunEnded(
-                    status.value,
-                    results,
-                    error,
-                    self.clock.wall_time().isoformat(timespec="seconds"),
-                )
-                for sink in self.sinks:
-                    try:
-                        sink.handle(ended)
-                    except Exception:
-                        log.exception("sink %r failed on RunEnded", sink)
-            else:
-                # Nothing was announced, but watchers still need to learn the end.
-                self.bus.handle(RunEnded(status.value, results, error))
+            )
+        with self._lock:
+            try:
+                self._transition(status, error or status.value)
+            except IllegalTransition as exc:  # an engine bug; the run must still end
+                log.error("%s", exc)
+                self._state = status
+        self.outcome = RunOutcome(status, results, error, step_results, detail)
+        ended = RunEnded(status.value, results, error, self.clock.wall_time().isoformat(timespec="seconds"), detail)
+        if self._announced:
+            self._deliver_pending()
+            self._deliver_to_all(ended)
+        else:
+            # Nothing was announced (so nothing recorded), but watchers need the end.
+            self.bus.handle(ended)
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if close is None:
+                continue
+            try:
+                close()
+            except Exception as exc:
+                log.warning("closing %s failed: %s", type(sink).__name__, exc)
+                log.debug("closing a sink failed", exc_info=True)
+
+    def _deliver_pending(self) -> None:
+        """The queued state changes to the recording sinks (the bus has them)."""
+        with self._lock:
+            pending, self._state_events = self._state_events, []
+        for event in pending:
+            self._deliver_to_all(event, self._recorders())
+
+    def _deliver_to_all(self, event: Event, sinks: Sequence[Any] | None = None) -> None:
+        """Every sink gets the event even if one of them fails on it."""
+        for sink in self.sinks if sinks is None else sinks:
+            try:
+                sink.handle(event)
+            except Exception as exc:
+                log.warning("%s failed on %s: %s", type(sink).__name__, type(event).__name__, exc)
+                log.debug("sink failure", exc_info=True)
 
     def _make_safe(self) -> str:
         """Safe state first, then close; report (never raise) what failed."""
@@ -332,7 +490,8 @@ class Engine:
                 if result.end_reason == EndReason.ABORTED:
                     raise _AbortRun
                 if result.end_reason == EndReason.SAFETY_LIMIT:
-                    raise InstrumentError(result.message)
+                    breach = result.message.removeprefix("safety limit: ")
+                    raise _SafetyStop(f"safety stop: {breach} (the channel's safety limit; step {index}, {step.kind})")
                 limits = step.effective_limits()
                 if limits.on_limit == "abort" and result.end_reason not in (EndReason.COMPLETED,):
                     raise _ProtocolStop(
@@ -360,25 +519,27 @@ class Engine:
         spectrum: list[np.ndarray] = []
         charge_before = 0.0  # charge of earlier segments (pause splits a step)
         active = 0.0  # time spent executing the step, pauses excluded
-        segment = step
+        segment: Step | None = step
         try:
             while True:
+                assert segment is not None
                 t_segment = self._run_time()
                 outcome, message = self._run_segment(index, segment, samples, spectrum, charge_before)
                 if outcome is None:  # paused
                     active += self._run_time() - t_segment
                     charge_before = float(samples[-1]["Q"][-1]) if samples and len(samples[-1]) else charge_before
                     self._hold_until_resumed()
-                    segment = self._continuation(step, active, samples, spectrum, charge_before)
+                    segment = step.remaining(_progress(active, charge_before, samples, spectrum))
                     if segment is None:
                         end_reason, message = EndReason.COMPLETED, "completed before the pause"
                         break
                     continue
                 end_reason = outcome
                 break
-        except _AbortRun:
-            self._finish_step(index, step, t_start, samples, spectrum, EndReason.ABORTED, self._abort_reason)
-            raise
+        except _AbortRun:  # aborted while held: the step ends like any aborted step (the caller stops)
+            return self._finish_step(index, step, t_start, samples, spectrum, EndReason.ABORTED, self._abort_reason)
+        except SinkFailure:
+            raise  # the run file is gone; nothing more to record in it
         except Exception as exc:
             # The step's record must end too (with what was measured), not stay "running".
             self._finish_step(index, step, t_start, samples, spectrum, EndReason.INSTRUMENT_FAULT, str(exc))
@@ -463,44 +624,29 @@ class Engine:
 
     def _hold_until_resumed(self) -> None:
         self.channel.hold()
-        self.state = RunState.PAUSED
-        self._emit(StatusChanged("paused", self._run_time(), "cell held"))
+        with self._lock:
+            if self._abort_reason:
+                raise _AbortRun
+            self._transition(RunState.PAUSED, "cell held")
+        self._flush_state_events()
         while not self._resume.wait(TICK_INTERVAL):
             self._tick(force=True)
-        self._check_abort()
         with self._lock:
+            # Checked under the lock: an abort cannot slip in between.
+            if self._abort_reason:
+                raise _AbortRun
             self._interrupt.clear()
-            self._pause_requested = False
-            self.state = RunState.RUNNING
-        self._emit(StatusChanged("running", self._run_time(), "resumed"))
+            self._transition(RunState.RUNNING, "resumed")
+        self._flush_state_events()
 
-    def _continuation(
-        self,
-        step: Step,
-        elapsed: float,
-        samples: list[np.ndarray],
-        spectrum: list[np.ndarray],
-        charge: float,
-    ) -> Step | None:
-        """What is left of ``step`` after ``elapsed`` s of execution and
-        ``charge`` C passed (None when nothing is)."""
-        if isinstance(step, Impedance):
-            done = sum(len(b) for b in spectrum)
-            if done >= len(step.frequencies()):
-                return None
-            return dataclasses.replace(step, skip_points=step.skip_points + done)
-        if isinstance(step, SetTemperature):
-            return dataclasses.replace(step, timeout=max(step.timeout - elapsed, 1.0))
-        limits = step.effective_limits().shifted(elapsed, charge)
-        if limits.max_time is not None and limits.max_time <= 1e-6:
-            return None
-        if isinstance(step, Rest):
-            return dataclasses.replace(step, duration=limits.max_time or step.duration, limits=limits)
-        measured = [b for b in samples if len(b)]
-        if isinstance(step, VoltageSweep) and measured:
-            first_e, last_e = float(measured[0]["E"][0]), float(measured[-1]["E"][-1])
-            direction = step.stop - (first_e if step.start == "ocv" else float(step.start))
-            if (step.stop - last_e) * direction <= 0:
-                return None
-            return dataclasses.replace(step, start=last_e, limits=limits)
-        return dataclasses.replace(step, limits=limits)
+
+def _progress(active: float, charge: float, samples: list[np.ndarray], spectrum: list[np.ndarray]) -> StepProgress:
+    """What a paused step has done so far, for ``Step.remaining``."""
+    measured = [b for b in samples if len(b)]
+    return StepProgress(
+        elapsed=active,
+        charge=charge,
+        points_done=sum(len(b) for b in spectrum),
+        first_potential=float(measured[0]["E"][0]) if measured else None,
+        last_potential=float(measured[-1]["E"][-1]) if measured else None,
+    )

@@ -66,11 +66,25 @@ class StepEnded:
 
 @dataclass(frozen=True)
 class StatusChanged:
-    """running / paused / aborting ... with the cell time it happened at."""
+    """Something about the cell worth a record, with the cell time it happened
+    at: ``safe`` (output off at the end of a run) or ``unsafe``. The run's own
+    state changes are ``StateChanged``."""
 
     state: str
     t_cell: float
     message: str = ""
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    """The run's state moved (pending, running, pausing, paused, aborting,
+    completed, aborted, failed): published for every transition, so a queue or
+    a GUI can show "pausing…" or "aborting…" while the engine gets there."""
+
+    old: str
+    new: str
+    reason: str
+    t_cell: float
 
 
 @dataclass(frozen=True)
@@ -87,9 +101,17 @@ class RunEnded:
     results: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     ended_at: str = ""
+    #: The traceback behind ``error`` when it was unexpected: kept in the run
+    #: file, shown on a terminal only on request (``labctl --debug``).
+    error_detail: str = ""
 
 
-Event = Union[RunStarted, StepStarted, Samples, SpectrumPoints, StepEnded, StatusChanged, Tick, RunEnded]
+Event = Union[RunStarted, StepStarted, Samples, SpectrumPoints, StepEnded, StatusChanged, StateChanged, Tick, RunEnded]
+
+
+class SinkFailure(OSError):
+    """A sink that records the run (the run file) can no longer do so: the
+    run must end failed with this one-line reason, e.g. the disk is full."""
 
 
 class Sink(Protocol):

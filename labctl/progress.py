@@ -19,7 +19,7 @@ from labctl.events import (
     RunEnded,
     Samples,
     SpectrumPoints,
-    StatusChanged,
+    StateChanged,
     StepEnded,
     StepStarted,
     Subscription,
@@ -99,8 +99,8 @@ class ProgressDisplay:
             row = event.block[-1]
             self.t_cell = float(row["t"])
             self.last = {"f": float(row["freq"]), "Zre": float(row["z_re"]), "Zim": float(row["z_im"])}
-        elif isinstance(event, StatusChanged):
-            self.state = event.state
+        elif isinstance(event, StateChanged):
+            self.state = event.new  # "pausing…" and "aborting…" show while the engine gets there
         elif isinstance(event, StepEnded):
             r = event.result
             self.finished_steps.append(
@@ -124,7 +124,10 @@ class ProgressDisplay:
             grid.add_row(Text(self._step_progress(step)), Text(self._reading()))
         grid.add_row(
             Text(f"{self.rows} samples, {self.points} impedance points", style="dim"),
-            Text(self.state, style="yellow" if self.state != "running" else "green"),
+            Text(
+                f"{self.state}…" if self.state in ("pausing", "aborting") else self.state,
+                style="yellow" if self.state != "running" else "green",
+            ),
         )
         return grid
 
@@ -160,8 +163,7 @@ class ProgressDisplay:
     def watch(self, subscription: Subscription, handle: RunHandle) -> None:
         """Consume events until the run ends (KeyboardInterrupt propagates)."""
         if not self.enabled:
-            while handle.wait(0.2) is None:
-                pass
+            handle.wait()
             return
         with Live(self.render(), console=self.console, refresh_per_second=5, transient=True) as live:
             done = False

@@ -1,17 +1,27 @@
 """One run, from validated input to a closed run file.
 
 Split in two so that nothing is written before everything is checked:
-``prepare_run`` validates the protocol, its parameters, the instrument and the
-cell (raising ParameterError/ValueError, no file touched); ``PreparedRun.execute``
-creates the run file and drives the engine. The CLI, and later the queue and
-the GUI, share this path.
+``prepare_run`` validates the protocol, its parameters, the instrument, the
+cell and the output folder (raising ParameterError/ValueError, no file
+touched); ``PreparedRun.execute`` creates the run file and drives the engine.
+The CLI, and later the queue and the GUI, share this path.
+
+The end of a run has one path (see ``labctl.engine``): the engine thread puts
+the cell in its safe state, records the end, closes the run file and only then
+sets its completion signal. Everything here that waits for a run (``execute``,
+the exit handler) waits on that signal, never on ``Thread.join``, and never
+closes the file itself. Signals (SIGINT, SIGTERM, SIGHUP) and program exit
+only *request* an abort and then wait.
 """
 
 from __future__ import annotations
 
 import atexit
+import shutil
 import signal
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,18 +40,86 @@ from labctl.safety import SafetyLimits
 _active: set[RunHandle] = set()
 _active_lock = threading.Lock()
 
+#: How long program exit waits for an aborted run to reach its safe state and
+#: close its file (a hang guard: a healthy run ends within a sample period).
+EXIT_WAIT_S = 60.0
+
+#: Free space the output folder needs before a run starts: the file's layout
+#: and its first sample chunk (640 KiB) are allocated at the first flush.
+MIN_FREE_BYTES = 1 << 20
+
 
 def _abort_active_runs() -> None:
-    """At interpreter exit, no run may be left driving a cell."""
+    """At interpreter exit, no run may be left driving a cell, and no engine
+    thread may be frozen mid-write (it would hold h5py's lock at shutdown)."""
     with _active_lock:
         handles = list(_active)
     for handle in handles:
         handle.abort("program exiting")
     for handle in handles:
-        handle.wait(10.0)
+        wait_through_interrupts(handle, EXIT_WAIT_S)
 
 
 atexit.register(_abort_active_runs)
+
+
+def wait_through_interrupts(handle: RunHandle, timeout: float | None = None) -> RunOutcome | None:
+    """Wait for the run's end; a Ctrl-C meanwhile requests the abort again
+    and goes on waiting (it cannot cut the wait short)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        try:
+            return handle.wait(remaining)
+        except KeyboardInterrupt:
+            handle.abort("aborted by user (Ctrl-C)")
+
+
+class AbortOnSignals:
+    """SIGINT, SIGTERM and SIGHUP request an abort of the run; nothing else.
+
+    The handler only sets an event: a helper thread makes the request, so a
+    signal arriving while the main thread is inside the engine's lock (or a
+    second Ctrl-C inside the first one's handling) can never deadlock or
+    unwind anything. Before ``attach`` a signal is remembered and applied then.
+    """
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+    def __init__(self) -> None:
+        self._requested = threading.Event()
+        self._attached = threading.Event()
+        self._reason = ""
+        self._handle: RunHandle | None = None
+        self._previous: dict[int, Any] = {}
+        self._helper = threading.Thread(target=self._forward, name="labctl-abort-on-signal", daemon=True)
+
+    def install(self) -> AbortOnSignals:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+        self._helper.start()
+        return self
+
+    def attach(self, handle: RunHandle) -> None:
+        self._handle = handle
+        self._attached.set()
+
+    def restore(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if not self._requested.is_set():
+            name = signal.Signals(signum).name
+            self._reason = "aborted by user (Ctrl-C)" if name == "SIGINT" else f"aborted by signal {name}"
+            self._requested.set()
+
+    def _forward(self) -> None:
+        self._requested.wait()
+        self._attached.wait()
+        assert self._handle is not None
+        self._handle.abort(self._reason)
 
 
 @dataclass
@@ -56,13 +134,16 @@ class PreparedRun:
     operator: str = ""
     safety: SafetyLimits = field(default_factory=SafetyLimits)
 
-    def start(self) -> tuple[RunHandle, Subscription, Any]:
-        """Create the run file and start the engine thread."""
+    def start(self) -> tuple[RunHandle, Subscription]:
+        """Create the run file and start the engine thread.
+
+        The engine owns the run file: it closes it when the run ends, before
+        ``handle.wait`` returns. A caller that starts a run and exits is
+        covered by the exit handler (abort, then wait for the end).
+        """
         from labctl.storage import RunFileWriter
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        writer = RunFileWriter(self.path)
-        engine = Engine(self.channel, sinks=[writer], safety=self.safety)
+        engine = Engine(self.channel, sinks=[RunFileWriter(self.path)], safety=self.safety)
         subscription = engine.bus.subscribe()
         handle = engine.start(
             self.protocol,
@@ -73,8 +154,9 @@ class PreparedRun:
             run_id=self.run_id,
         )
         with _active_lock:
+            _active.difference_update([h for h in _active if h.done])  # runs that ended need no exit handling
             _active.add(handle)
-        return handle, subscription, writer
+        return handle, subscription
 
     def execute(
         self,
@@ -82,28 +164,35 @@ class PreparedRun:
         *,
         install_signal_handlers: bool = False,
     ) -> RunOutcome:
-        """Run to the end; Ctrl-C (KeyboardInterrupt) aborts cleanly.
+        """Run to the end and return how it ended.
 
         ``watcher.watch(subscription, handle)`` (e.g. a progress display) is
-        called in this thread while the engine runs in its own.
+        called in this thread while the engine runs in its own. With
+        ``install_signal_handlers`` SIGINT/SIGTERM/SIGHUP request an abort
+        (restored afterwards); without, a KeyboardInterrupt does the same.
+        Either way this returns only once the run has ended and its file is
+        closed.
         """
-        handle, subscription, writer = self.start()
-        if install_signal_handlers:
-            install_abort_signals(handle.abort)
+        signals = AbortOnSignals().install() if install_signal_handlers else None
         try:
-            while True:
-                try:
-                    if watcher is not None:
+            handle, subscription = self.start()
+            if signals is not None:
+                signals.attach(handle)
+            try:
+                if watcher is not None:
+                    try:
                         watcher.watch(subscription, handle)
-                    outcome = handle.wait()
-                    break
-                except KeyboardInterrupt:
-                    handle.abort("aborted by user (Ctrl-C)")
+                    except KeyboardInterrupt:
+                        handle.abort("aborted by user (Ctrl-C)")
+                outcome = wait_through_interrupts(handle)
+            finally:
+                subscription.close()
+                if handle.done:
+                    with _active_lock:
+                        _active.discard(handle)
         finally:
-            subscription.close()
-            writer.close()
-            with _active_lock:
-                _active.discard(handle)
+            if signals is not None:
+                signals.restore()
         assert outcome is not None
         return outcome
 
@@ -155,6 +244,7 @@ def prepare_run(
         path = default_run_path(out_dir, protocol.name, run_id)
     if path.exists():
         raise ValueError(f"run file {path} already exists")
+    check_output_dir(path.parent)
     return PreparedRun(protocol, values, channel, cell, simulation, path, run_id, operator, target.safety)
 
 
@@ -163,7 +253,24 @@ def default_run_path(out_dir: Path, protocol_name: str, run_id: str) -> Path:
     return out_dir / f"{stamp}_{protocol_name}_{run_id}.h5"
 
 
-def install_abort_signals(abort: Any) -> None:
-    """SIGTERM/SIGHUP abort like Ctrl-C: safe state first, file closed as aborted."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda signum, frame: abort(f"aborted by signal {signal.Signals(signum).name}"))
+def check_output_dir(directory: Path, min_free: int = MIN_FREE_BYTES) -> None:
+    """The run file's folder exists (or is created), takes a new file and
+    has room for the first flush; ValueError naming ``--out`` otherwise.
+
+    Checked before the cell is touched: a run that cannot be recorded must
+    not start. (A probe file is created and removed: permission bits alone
+    do not tell, e.g. on a read-only mount or for root.)
+    """
+    allowed = "allowed: a folder that exists or can be created, writable, with at least 1 MiB free"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out: cannot create folder {directory}: {exc.strerror or exc} ({allowed})") from None
+    try:
+        with tempfile.TemporaryFile(dir=directory, prefix=".labctl-probe-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--out: cannot write in {directory}: {exc.strerror or exc} ({allowed})") from None
+    free = shutil.disk_usage(directory).free
+    if free < min_free:
+        raise ValueError(f"--out: only {free / 1024:.0f} KiB free in {directory} ({allowed})")

@@ -140,6 +140,24 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class StepProgress:
+    """How far a step got before a pause cut it: what ``Step.remaining`` needs
+    to continue it forward (never replaying what the cell already went through).
+
+    ``elapsed`` is the active (powered or measuring) time, pauses excluded;
+    ``charge`` the charge passed so far; ``points_done`` the impedance points
+    measured; ``first_potential``/``last_potential`` the first and latest
+    measured E (None before any sample).
+    """
+
+    elapsed: float
+    charge: float = 0.0
+    points_done: int = 0
+    first_potential: float | None = None
+    last_potential: float | None = None
+
+
+@dataclass(frozen=True)
 class Step:
     """Base of every step. ``sample_period`` is the acquisition interval in s."""
 
@@ -161,6 +179,25 @@ class Step:
     def effective_limits(self) -> Limits:
         """The limits the channel enforces (a Rest's duration becomes max_time)."""
         return self.limits
+
+    def remaining(self, progress: StepProgress) -> Step | None:
+        """What is left of this step after ``progress`` (None when nothing is).
+
+        The default serves steps that end by their limits: the time and charge
+        already spent are taken off them. Subclasses with more to continue
+        (a sweep's range, a spectrum's frequencies) override it.
+        """
+        limits = self._limits_left(progress)
+        if limits is None:
+            return None
+        return dataclasses.replace(self, limits=limits)
+
+    def _limits_left(self, progress: StepProgress) -> Limits | None:
+        """The effective limits minus what was spent; None when time ran out."""
+        limits = self.effective_limits().shifted(progress.elapsed, progress.charge)
+        if limits.max_time is not None and limits.max_time <= 1e-6:
+            return None
+        return limits
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
@@ -187,6 +224,12 @@ class Rest(Step):
         super().__post_init__()
         object.__setattr__(self, "powered", False)
         _require(self.duration > 0, f"Rest.duration must be > 0 s, got {self.duration!r}")
+
+    def remaining(self, progress: StepProgress) -> Step | None:
+        limits = self._limits_left(progress)
+        if limits is None:
+            return None
+        return dataclasses.replace(self, duration=limits.max_time or self.duration, limits=limits)
 
     def effective_limits(self) -> Limits:
         max_time = self.duration
@@ -256,6 +299,19 @@ class VoltageSweep(Step):
             f"VoltageSweep.start must be a voltage or 'ocv', got {self.start!r}",
         )
 
+    def remaining(self, progress: StepProgress) -> Step | None:
+        """The rest of the sweep, from the potential reached to ``stop``."""
+        limits = self._limits_left(progress)
+        if limits is None:
+            return None
+        if progress.last_potential is None:
+            return dataclasses.replace(self, limits=limits)
+        origin = progress.first_potential if self.start == "ocv" else float(self.start)
+        direction = self.stop - (origin if origin is not None else progress.last_potential)
+        if (self.stop - progress.last_potential) * direction <= 0:
+            return None
+        return dataclasses.replace(self, start=progress.last_potential, limits=limits)
+
 
 @dataclass(frozen=True)
 class Impedance(Step):
@@ -289,6 +345,12 @@ class Impedance(Step):
         )
         object.__setattr__(self, "powered", True)
 
+    def remaining(self, progress: StepProgress) -> Step | None:
+        """The frequencies not yet measured (a spectrum has no time limit to shift)."""
+        if progress.points_done >= len(self.frequencies()):
+            return None
+        return dataclasses.replace(self, skip_points=self.skip_points + progress.points_done)
+
     def frequencies(self) -> np.ndarray:
         """The frequencies still to measure, in sweep order, both ends included."""
         decades = abs(math.log10(self.f_stop / self.f_start))
@@ -314,6 +376,11 @@ class SetTemperature(Step):
         _require(self.tolerance > 0, "SetTemperature.tolerance must be > 0 K")
         _require(self.settle_time >= 0, "SetTemperature.settle_time must be >= 0 s")
         _require(self.timeout > 0, "SetTemperature.timeout must be > 0 s")
+
+    def remaining(self, progress: StepProgress) -> Step | None:
+        """Wait for stability again (the hold may have let the chamber drift),
+        within what is left of the timeout (at least a second)."""
+        return dataclasses.replace(self, timeout=max(self.timeout - progress.elapsed, 1.0))
 
 
 STEP_TYPES: dict[str, type[Step]] = {

@@ -208,7 +208,7 @@ import sys
 from pathlib import Path
 from labctl.runner import prepare_run
 prepared = prepare_run("eis", params={{}}, speed="5", out_dir=Path({str(tmp_path)!r}))
-handle, subscription, writer = prepared.start()
+handle, subscription = prepared.start()
 import time; time.sleep(1.0)
 print(prepared.path, flush=True)
 raise SystemExit("script crashed")

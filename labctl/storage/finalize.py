@@ -61,8 +61,13 @@ def finalize_file(path: str | os.PathLike[str]) -> None:
 def read_end_record(f: h5py.File) -> dict[str, Any] | None:
     """The JSON the writer appended at RunEnded, or None (run not ended)."""
     if L.END not in f or f[L.END].shape[0] == 0:
-        return None
-    raw = f[L.END][:].tobytes()
+        if L.FAILURE not in f:
+            return None
+        raw = f[L.FAILURE][:].tobytes().rstrip(b"\0")  # the storage failed: the fallback record
+        if not raw:
+            return None
+    else:
+        raw = f[L.END][:].tobytes()
     try:
         end = json.loads(raw.decode("utf-8"))
     except ValueError:

@@ -14,10 +14,13 @@ Layout (``FORMAT_VERSION`` 1)::
     /steps            STEP_ROW_DTYPE, one row per StepStarted (rows of a running
                       step have row_stop = spec_stop = -1: "to the end")
     /heartbeat        one HEARTBEAT_DTYPE row, rewritten in place at every flush
-    /events           EVENT_DTYPE rows: StatusChanged (pause, resume, abort ...)
+    /events           EVENT_DTYPE rows: run states entered (StateChanged: running, pausing,
+                      paused, aborting, ...) and cell records (StatusChanged: safe)
     /end              uint8: UTF-8 JSON {status, error, ended_at, results, full_steps}
                       appended (an SWMR-safe operation) when the run ends, so
                       the file is complete even if finalization never happens
+    /failure          uint8[FAILURE_BYTES], zeros; the end JSON when /end could not be
+                      written because the storage failed (see the writer)
     --- written by finalize_file(), out of SWMR mode, from /end and /steps ---
     /results          analysis results: scalars as attrs, tables/arrays as datasets
     /by_step/0003_ConstantCurrent   attrs: step (JSON), end_reason, t_start,
@@ -52,6 +55,11 @@ STEPS = "steps"
 HEARTBEAT = "heartbeat"
 EVENTS = "events"
 END = "end"
+#: A fixed, pre-allocated block (contiguous, written with zeros at creation) for
+#: the end record when the file layer fails (disk full, I/O error): the writer
+#: puts its JSON there with a plain pwrite, which needs no new space and no HDF5.
+FAILURE = "failure"
+FAILURE_BYTES = 4096
 RESULTS = "results"
 BY_STEP = "by_step"
 

@@ -13,15 +13,27 @@ attributes once switched on, hence the split:
   ``/end`` while still in SWMR mode, which makes the file whole; then the file
   is closed and reopened normally to write the same as root attributes, the
   /results group and the per-step views (``finalize_file``).
+
+When the storage fails under a running writer (disk full, I/O error, file too
+big), HDF5's state may be inconsistent and touching it again can crash the
+process. So the writer stops at once: it raises ``SinkFailure`` (the engine
+ends the run failed), points HDF5's file descriptor at ``/dev/null`` (which
+takes any write, even past a file-size limit) so releasing the library's
+handles can neither fail nor write garbage into the file, and records the
+run's end in the pre-allocated ``/failure`` block with a plain ``pwrite``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import logging
 import math
 import os
+import re
 import socket
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +49,9 @@ from labctl.events import (
     RunInfo,
     RunStarted,
     Samples,
+    SinkFailure,
     SpectrumPoints,
+    StateChanged,
     StatusChanged,
     StepEnded,
     StepStarted,
@@ -48,6 +62,7 @@ from labctl.storage import layout as L
 from labctl.storage.appender import Appender, write_rows
 from labctl.storage.finalize import finalize_file
 from labctl.storage.reader import readers_released
+from labctl.storage.recover import clear_status_flags
 from labctl.storage.syncer import Syncer, sync_path
 
 log = logging.getLogger(__name__)
@@ -114,6 +129,10 @@ class RunFileWriter:
         self._next_flush = math.inf
         self._flushed_samples = 0
         self._full_steps: dict[int, str] = {}  # table row -> step JSON too long for the table
+        self._failure_offset: int | None = None  # file offset of the /failure block
+        #: The storage error that stopped this writer (it then touches HDF5 no more).
+        self.storage_error: BaseException | None = None
+        self._owner: int | None = None  # the thread that writes (the engine's)
         self._handlers = {
             RunStarted: self._on_run_started,
             StepStarted: self._on_step_started,
@@ -121,6 +140,7 @@ class RunFileWriter:
             SpectrumPoints: self._on_spectrum,
             StepEnded: self._on_step_ended,
             StatusChanged: self._on_status,
+            StateChanged: self._on_state,
             Tick: self._on_tick,
             RunEnded: self._on_run_ended,
         }
@@ -131,13 +151,28 @@ class RunFileWriter:
         handler = self._handlers.get(type(event))
         if handler is None:
             return  # an event kind this writer does not know: not its business
+        if self._phase == "failed":
+            if isinstance(event, RunEnded):
+                self._record_failure(event)
+            return  # the storage failed: HDF5 is not touched again
         if self._phase != "running" and not isinstance(event, RunStarted):
             if isinstance(event, Tick):
                 return
             raise RuntimeError(f"RunFileWriter({self.path}): {type(event).__name__} outside a run")
-        handler(event)  # type: ignore[operator]
-        if time.monotonic() >= self._next_flush:
-            self.flush()
+        try:
+            handler(event)  # type: ignore[operator]
+            if self._file is not None and time.monotonic() >= self._next_flush:
+                self.flush()
+        except (SinkFailure, FileExistsError):
+            raise  # FileExistsError: 'w-' refused to clobber a file (nothing was touched)
+        except Exception as exc:
+            if isinstance(event, RunStarted):
+                # Nothing was recorded (the file was not created or is removed again).
+                raise SinkFailure(describe_storage_error(exc, self.path)) from exc
+            self._stop_writing(exc)
+            if isinstance(event, RunEnded):
+                self._record_failure(event)
+            raise SinkFailure(describe_storage_error(exc, self.path)) from exc
 
     def flush(self) -> None:
         """Write buffered rows and the heartbeat, and make them visible to
@@ -158,10 +193,20 @@ class RunFileWriter:
 
     def close(self) -> None:
         """End the file. A run that never got its RunEnded is closed with
-        status ``interrupted``, so the file says what happened."""
+        status ``interrupted``, so the file says what happened.
+
+        Only the thread that writes may close a running file: closing it
+        under a writing engine is how a run record gets corrupted.
+        """
         if self._phase == "running":
-            self._finish(RunEnded(status="interrupted", error="the writer was closed before the run ended"))
-        self._phase = "closed"
+            if self._owner is not None and self._owner != threading.get_ident():
+                raise RuntimeError(
+                    f"RunFileWriter({self.path}): closed from another thread while its run is writing; "
+                    "the engine closes its sinks when the run ends"
+                )
+            self.handle(RunEnded(status="interrupted", error="the writer was closed before the run ended"))
+        if self._phase != "failed":
+            self._phase = "closed"
 
     def __enter__(self) -> RunFileWriter:
         return self
@@ -181,6 +226,7 @@ class RunFileWriter:
     def _on_run_started(self, event: RunStarted) -> None:
         if self._phase != "new":
             raise RuntimeError(f"RunFileWriter({self.path}): a writer takes one run only")
+        self._owner = threading.get_ident()
         created = False
         try:
             # 'w-': never clobber an existing run file.
@@ -244,6 +290,11 @@ class RunFileWriter:
         write_rows(self._events_ds, n, row)
         self.flush()
 
+    def _on_state(self, event: StateChanged) -> None:
+        """A run-state change is an /events row like a status change: the
+        state entered, and why."""
+        self._on_status(StatusChanged(event.new, event.t_cell, event.reason))
+
     def _on_tick(self, event: Tick) -> None:
         self._t_cell = event.t_cell
 
@@ -283,6 +334,8 @@ class RunFileWriter:
         self._events_ds = self._table(L.EVENTS, L.EVENT_DTYPE, L.EVENT_CHUNK_ROWS, L.EVENT_UNITS, compressed=True)
         self._end_ds = f.create_dataset(L.END, shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(65536,))
         self._end_ds.attrs["units"] = L.dumps("")
+        self._failure_offset = _preallocated_block(f, L.FAILURE, L.FAILURE_BYTES)
+        f[L.FAILURE].attrs["units"] = L.dumps("")
         hb = f.create_dataset(L.HEARTBEAT, shape=(1,), maxshape=(1,), dtype=L.HEARTBEAT_DTYPE, chunks=(1,))
         hb.attrs["units"] = L.dumps(L.HEARTBEAT_UNITS)
         self._heartbeat_ds = hb
@@ -390,15 +443,12 @@ class RunFileWriter:
             "results": event.results,
             "full_steps": {str(k): v for k, v in self._full_steps.items()},
         }
-        try:
-            raw = np.frombuffer(L.dumps(end).encode("utf-8"), dtype=np.uint8)
-            self._end_ds.resize((len(raw),))
-            write_rows(self._end_ds, 0, raw)
-            self.flush()
-        except BaseException:
-            with readers_released(self.path):
-                self._close_file()  # no end record: readers will call the run interrupted
-            raise
+        if event.error_detail:
+            end["error_detail"] = event.error_detail
+        raw = np.frombuffer(L.dumps(end).encode("utf-8"), dtype=np.uint8)
+        self._end_ds.resize((len(raw),))
+        write_rows(self._end_ds, 0, raw)
+        self.flush()  # a failure here is a storage failure (see handle)
         with readers_released(self.path):  # this process's readers would keep the file open
             self._close_file()
             try:
@@ -414,6 +464,72 @@ class RunFileWriter:
                 )
         if self.fsync:
             sync_path(self.path)
+
+    def _stop_writing(self, exc: BaseException) -> None:
+        """The storage failed: let go of HDF5 without letting it write again.
+
+        Closing an HDF5 file flushes its metadata; after a failed write that
+        flush fails too and, on h5py 3.x, can end in a segfault at exit. With
+        the descriptor pointed at /dev/null the close succeeds and the file on
+        disk keeps what the last good flush left (which SWMR readers can
+        open). Not a memory file: RLIMIT_FSIZE (EFBIG) limits its writes too.
+        """
+        self.storage_error = exc
+        self._phase = "failed"
+        file, self._file = self._file, None
+        if file is not None:
+            # First of all: any HDF5 object released from here on (a dataset
+            # dropped below flushes its metadata as it closes) writes to /dev/null.
+            with contextlib.suppress(Exception):
+                fd = file.id.get_vfd_handle()
+                scratch = os.open(os.devnull, os.O_RDWR)
+                try:
+                    os.dup2(scratch, fd)
+                finally:
+                    os.close(scratch)
+        if self._syncer is not None:
+            with contextlib.suppress(Exception):
+                self._syncer.close()
+            self._syncer = None
+        self._samples = self._spectra = None
+        self._steps_ds = self._events_ds = self._end_ds = self._heartbeat_ds = None
+        if file is None:
+            return
+        try:
+            file.close()
+        except Exception as close_exc:
+            log.debug("closing the abandoned HDF5 handle: %s", close_exc)
+
+    def _record_failure(self, event: RunEnded) -> None:
+        """Write the run's end into the pre-allocated /failure block, without HDF5."""
+        if self._failure_offset is None:
+            return
+        storage = describe_storage_error(self.storage_error, self.path) if self.storage_error else ""
+        error = event.error or f"storage error: {storage}"
+        record = {
+            "status": "failed" if event.status == "completed" else event.status,
+            "error": error if storage in error else f"{error}; storage error: {storage}",
+            "ended_at": event.ended_at or _now_iso(),
+            "results": {},
+            "storage_error": storage,
+            "error_detail": event.error_detail,
+        }
+        raw = _fit_json(record, L.FAILURE_BYTES)
+        try:
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, raw, self._failure_offset)
+                with contextlib.suppress(OSError):
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("%s: could not record the run's end after the storage failed: %s", self.path, exc)
+            return
+        # Plain HDF5 tools may open it now (no writer holds it any more).
+        with contextlib.suppress(Exception):
+            clear_status_flags(self.path)
+        self._failure_offset = None
 
     def _close_file(self) -> None:
         self._phase = "closed"
@@ -444,3 +560,54 @@ def _step_json(step: Step) -> tuple[bytes, str | None]:
     if len(raw) > L.STEP_JSON_BYTES:
         raw = L.dumps({"kind": step.kind, "truncated": True}).encode("utf-8")
     return raw, full
+
+
+def _preallocated_block(f: h5py.File, name: str, size: int) -> int:
+    """A contiguous uint8 dataset, allocated and zero-filled now; its file offset."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_ALLOC)
+    dcpl.set_fill_value(np.zeros(1, dtype=np.uint8))
+    space = h5py.h5s.create_simple((size,))
+    dsid = h5py.h5d.create(f.id, name.encode(), h5py.h5t.NATIVE_UINT8, space, dcpl=dcpl)
+    offset = dsid.get_offset()
+    dsid.close()
+    if offset is None:
+        raise RuntimeError(f"HDF5 did not allocate /{name}")
+    return int(offset)
+
+
+def _fit_json(record: dict[str, object], size: int) -> bytes:
+    """``record`` as UTF-8 JSON of at most ``size`` bytes, shortening the
+    traceback first and the error text next."""
+    record = dict(record)
+    for key in ("error_detail", "error", "storage_error"):
+        raw = json.dumps(record).encode("utf-8")
+        if len(raw) <= size:
+            return raw
+        text = str(record.get(key) or "")
+        excess = len(raw) - size
+        record[key] = text[: max(len(text) - excess - 8, 0)]
+    raw = json.dumps({"status": record.get("status", "failed"), "error": "storage error"}).encode("utf-8")
+    return raw[:size]
+
+
+_ERRNO_IN_TEXT = re.compile(r"errno = (\d+)")
+
+
+def describe_storage_error(exc: BaseException | None, path: Path) -> str:
+    """One line for a failed write: the OS reason and its errno name.
+
+    HDF5's messages run over several lines (time stamps, buffers, offsets);
+    what a user needs is "No space left on device (ENOSPC) writing FILE".
+    """
+    if exc is None:
+        return ""
+    code = getattr(exc, "errno", None)
+    if not isinstance(code, int):
+        found = _ERRNO_IN_TEXT.search(str(exc))
+        code = int(found.group(1)) if found else None
+    if isinstance(code, int) and code in errno.errorcode:
+        return f"{os.strerror(code)} ({errno.errorcode[code]}) writing {path}"
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]} (writing {path})"
