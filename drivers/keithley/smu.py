@@ -58,7 +58,7 @@ from drivers.keithley.acquisition import Acquisition
 from drivers.keithley.instruments import Point, SmuDialect, open_dialect
 from drivers.keithley.options import MIN_VOLTAGE_LIMIT, SmuOptions
 from drivers.keithley.timebase import Timebase
-from drivers.keithley.visa_io import enable_nodelay, typed_errors
+from drivers.kit.visa import enable_nodelay, typed_errors
 from labctl.channel import (
     Capabilities,
     Channel,
@@ -518,7 +518,7 @@ class KeithleySmuChannel(Channel):
     def _wait(self, acq: Acquisition, ctx: StepContext, target: float) -> Generator[np.ndarray, None, bool]:
         """Sleep until run time ``target``, handing the engine a block at least every block period."""
         clock = ctx.clock
-        speed = float(getattr(clock, "speed", 1.0))
+        speed = clock.speed
         while True:
             now = ctx.run_time()
             if now >= target:

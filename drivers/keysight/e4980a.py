@@ -52,7 +52,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,7 @@ from pymeasure.instruments import Instrument, SCPIMixin
 from pymeasure.instruments.validators import strict_discrete_set, strict_range
 from pyvisa.constants import StatusCode
 
+from drivers.keysight.options import E4980AOptions
 from labctl.channel import (
     Capabilities,
     Channel,
@@ -278,46 +279,6 @@ def point_time(freq: float, aperture: str, averages: int) -> float:
     return (APERTURE_TIME[aperture] + APERTURE_PERIODS[aperture] / freq) * max(averages, 1)
 
 
-# --- options ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class E4980AOptions:
-    """Lab-file options of an E4980A (all optional)."""
-
-    timeout: float = 5.0  # s: no reply within this is a fault
-    aperture: str = "MED"  # SHOR | MED | LONG
-    averages: int = 1
-    chunk_seconds: float = 2.0  # measuring time per triggered list (cell s)
-    poll_interval: float = 0.01  # wall s between status polls
-    visa_library: str = "@py"
-    max_level: float | None = None  # V rms; default from *OPT? (2, or 20 with option 001)
-    max_bias: float | None = None  # V; default from *OPT? (2, or 40 with option 001)
-    clock_speed: float = 1.0
-
-    @classmethod
-    def from_dict(cls, options: Mapping[str, Any]) -> E4980AOptions:
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, raw in options.items():
-            if key not in known:
-                continue  # e.g. "channel": an E4980A has one
-            if key in ("aperture", "visa_library"):
-                values[key] = str(raw).upper() if key == "aperture" else str(raw)
-            elif key == "averages":
-                values[key] = int(raw)
-            else:
-                values[key] = None if raw is None else float(raw)
-        opts = cls(**values)
-        if opts.aperture not in APERTURE_TIME:
-            raise ValueError(f"e4980a option aperture={opts.aperture!r}: allowed SHOR, MED, LONG")
-        if not 1 <= opts.averages <= 256:
-            raise ValueError(f"e4980a option averages={opts.averages}: allowed 1..256")
-        if not opts.timeout > 0:
-            raise ValueError(f"e4980a option timeout={opts.timeout}: must be > 0 s")
-        return opts
-
-
 # --- the channel -----------------------------------------------------------------------------
 
 
@@ -507,7 +468,7 @@ class E4980AChannel(Channel):
         raise UnsupportedStep(f"{step.kind} steps are not supported by the E4980A")
 
     def _wall_to_cell(self, seconds: float, clock: Clock) -> float:
-        return seconds * float(getattr(clock, "speed", 1.0))
+        return seconds * clock.speed
 
     def _wait(
         self, ctx: StepContext, until: float, dtype: np.dtype = SAMPLE_DTYPE
@@ -637,7 +598,7 @@ class E4980AChannel(Channel):
             with self._io(":TRIG:IMM"):
                 self.instrument.trigger_immediate()
         t_start = ctx.run_time()
-        speed = float(getattr(ctx.clock, "speed", 1.0))
+        speed = ctx.clock.speed
         expected = float(durations.sum())
         deadline = time.monotonic() + 3.0 * expected / speed + self.options.timeout
         # Most of the wait is known: sleep through it, then poll the event register.
@@ -696,8 +657,8 @@ def create(resource: str, options: Mapping[str, Any] | None = None, clock: Clock
     ``clock_speed`` (wire emulators only) runs the driver's clock that many
     times faster than real time.
     """
-    opts = E4980AOptions.from_dict(options or {})
-    if clock is None or float(getattr(clock, "speed", 1.0)) != opts.clock_speed:
+    opts = E4980AOptions.parse(options)
+    if clock is None or clock.speed != opts.clock_speed:
         clock = ScaledClock(opts.clock_speed)
 
     def connect() -> E4980AInstrument:

@@ -52,10 +52,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from drivers.kit import scpi
+from drivers.kit.scpi import CommandTree, StatusModel, boolean, choice, number, one
 from drivers.sim import SimParams
-from drivers.sim.wire import scpi_tree as scpi
 from drivers.sim.wire.live_cell import CurrentSource, LiveCell, OpenCircuit, Reading, Source, VoltageSource
-from drivers.sim.wire.scpi_tree import CommandTree, StatusModel, boolean, choice, number, one
 from drivers.sim.wire.transport import LineHandler, Session, TcpServer
 
 #: What a meter reports for "no value" (e.g. resistance with no current flowing).

@@ -5,10 +5,10 @@ See ``drivers.sim.wire.keithley`` for what is emulated and how.
 
 from __future__ import annotations
 
-from drivers.sim.wire import scpi_tree as scpi
+from drivers.kit import scpi
+from drivers.kit.scpi import ScpiError, boolean, choice, number, one
 from drivers.sim.wire.keithley import FUNCTIONS, NO_VALUE, OFF_MODES, SmuEmulator
 from drivers.sim.wire.live_cell import Reading
-from drivers.sim.wire.scpi_tree import ScpiError, boolean, choice, number, one
 
 
 class Keithley2400Emulator(SmuEmulator):

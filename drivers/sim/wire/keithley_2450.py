@@ -12,9 +12,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from drivers.sim.wire import scpi_tree as scpi
+from drivers.kit import scpi
+from drivers.kit.scpi import ScpiError, boolean, choice, number, one
 from drivers.sim.wire.keithley import FUNCTIONS, NO_VALUE, OFF_MODES, SmuEmulator
-from drivers.sim.wire.scpi_tree import ScpiError, boolean, choice, number, one
 
 
 class Keithley2450Emulator(SmuEmulator):
