@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labctl.registry import DRIVERS, KINDS
+from labctl.registry import DRIVERS, KINDS, driver_options
 from labctl.safety import SafetyLimits
 
 
@@ -140,6 +140,24 @@ def _channel(where: str, name: str, table: dict[str, Any]) -> ChannelConfig:
     return ChannelConfig(name=name, safety=safety, chamber=chamber, cell=_cell(f"{where}.cell", table.get("cell")))
 
 
+def _validate_driver_options(path: Path, name: str, driver: str, options: dict[str, Any]) -> None:
+    """The driver's own declarations check its options now, so a misspelled or
+    out-of-range option is refused when the file loads, not ignored or found
+    when the instrument is first used."""
+    where = f"{path}: instruments.{name}.options"
+    try:
+        options_class = driver_options(driver)
+    except ImportError as exc:
+        raise LabConfigError(f"{path}: instruments.{name}.driver: {driver} cannot be loaded ({exc})") from None
+    try:
+        options_class.parse(options)
+    except ValueError as exc:
+        key, reason = getattr(exc, "key", None), getattr(exc, "reason", None)
+        if key is None or reason is None:
+            raise LabConfigError(f"{where}: {exc}") from None
+        raise LabConfigError(f"{where}.{key}: {reason}") from None
+
+
 def parse_lab(data: dict[str, Any], path: Path) -> LabConfig:
     """Validate the parsed TOML; every error names ``path`` and the key."""
     unknown = sorted(set(data) - {"defaults", "instruments"})
@@ -170,6 +188,7 @@ def parse_lab(data: dict[str, Any], path: Path) -> LabConfig:
             str(ch): _channel(f"{where}.channels.{ch}", str(ch), ch_table or {})
             for ch, ch_table in channel_tables.items()
         }
+        _validate_driver_options(path, name, driver, options)
         instruments[name] = InstrumentConfig(name, driver, resource, dict(options), channels)
     for inst in instruments.values():
         for ch in inst.channels.values():
