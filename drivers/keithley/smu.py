@@ -47,7 +47,7 @@ import contextlib
 import dataclasses
 import math
 import threading
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +58,7 @@ from drivers.keithley.acquisition import Acquisition
 from drivers.keithley.instruments import Point, SmuDialect, open_dialect
 from drivers.keithley.options import MIN_VOLTAGE_LIMIT, SmuOptions
 from drivers.keithley.timebase import Timebase
+from drivers.kit.pacing import wait_until
 from drivers.kit.visa import enable_nodelay, typed_errors
 from labctl.channel import (
     Capabilities,
@@ -427,7 +428,7 @@ class KeithleySmuChannel(Channel):
 
                 target, stop = self._next_target(t0, elapsed, period, limits, program, acq)
                 stop = stop if current_step else ""
-                waited = yield from self._wait(acq, ctx, target)
+                waited = yield from wait_until(ctx, target, acq.block, acq.wall_left)
                 if not waited:
                     pending = acq.block()
                     if len(pending):
@@ -514,21 +515,6 @@ class KeithleySmuChannel(Channel):
             return EndReason.CHARGE
         self._write_level(program.function, program.levels[0])
         return None
-
-    def _wait(self, acq: Acquisition, ctx: StepContext, target: float) -> Generator[np.ndarray, None, bool]:
-        """Sleep until run time ``target``, handing the engine a block at least every block period."""
-        clock = ctx.clock
-        speed = clock.speed
-        while True:
-            now = ctx.run_time()
-            if now >= target:
-                return True
-            left = acq.wall_left()
-            if clock.virtual or (target - now) / speed <= left:
-                return clock.sleep_until(ctx.t_origin + target, ctx.interrupt)
-            if left > 0 and not clock.sleep(left * speed, ctx.interrupt):
-                return False
-            yield acq.block()
 
     def _finish(self, program: _Program, reason: EndReason, stopped: bool) -> None:
         """Leave the cell safe after the step: output off after a clamp, 0 A after a current step."""

@@ -47,8 +47,6 @@ import contextlib
 import logging
 import math
 import re
-import select
-import socket
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -56,12 +54,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyvisa
 from pymeasure.instruments import Instrument, SCPIMixin
 from pymeasure.instruments.validators import strict_discrete_set, strict_range
-from pyvisa.constants import StatusCode
 
 from drivers.keysight.options import E4980AOptions
+from drivers.kit.pacing import empty_block, wait_until
+from drivers.kit.visa import typed_errors
 from labctl.channel import (
     Capabilities,
     Channel,
@@ -78,7 +76,7 @@ from labctl.channel import (
     with_one_reconnect,
 )
 from labctl.clock import Clock, ScaledClock
-from labctl.steps import SAMPLE_DTYPE, SPECTRUM_DTYPE, EndReason, Impedance, Rest, Step, empty_samples
+from labctl.steps import SPECTRUM_DTYPE, EndReason, Impedance, Rest, Step, empty_samples
 
 log = logging.getLogger(__name__)
 
@@ -331,36 +329,10 @@ class E4980AChannel(Channel):
 
     @contextlib.contextmanager
     def _io(self, what: str) -> Iterator[None]:
-        """Map transport exceptions to the typed instrument errors."""
-        try:
+        """Map transport exceptions to the typed instrument errors (``drivers.kit.visa``)."""
+        resource = None if self._inst is None else getattr(self._inst.adapter, "connection", None)
+        with typed_errors(f"E4980A: {what}", resource, self.options.timeout * 1000.0, garbled=(UnicodeDecodeError,)):
             yield
-        except InstrumentError:
-            raise
-        except pyvisa.errors.VisaIOError as exc:
-            if exc.error_code == StatusCode.error_timeout and self._peer_closed():
-                raise ConnectionLost(f"E4980A: the instrument closed the connection during {what}") from exc
-            if exc.error_code == StatusCode.error_timeout:
-                raise InstrumentTimeout(f"E4980A: no reply to {what} within {self.options.timeout:g} s") from exc
-            if exc.error_code in (StatusCode.error_connection_lost, StatusCode.error_io):
-                raise ConnectionLost(f"E4980A: connection lost during {what}: {exc.description}") from exc
-            raise InstrumentError(f"E4980A: VISA error during {what}: {exc}") from exc
-        except (pyvisa.errors.InvalidSession, ConnectionError, EOFError) as exc:
-            raise ConnectionLost(f"E4980A: connection lost during {what}: {exc}") from exc
-        except UnicodeDecodeError as exc:
-            raise GarbledReply(f"E4980A: undecodable reply to {what}") from exc
-        except OSError as exc:
-            raise ConnectionLost(f"E4980A: transport failed during {what}: {exc}") from exc
-
-    def _peer_closed(self) -> bool:
-        """Whether the far end closed a LAN socket: pyvisa-py reports that as a
-        timeout, so look at the socket itself (a closed peer reads as EOF)."""
-        try:
-            conn = self._inst.adapter.connection  # type: ignore[union-attr]
-            sock = conn.visalib.sessions[conn.session].interface
-            readable, _, _ = select.select([sock], [], [], 0)
-            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
-        except Exception:  # not a pyvisa-py socket, or already gone: no verdict
-            return False
 
     def _write(self, command: str) -> None:
         with self._lock, self._io(command):
@@ -467,23 +439,6 @@ class E4980AChannel(Channel):
             return (yield from self._rest(step, ctx))
         raise UnsupportedStep(f"{step.kind} steps are not supported by the E4980A")
 
-    def _wall_to_cell(self, seconds: float, clock: Clock) -> float:
-        return seconds * clock.speed
-
-    def _wait(
-        self, ctx: StepContext, until: float, dtype: np.dtype = SAMPLE_DTYPE
-    ) -> Generator[np.ndarray, None, bool]:
-        """Sleep until run time ``until``, handing the engine an empty block at least
-        every ``0.8 * max_block_wall`` of wall time; False when interrupted."""
-        piece = self._wall_to_cell(0.8 * ctx.max_block_wall, ctx.clock)
-        while True:
-            now = ctx.run_time()
-            if now >= until:
-                return True
-            if not ctx.clock.sleep(min(until - now, piece), ctx.interrupt):
-                return False
-            yield np.empty(0, dtype=dtype)
-
     def _rest(self, step: Rest, ctx: StepContext) -> StepRun:
         """Output off (bias off, nothing measuring), time passes; rows record it."""
         with self._lock:
@@ -495,7 +450,7 @@ class E4980AChannel(Channel):
         k = 1
         while True:
             due = min(t0 + k * step.sample_period, t0 + end)
-            if not (yield from self._wait(ctx, due)):
+            if not (yield from wait_until(ctx, due, empty_block())):
                 return StepOutcome(EndReason.ABORTED, "interrupted")
             row = empty_samples(1)
             row["t"], row["I"], row["Q"] = ctx.run_time(), 0.0, 0.0
@@ -603,8 +558,8 @@ class E4980AChannel(Channel):
         deadline = time.monotonic() + 3.0 * expected / speed + self.options.timeout
         # Most of the wait is known: sleep through it, then poll the event register.
         first = t_start + expected
-        poll = self._wall_to_cell(max(self.options.poll_interval, 0.001), ctx.clock)
-        if not (yield from self._wait(ctx, first, SPECTRUM_DTYPE)):
+        poll = max(self.options.poll_interval, 0.001) * ctx.clock.speed
+        if not (yield from wait_until(ctx, first, empty_block(SPECTRUM_DTYPE))):
             self._abort_quietly()
             return None
         while True:
@@ -617,7 +572,7 @@ class E4980AChannel(Channel):
                     f"E4980A: list sweep of {len(chunk)} points not complete after "
                     f"{3.0 * expected / speed + self.options.timeout:.3g} s"
                 )
-            if not (yield from self._wait(ctx, ctx.run_time() + poll, SPECTRUM_DTYPE)):
+            if not (yield from wait_until(ctx, ctx.run_time() + poll, empty_block(SPECTRUM_DTYPE))):
                 self._abort_quietly()
                 return None
         points = parse_list_data(self._ask(":FETC?"), len(chunk))

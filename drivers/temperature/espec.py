@@ -90,6 +90,7 @@ class EspecOptions(DriverOptions):
         None, "float", "refuse set points above (default: the chamber's own maximum, TYPE?)", unit="°C",
         minimum=-273.15,
     )
+    channel: str | None = option(None, "str", "the lab file's channel name (a chamber has one)")
 
     def check(self) -> None:
         low, high = self.min_temperature, self.max_temperature

@@ -119,6 +119,7 @@ class EurothermOptions(DriverOptions):
     status_mask: int = option(
         DEFAULT_STATUS_MASK, "int", "status-word bits that count as faults (see STATUS_BITS)", minimum=0, maximum=0xFFFF
     )
+    channel: str | None = option(None, "str", "the lab file's channel name (a chamber has one)")
 
 
 class RegisterBus(Protocol):
