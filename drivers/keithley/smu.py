@@ -47,7 +47,7 @@ import contextlib
 import dataclasses
 import math
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -97,8 +97,20 @@ class _Program:
 class KeithleySmuChannel(Channel):
     """One SourceMeter (2450 or 2400) driving one cell."""
 
-    def __init__(self, driver: str, resource: str, options: SmuOptions, clock: Clock) -> None:
+    def __init__(
+        self,
+        driver: str,
+        resource: str,
+        options: SmuOptions,
+        clock: Clock,
+        *,
+        connect: Callable[[float], SmuDialect] | None = None,
+    ) -> None:
+        """``connect(timeout_ms)`` opens the instrument (default: pymeasure over VISA at
+        ``resource``); a test passes one that returns a dialect on pymeasure's
+        ``expected_protocol`` adapter, so the host loop's bytes are pinned exactly."""
         self.driver = driver
+        self._open_dialect = connect or self._open_visa
         self.resource = resource
         self.options = options
         self.name = driver
@@ -150,14 +162,17 @@ class KeithleySmuChannel(Channel):
 
     def _connect(self, timeout_ms: float) -> SmuDialect:
         with typed_errors(f"connecting to {self.resource}", None, timeout_ms):
-            dev = open_dialect(
-                self.driver,
-                self.resource,
-                visa_library=self.options.visa_library,
-                read_termination="\n",
-                write_termination="\n",
-                timeout=timeout_ms,
-            )
+            return self._open_dialect(timeout_ms)
+
+    def _open_visa(self, timeout_ms: float) -> SmuDialect:
+        dev = open_dialect(
+            self.driver,
+            self.resource,
+            visa_library=self.options.visa_library,
+            read_termination="\n",
+            write_termination="\n",
+            timeout=timeout_ms,
+        )
         if "SOCKET" in self.resource.upper():
             enable_nodelay(dev.instrument.adapter.connection)
         return dev
