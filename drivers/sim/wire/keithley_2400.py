@@ -1,13 +1,14 @@
 """The Keithley 2400 emulator: its SCPI command set (2400 User's Manual 2400S-900-01 §18).
 
-See ``drivers.sim.wire.keithley`` for what is emulated and how.
+See ``drivers.sim.wire.keithley`` for what is emulated and how; the shared
+base is ``drivers.sim.wire.keithley_smu``.
 """
 
 from __future__ import annotations
 
 from drivers.kit import scpi
 from drivers.kit.scpi import ScpiError, boolean, choice, number, one
-from drivers.sim.wire.keithley import FUNCTIONS, NO_VALUE, OFF_MODES, SmuEmulator
+from drivers.sim.wire.keithley_smu import FUNCTIONS, NO_VALUE, OFF_MODES, SmuEmulator
 from drivers.sim.wire.live_cell import Reading
 
 

@@ -1,6 +1,7 @@
 """The Keithley 2450 emulator: its SCPI command set (2450 Reference Manual 2450-901-01 §6).
 
-See ``drivers.sim.wire.keithley`` for what is emulated and how; this module holds
+See ``drivers.sim.wire.keithley`` for what is emulated and how (the shared base is
+``drivers.sim.wire.keithley_smu``); this module holds
 the 2450's command tree, its reading buffers and buffer elements.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 
 from drivers.kit import scpi
 from drivers.kit.scpi import ScpiError, boolean, choice, number, one
-from drivers.sim.wire.keithley import FUNCTIONS, NO_VALUE, OFF_MODES, SmuEmulator
+from drivers.sim.wire.keithley_smu import FUNCTIONS, NO_VALUE, OFF_MODES, SmuEmulator
 
 
 class Keithley2450Emulator(SmuEmulator):
