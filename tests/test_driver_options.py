@@ -94,11 +94,13 @@ class Demo(DriverOptions):
     mode: str = option("fast", "choice", "speed", choices=("fast", "slow"))
     flag: bool = option(True, "bool", "a switch")
     limit: float | None = option(None, "float", "optional limit", unit="V", minimum=0)
+    setpoint: float | None = option(25.0, "float", "a default a lab may switch off", unit="°C", optional=True)
 
 
 def test_parsing_is_strict_and_typed() -> None:
-    opts = Demo.parse({"timeout": "2.5", "count": "0x4", "mode": "SLOW", "flag": "off", "limit": "none"})
-    assert opts == Demo(timeout=2.5, count=4, mode="slow", flag=False, limit=None)
+    opts = Demo.parse({"timeout": "2.5", "count": "0x4", "mode": "SLOW", "flag": "off", "setpoint": "none"})
+    assert opts == Demo(timeout=2.5, count=4, mode="slow", flag=False, limit=None, setpoint=None)
+    assert Demo.parse({"limit": None}).limit is None
     assert Demo.parse({"count": 7.0}).count == 7
     cases = [
         ({"timeout": 0}, "demo option timeout=0.0 is out of range (allowed: a number > 0 s)"),
@@ -108,8 +110,10 @@ def test_parsing_is_strict_and_typed() -> None:
         ({"mode": "medium"}, "demo option mode='medium' is not allowed (allowed: one of fast, slow)"),
         ({"flag": "maybe"}, "demo option flag='maybe' is not allowed (allowed: true or false)"),
         ({"timeout": None}, "demo option timeout=None is not a number"),
-        ({"limit": -1}, "demo option limit=-1.0 is out of range (allowed: a number >= 0 V (or none))"),
-        ({"tiemout": 1}, "unknown demo option tiemout (allowed: timeout, count, mode, flag, limit)"),
+        ({"limit": -1}, "demo option limit=-1.0 is out of range (allowed: a number >= 0 V)"),
+        ({"limit": "none"}, "demo option limit='none' is not a number"),
+        ({"setpoint": "hot"}, "demo option setpoint='hot' is not a number (allowed: a number °C (or none))"),
+        ({"tiemout": 1}, "unknown demo option tiemout (allowed: timeout, count, mode, flag, limit, setpoint)"),
     ]
     for given, message in cases:
         with pytest.raises(OptionError) as info:

@@ -60,13 +60,16 @@ class Option:
     #: The value must be above ``minimum`` (a timeout of 0 s is not a timeout).
     exclusive_minimum: bool = False
     choices: tuple[str, ...] = ()
-    #: None (or "none") is a value: "not set, use what the instrument says".
+    #: None is a value: "not set, use what the instrument says" (an option whose default is None).
     optional: bool = False
+    #: The word "none" also means None (lab files cannot write None: an option with a
+    #: default that a lab may switch off, e.g. Eurotherm's standby set point).
+    none_word: bool = False
 
     def allowed(self) -> str:
         """What may be given, as error messages and help say it."""
         unit = f" {self.unit}" if self.unit else ""
-        none = " (or none)" if self.optional else ""
+        none = " (or none)" if self.none_word else ""
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices) + none
         if self.kind == "bool":
@@ -86,7 +89,9 @@ class Option:
 
     def convert(self, raw: Any) -> Any:
         """The typed value of ``raw`` (lab files and the CLI give strings); ValueError if unreadable."""
-        if self.optional and (raw is None or (isinstance(raw, str) and raw.strip().lower() == "none")):
+        if (self.optional and raw is None) or (
+            self.none_word and isinstance(raw, str) and raw.strip().lower() == "none"
+        ):
             return None
         if raw is None:
             raise ValueError(raw)
@@ -138,7 +143,9 @@ def option(
     choices: tuple[str, ...] = (),
     optional: bool = False,
 ) -> Any:
-    """A dataclass field declaring an option; ``above=x`` means "> x" (``minimum`` is ">=")."""
+    """A dataclass field declaring an option; ``above=x`` means "> x" (``minimum`` is ">=");
+    ``optional``: the lab file may say "none" (an option whose default is None is
+    always optional from Python, and left out of a lab file to mean None)."""
     declaration = Option(
         kind=kind,
         unit=unit,
@@ -148,6 +155,7 @@ def option(
         exclusive_minimum=above is not None,
         choices=choices,
         optional=optional or default is None,
+        none_word=optional,
     )
     return field(default=default, metadata={_METADATA_KEY: declaration})
 
