@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,22 +141,29 @@ def _channel(where: str, name: str, table: dict[str, Any]) -> ChannelConfig:
     return ChannelConfig(name=name, safety=safety, chamber=chamber, cell=_cell(f"{where}.cell", table.get("cell")))
 
 
-def _validate_driver_options(path: Path, name: str, driver: str, options: dict[str, Any]) -> None:
+def _validate_driver_options(
+    path: Path, name: str, driver: str, options: dict[str, Any], channels: Iterable[str] = ()
+) -> None:
     """The driver's own declarations check its options now, so a misspelled or
     out-of-range option is refused when the file loads, not ignored or found
-    when the instrument is first used."""
-    where = f"{path}: instruments.{name}.options"
+    when the instrument is first used; each channel name too (the runner hands
+    it to the driver as its ``channel`` option: a SourceMeter has only "1")."""
+    where = f"{path}: instruments.{name}"
     try:
         options_class = driver_options(driver)
     except ImportError as exc:
-        raise LabConfigError(f"{path}: instruments.{name}.driver: {driver} cannot be loaded ({exc})") from None
-    try:
-        options_class.parse(options)
-    except ValueError as exc:
-        key, reason = getattr(exc, "key", None), getattr(exc, "reason", None)
-        if key is None or reason is None:
-            raise LabConfigError(f"{where}: {exc}") from None
-        raise LabConfigError(f"{where}.{key}: {reason}") from None
+        raise LabConfigError(f"{where}.driver: {driver} cannot be loaded ({exc})") from None
+    for channel in (None, *channels):
+        given = options if channel is None or "channel" in options else {**options, "channel": channel}
+        try:
+            options_class.parse(given)
+        except ValueError as exc:
+            key, reason = getattr(exc, "key", None), getattr(exc, "reason", None)
+            if key is None or reason is None:
+                raise LabConfigError(f"{where}.options: {exc}") from None
+            if channel is not None and key == "channel":
+                raise LabConfigError(f"{where}.channels.{channel}: {reason}") from None
+            raise LabConfigError(f"{where}.options.{key}: {reason}") from None
 
 
 def parse_lab(data: dict[str, Any], path: Path) -> LabConfig:
@@ -188,7 +196,7 @@ def parse_lab(data: dict[str, Any], path: Path) -> LabConfig:
             str(ch): _channel(f"{where}.channels.{ch}", str(ch), ch_table or {})
             for ch, ch_table in channel_tables.items()
         }
-        _validate_driver_options(path, name, driver, options)
+        _validate_driver_options(path, name, driver, options, channels)
         instruments[name] = InstrumentConfig(name, driver, resource, dict(options), channels)
     for inst in instruments.values():
         for ch in inst.channels.values():

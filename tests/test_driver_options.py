@@ -120,3 +120,16 @@ def test_parsing_is_strict_and_typed() -> None:
             Demo.parse(given)
         assert str(info.value).startswith(message), (given, str(info.value))
         assert info.value.key == next(iter(given))
+
+
+@pytest.mark.parametrize("driver", ["keithley2450", "keithley2400"])
+def test_a_sourcemeter_has_one_channel(tmp_path, driver) -> None:
+    """The runner hands the lab file's channel name to the driver: refused at load, not at run."""
+    path = tmp_path / "lab.toml"
+    head = f'[instruments.smu]\ndriver = "{driver}"\nresource = "GPIB0::24::INSTR"\n'
+    path.write_text(head + "[instruments.smu.channels.2]\n")
+    code, out, err = list_instruments(path)
+    assert code == 2 and out == ""
+    assert err.strip() == f"error: {path}: instruments.smu.channels.2: '2' is not allowed (allowed: one of 1)"
+    path.write_text(head + "[instruments.smu.channels.1]\n")
+    assert list_instruments(path)[0] == 0
