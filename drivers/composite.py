@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from drivers.kit.pacing import empty_block, wait_until
 from labctl.channel import (
     Capabilities,
     Channel,
@@ -32,7 +33,7 @@ def run_set_temperature(chamber: TemperatureController, step: SetTemperature, ct
     t_begin = ctx.run_time()
     stable_since: float | None = None
     while True:
-        if not ctx.clock.sleep(step.sample_period, ctx.interrupt):
+        if not (yield from wait_until(ctx, ctx.run_time() + step.sample_period, empty_block())):
             return StepOutcome(EndReason.ABORTED, "interrupted")
         now = ctx.run_time()
         reading = chamber.read_temperature()

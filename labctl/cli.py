@@ -443,8 +443,8 @@ def sim_server_command(
     Point the real driver (or any client) at the printed resource. Ctrl-C stops it.
     """
     from drivers.sim import SimParams
-    from labctl.instruments import parse_speed_factor
     from labctl.registry import emulator_factory
+    from labctl.speed import parse_speed_factor
 
     try:
         params = SimParams.from_strings(parse_assignments(sim, "--sim"))

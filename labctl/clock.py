@@ -20,6 +20,14 @@ class Clock(ABC):
     #: True when time does not pass by itself (advances only by sleep_until).
     virtual: bool = False
 
+    @property
+    def speed(self) -> float:
+        """Cell seconds per wall second: how a wall-time budget (a reply timeout, the
+        engine's block period) converts to this clock. 1 for real time; a virtual
+        clock says 1 too, since its time does not pass by itself (callers that wait
+        check ``virtual`` first)."""
+        return 1.0
+
     @abstractmethod
     def now(self) -> float: ...
 
@@ -43,15 +51,19 @@ class ScaledClock(Clock):
     def __init__(self, speed: float = 1.0) -> None:
         if not speed > 0:
             raise ValueError(f"clock speed must be > 0, got {speed!r}")
-        self.speed = float(speed)
+        self._speed = float(speed)
         self._origin = time.monotonic()
 
+    @property
+    def speed(self) -> float:
+        return self._speed
+
     def now(self) -> float:
-        return (time.monotonic() - self._origin) * self.speed
+        return (time.monotonic() - self._origin) * self._speed
 
     def sleep_until(self, t: float, cancel: threading.Event | None = None) -> bool:
         while True:
-            remaining = (t - self.now()) / self.speed
+            remaining = (t - self.now()) / self._speed
             if remaining <= 0:
                 return True
             if cancel is None:

@@ -39,7 +39,7 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
@@ -48,7 +48,7 @@ from typing import Any
 from labctl.numbers import parse_number
 from labctl.params import Param, ParameterError
 from labctl.protocol import GEOMETRY_PARAMS
-from labctl.registry import DRIVERS, KINDS
+from labctl.registry import DRIVERS, KINDS, driver_options
 from labctl.safety import SafetyLimits
 
 #: A lab file is a page of TOML; anything larger is the wrong file (a run file, a log).
@@ -143,6 +143,10 @@ class _Where:
 
     def __truediv__(self, key: str) -> _Where:
         return _Where(self.path, (*self.keys, key))
+
+    @property
+    def parent(self) -> _Where:
+        return _Where(self.path, self.keys[:-1])
 
     def __str__(self) -> str:
         if not self.keys:
@@ -266,23 +270,40 @@ def _channel(where: _Where, name: str, value: Any) -> ChannelConfig:
     return ChannelConfig(name=name, safety=safety, chamber=chamber, cell=_cell(where / "cell", table.get("cell")))
 
 
-def _options(where: _Where, name: str, driver: str, value: Any) -> dict[str, Any]:
+def _options(where: _Where, name: str, driver: str, value: Any, channels: Iterable[str]) -> dict[str, Any]:
     options = dict(_table(where, value, "a table like { baudrate = 230400 }"))
     if "clock_speed" in options:
-        from labctl.instruments import parse_speed_factor
+        from labctl.speed import parse_speed_factor
 
         try:
             options["clock_speed"] = parse_speed_factor(options["clock_speed"], "clock_speed")
         except ParameterError as exc:
             raise (where / "clock_speed").error(str(exc).removeprefix("parameter 'clock_speed': ")) from None
-    return _validate_driver_options(where, name, driver, options)
+    return _validate_driver_options(where, name, driver, options, channels)
 
 
-def _validate_driver_options(where: _Where, name: str, driver: str, options: dict[str, Any]) -> dict[str, Any]:
-    """THE hook where an instrument's ``options`` table is checked against its
-    driver's declared options (issue 8, drivers kit): refuse unknown names and
-    bad values with ``where.error(...)`` so the lab file fails at load, not at
-    connect. Today every driver checks its own options when it is built."""
+def _validate_driver_options(
+    where: _Where, name: str, driver: str, options: dict[str, Any], channels: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The driver's own declarations check its options at load, so a misspelled
+    or out-of-range option is refused when the file loads, not ignored or found
+    when the instrument is first used; each channel name too (the runner hands
+    it to the driver as its ``channel`` option: a SourceMeter has only "1")."""
+    try:
+        options_class = driver_options(driver)
+    except ImportError as exc:
+        raise (where.parent / "driver").error(f"{driver} cannot be loaded ({exc})") from None
+    for channel in (None, *channels):
+        given = options if channel is None or "channel" in options else {**options, "channel": channel}
+        try:
+            options_class.parse(given)
+        except ValueError as exc:
+            key, reason = getattr(exc, "key", None), getattr(exc, "reason", None)
+            if key is None or reason is None:
+                raise where.error(str(exc)) from None
+            if channel is not None and key == "channel":
+                raise (where.parent / "channels" / channel).error(reason) from None
+            raise (where / key).error(reason) from None
     return options
 
 
@@ -302,13 +323,13 @@ def _instrument(where: _Where, name: str, value: Any) -> InstrumentConfig:
     if not isinstance(resource, str) or not resource.strip():
         got = "missing" if resource is None else f"got {_toml_type(resource)}"
         raise (where / "resource").error(f"expected the address, e.g. '/dev/ttyACM0' or 'TCPIP::…' ({got})")
-    options = _options(where / "options", name, driver, table.get("options", {}))
     channels_where = where / "channels"
     channel_tables = _table(channels_where, table.get("channels", {}), "a table of channels")
     channels = {
         ch: _channel(channels_where / ch, _name(channels_where / ch, ch, "channel"), ch_table)
         for ch, ch_table in (channel_tables or {"1": {}}).items()
     }
+    options = _options(where / "options", name, driver, table.get("options", {}), channels)
     return InstrumentConfig(name, driver, resource, options, channels)
 
 

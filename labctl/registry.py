@@ -34,6 +34,19 @@ DRIVERS: dict[str, str] = {
     "eurotherm": "drivers.temperature.eurotherm:create",
 }
 
+#: Each driver's options class (``drivers.kit.options.DriverOptions``): light modules,
+#: so the lab-file loader checks options without loading a transport library.
+DRIVER_OPTIONS: dict[str, str] = {
+    "emstat4": "drivers.palmsens.options:Options",
+    "nexus": "drivers.palmsens.options:Options",
+    "emstat_pico": "drivers.palmsens.options:Options",
+    "keithley2450": "drivers.keithley.options:SmuOptions",
+    "keithley2400": "drivers.keithley.options:SmuOptions",
+    "e4980a": "drivers.keysight.options:E4980AOptions",
+    "espec": "drivers.temperature.espec:EspecOptions",
+    "eurotherm": "drivers.temperature.eurotherm:EurothermOptions",
+}
+
 #: What kind of instrument each driver is.
 KINDS: dict[str, str] = {
     "emstat4": "potentiostat",
@@ -68,6 +81,12 @@ def _resolve(table: dict[str, str], name: str, what: str) -> Callable[..., Any]:
 
 def driver_factory(name: str) -> Callable[..., Any]:
     return _resolve(DRIVERS, name, "driver")
+
+
+def driver_options(name: str) -> Any:
+    """The options class of driver ``name``: ``.parse(mapping)`` raises an
+    ``OptionError`` (with ``key`` and ``reason``) for an unknown or bad option."""
+    return _resolve(DRIVER_OPTIONS, name, "driver")
 
 
 def emulator_factory(name: str) -> Callable[..., Any]:

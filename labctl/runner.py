@@ -33,9 +33,10 @@ from labctl.channel import Channel
 from labctl.config import LabConfig
 from labctl.engine import Engine, RunHandle, RunOutcome, new_run_id
 from labctl.events import Subscription
-from labctl.instruments import ChannelSpec, parse_speed, resolve_target
+from labctl.instruments import ChannelSpec, resolve_target
 from labctl.protocol import Cell, Protocol
 from labctl.safety import SafetyLimits
+from labctl.speed import parse_speed
 
 _active: set[RunHandle] = set()
 _active_lock = threading.Lock()

@@ -7,8 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from labctl.cli import _option_value, main
-from labctl.instruments import SPEED_MAX, SPEED_MIN, instrument_clock, parse_speed, parse_speed_factor
+from labctl.instruments import instrument_clock
 from labctl.params import ParameterError
+from labctl.speed import SPEED_MAX, SPEED_MIN, parse_speed, parse_speed_factor
 
 
 def invoke(args: list[str]):

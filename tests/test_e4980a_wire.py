@@ -128,7 +128,7 @@ def test_below_20_hz_is_refused_before_the_meter_measures(tmp_path):
 
 
 FAULTS = {
-    "no reply": (lambda s: setattr(s.faults, "no_reply", 1), "no reply to"),
+    "no reply": (lambda s: setattr(s.faults, "no_reply", 1), "no reply within"),
     "garbled reply": (lambda s: setattr(s.faults, "garble", 1), "not a list of numbers"),
     "dropped connection": (lambda s: setattr(s.faults, "drop_after_sends", 0), "closed the connection"),
     "instrument error code": (lambda s: s.inject_error(-310, "System error"), "instrument error -310"),

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from pymeasure.instruments.keithley import Keithley2400, Keithley2450
 
+from drivers.kit.scpi import CommandTree, ScpiError, number, one
 from drivers.sim import SimChannel, SimParams
 from drivers.sim.drive import context, drive
 from drivers.sim.wire.keithley import serve_2400, serve_2450
 from drivers.sim.wire.live_cell import CurrentSource, LiveCell, OpenCircuit, VoltageSource
-from drivers.sim.wire.scpi_tree import CommandTree, ScpiError, number, one
 from labctl.clock import ScaledClock, VirtualClock
 from labctl.steps import ConstantCurrent, Limits
 

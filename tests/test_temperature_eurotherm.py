@@ -43,9 +43,9 @@ def test_resources_and_options():
         open_bus("http://example", EurothermOptions())
     with pytest.raises(ConnectionLost):
         open_bus("modbus-rtu:///dev/nonexistent-port?unit=3", EurothermOptions())
-    assert EurothermOptions.from_dict({"standby_setpoint": "none", "status_mask": "0x20"}).status_mask == 0x20
+    assert EurothermOptions.parse({"standby_setpoint": "none", "status_mask": "0x20"}).status_mask == 0x20
     with pytest.raises(ValueError):
-        EurothermOptions.from_dict({"decimals": 7})
+        EurothermOptions.parse({"decimals": 7})
 
 
 @pytest.mark.parametrize("transport", ["tcp", "rtu"])

@@ -10,7 +10,13 @@ which model it drives.
 Replies are parsed strictly (``GarbledReply`` when a reply does not have the
 form the manual gives): pymeasure's ``values()`` would hand back the raw
 string where a number does not parse, and a garbled reading must never become
-a sample.
+a sample. So the queries declared here are ``strict_query`` descriptors, and
+pymeasure's own ``source_enabled`` getter (``cast=bool`` on the 2450: any
+non-numeric reply reads as True) is redeclared strictly. Settings go through
+pymeasure's own properties where they send the right command (NPLC, the
+2400's ``OUTPUT %d``, the 2450's ``OUTPUT ON/OFF``); only the compound
+messages of the host loop (level; read; error count in one message, IEEE
+488.2 §7) are built as strings, because a descriptor sends one unit per message.
 
 Command references: 2450 Reference Manual 2450-901-01 §6 (SCPI), 2400 User's
 Manual 2400S-900-01 §18.
@@ -21,6 +27,7 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -110,6 +117,17 @@ def split_reply(text: str, fields: int, what: str) -> tuple[list[str], str]:
     return parts, tail
 
 
+def strict_query(command: str, docs: str, parse: Callable[[str, str], Any]) -> Any:
+    """A pymeasure measurement whose reply is parsed strictly by ``parse(text, what)``:
+    the whole reply (no splitting, no lenient cast) goes to the parser, which raises
+    GarbledReply for anything that is not the form the manual gives."""
+    return Instrument.measurement(command, docs, cast=str, maxsplit=0, get_process=lambda text: parse(text, command))
+
+
+def _error_reply(text: str, what: str) -> tuple[int, str]:
+    return parse_error(text)
+
+
 class SmuDialect(ABC):
     """What the channel needs from a SourceMeter, whatever its command set."""
 
@@ -174,15 +192,16 @@ class SmuDialect(ABC):
 class Smu2450(Keithley2450):
     """pymeasure's Keithley2450 plus the queries a host-timed cell run needs."""
 
-    voltage_limit_tripped = Instrument.measurement(
+    source_enabled = strict_query(
+        "OUTPUT?", """Get whether the output is on (pymeasure's command, parsed strictly).""", parse_flag
+    )
+    voltage_limit_tripped = strict_query(
         ":SOUR:CURR:VLIM:TRIP?",
         """Get whether the current source is clamped at its voltage limit (2450-901-01 p. 6-72).""",
-        cast=int,
+        parse_flag,
     )
-    current_limit_tripped = Instrument.measurement(
-        ":SOUR:VOLT:ILIM:TRIP?",
-        """Get whether the voltage source is clamped at its current limit.""",
-        cast=int,
+    current_limit_tripped = strict_query(
+        ":SOUR:VOLT:ILIM:TRIP?", """Get whether the voltage source is clamped at its current limit.""", parse_flag
     )
     current_readback = Instrument.control(
         ":SOUR:CURR:READ:BACK?",
@@ -200,20 +219,8 @@ class Smu2450(Keithley2450):
         values={True: 1, False: 0},
         map_values=True,
     )
-    sense_function = Instrument.control(
-        ":SENS:FUNC?",
-        ':SENS:FUNC "%s"',
-        """Control the measure function: VOLT or CURR (the 2450 measures one at a time).""",
-        validator=strict_discrete_set,
-        values=["VOLT", "CURR"],
-        get_process=lambda v: str(v).strip('"').split(":")[0],
-        cast=str,
-    )
-    error_count = Instrument.measurement(":SYST:ERR:COUN?", """Get the number of entries in the error queue.""")
-    next_error = Instrument.measurement(
-        ":SYST:ERR:NEXT?",
-        """Get the oldest entry of the error queue as [code, message].""",
-        maxsplit=1,
+    next_error = strict_query(
+        ":SYST:ERR:NEXT?", """Get the oldest entry of the error queue as (code, message).""", _error_reply
     )
 
     #: One round trip per sample: sense reading, source read-back, source status and the
@@ -261,7 +268,7 @@ class Dialect2450(SmuDialect):
             self._inst.disable_source()
 
     def output(self) -> bool:
-        return parse_flag(self._inst.ask("OUTPUT?"), "OUTPUT?")
+        return self._inst.source_enabled
 
     def level_command(self, function: str, level: float) -> str:
         return f":SOUR:{function}:LEV {level:.9g}"
@@ -281,28 +288,38 @@ class Dialect2450(SmuDialect):
         return Point(E=e, I=i, tau=tau, limited=bool(stat & STAT_LIMIT_2450), errors=count)
 
     def next_error(self) -> tuple[int, str]:
-        return parse_error(self._inst.ask(":SYST:ERR:NEXT?"))
+        return self._inst.next_error
 
     def tripped(self, sourcing: str) -> bool:
-        query = ":SOUR:CURR:VLIM:TRIP?" if sourcing == "CURR" else ":SOUR:VOLT:ILIM:TRIP?"
-        return parse_flag(self._inst.ask(query), query)
+        return self._inst.voltage_limit_tripped if sourcing == "CURR" else self._inst.current_limit_tripped
 
 
 # ======================================================================================
 class Smu2400(Keithley2400):
-    """pymeasure's Keithley2400 plus the compliance queries and the error count."""
+    """pymeasure's Keithley2400 plus the compliance queries and the error queue, read strictly."""
 
-    voltage_compliance_tripped = Instrument.measurement(
+    source_enabled = Instrument.control(
+        "OUTPUT?",
+        "OUTPUT %d",
+        """Control whether the output is on (pymeasure's commands; the reply parsed strictly).""",
+        validator=strict_discrete_set,
+        values=(True, False),
+        set_process=int,
+        cast=str,
+        maxsplit=0,
+        get_process=lambda text: parse_flag(text, "OUTPUT?"),
+    )
+    voltage_compliance_tripped = strict_query(
         ":SENS:VOLT:PROT:TRIP?",
         """Get whether the current source is in voltage compliance (2400S-900-01 §18).""",
-        cast=int,
+        parse_flag,
     )
-    current_compliance_tripped = Instrument.measurement(
-        ":SENS:CURR:PROT:TRIP?",
-        """Get whether the voltage source is in current compliance.""",
-        cast=int,
+    current_compliance_tripped = strict_query(
+        ":SENS:CURR:PROT:TRIP?", """Get whether the voltage source is in current compliance.""", parse_flag
     )
-    error_count = Instrument.measurement(":SYST:ERR:COUN?", """Get the number of entries in the error queue.""")
+    next_error = strict_query(
+        ":SYST:ERR?", """Get the oldest entry of the error queue as (code, message).""", _error_reply
+    )
 
     #: Elements VOLT, CURR, RES, TIME, STAT (set at configure).
     READ_COMMAND = ":READ?"
@@ -340,10 +357,10 @@ class Dialect2400(SmuDialect):
         return commands
 
     def set_output(self, on: bool) -> None:
-        self._inst.write(f"OUTPUT {int(on)}")
+        self._inst.source_enabled = on
 
     def output(self) -> bool:
-        return parse_flag(self._inst.ask("OUTPUT?"), "OUTPUT?")
+        return self._inst.source_enabled
 
     def level_command(self, function: str, level: float) -> str:
         return f":SOUR:{function} {level:.9g}"
@@ -366,11 +383,10 @@ class Dialect2400(SmuDialect):
         )
 
     def next_error(self) -> tuple[int, str]:
-        return parse_error(self._inst.ask(":SYST:ERR?"))
+        return self._inst.next_error
 
     def tripped(self, sourcing: str) -> bool:
-        query = ":SENS:VOLT:PROT:TRIP?" if sourcing == "CURR" else ":SENS:CURR:PROT:TRIP?"
-        return parse_flag(self._inst.ask(query), query)
+        return self._inst.voltage_compliance_tripped if sourcing == "CURR" else self._inst.current_compliance_tripped
 
 
 DIALECTS: dict[str, tuple[type[Instrument], type[SmuDialect]]] = {

@@ -47,7 +47,7 @@ import contextlib
 import dataclasses
 import math
 import threading
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +58,8 @@ from drivers.keithley.acquisition import Acquisition
 from drivers.keithley.instruments import Point, SmuDialect, open_dialect
 from drivers.keithley.options import MIN_VOLTAGE_LIMIT, SmuOptions
 from drivers.keithley.timebase import Timebase
-from drivers.keithley.visa_io import enable_nodelay, typed_errors
+from drivers.kit.pacing import wait_until
+from drivers.kit.visa import enable_nodelay, typed_errors
 from labctl.channel import (
     Capabilities,
     Channel,
@@ -96,8 +97,20 @@ class _Program:
 class KeithleySmuChannel(Channel):
     """One SourceMeter (2450 or 2400) driving one cell."""
 
-    def __init__(self, driver: str, resource: str, options: SmuOptions, clock: Clock) -> None:
+    def __init__(
+        self,
+        driver: str,
+        resource: str,
+        options: SmuOptions,
+        clock: Clock,
+        *,
+        connect: Callable[[float], SmuDialect] | None = None,
+    ) -> None:
+        """``connect(timeout_ms)`` opens the instrument (default: pymeasure over VISA at
+        ``resource``); a test passes one that returns a dialect on pymeasure's
+        ``expected_protocol`` adapter, so the host loop's bytes are pinned exactly."""
         self.driver = driver
+        self._open_dialect = connect or self._open_visa
         self.resource = resource
         self.options = options
         self.name = driver
@@ -149,14 +162,17 @@ class KeithleySmuChannel(Channel):
 
     def _connect(self, timeout_ms: float) -> SmuDialect:
         with typed_errors(f"connecting to {self.resource}", None, timeout_ms):
-            dev = open_dialect(
-                self.driver,
-                self.resource,
-                visa_library=self.options.visa_library,
-                read_termination="\n",
-                write_termination="\n",
-                timeout=timeout_ms,
-            )
+            return self._open_dialect(timeout_ms)
+
+    def _open_visa(self, timeout_ms: float) -> SmuDialect:
+        dev = open_dialect(
+            self.driver,
+            self.resource,
+            visa_library=self.options.visa_library,
+            read_termination="\n",
+            write_termination="\n",
+            timeout=timeout_ms,
+        )
         if "SOCKET" in self.resource.upper():
             enable_nodelay(dev.instrument.adapter.connection)
         return dev
@@ -427,7 +443,7 @@ class KeithleySmuChannel(Channel):
 
                 target, stop = self._next_target(t0, elapsed, period, limits, program, acq)
                 stop = stop if current_step else ""
-                waited = yield from self._wait(acq, ctx, target)
+                waited = yield from wait_until(ctx, target, acq.block, acq.wall_left)
                 if not waited:
                     pending = acq.block()
                     if len(pending):
@@ -514,21 +530,6 @@ class KeithleySmuChannel(Channel):
             return EndReason.CHARGE
         self._write_level(program.function, program.levels[0])
         return None
-
-    def _wait(self, acq: Acquisition, ctx: StepContext, target: float) -> Generator[np.ndarray, None, bool]:
-        """Sleep until run time ``target``, handing the engine a block at least every block period."""
-        clock = ctx.clock
-        speed = float(getattr(clock, "speed", 1.0))
-        while True:
-            now = ctx.run_time()
-            if now >= target:
-                return True
-            left = acq.wall_left()
-            if clock.virtual or (target - now) / speed <= left:
-                return clock.sleep_until(ctx.t_origin + target, ctx.interrupt)
-            if left > 0 and not clock.sleep(left * speed, ctx.interrupt):
-                return False
-            yield acq.block()
 
     def _finish(self, program: _Program, reason: EndReason, stopped: bool) -> None:
         """Leave the cell safe after the step: output off after a clamp, 0 A after a current step."""

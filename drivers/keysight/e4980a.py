@@ -47,20 +47,19 @@ import contextlib
 import logging
 import math
 import re
-import select
-import socket
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyvisa
 from pymeasure.instruments import Instrument, SCPIMixin
 from pymeasure.instruments.validators import strict_discrete_set, strict_range
-from pyvisa.constants import StatusCode
 
+from drivers.keysight.options import E4980AOptions
+from drivers.kit.pacing import empty_block, wait_until
+from drivers.kit.visa import typed_errors
 from labctl.channel import (
     Capabilities,
     Channel,
@@ -77,7 +76,7 @@ from labctl.channel import (
     with_one_reconnect,
 )
 from labctl.clock import Clock, ScaledClock
-from labctl.steps import SAMPLE_DTYPE, SPECTRUM_DTYPE, EndReason, Impedance, Rest, Step, empty_samples
+from labctl.steps import SPECTRUM_DTYPE, EndReason, Impedance, Rest, Step, empty_samples
 
 log = logging.getLogger(__name__)
 
@@ -278,46 +277,6 @@ def point_time(freq: float, aperture: str, averages: int) -> float:
     return (APERTURE_TIME[aperture] + APERTURE_PERIODS[aperture] / freq) * max(averages, 1)
 
 
-# --- options ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class E4980AOptions:
-    """Lab-file options of an E4980A (all optional)."""
-
-    timeout: float = 5.0  # s: no reply within this is a fault
-    aperture: str = "MED"  # SHOR | MED | LONG
-    averages: int = 1
-    chunk_seconds: float = 2.0  # measuring time per triggered list (cell s)
-    poll_interval: float = 0.01  # wall s between status polls
-    visa_library: str = "@py"
-    max_level: float | None = None  # V rms; default from *OPT? (2, or 20 with option 001)
-    max_bias: float | None = None  # V; default from *OPT? (2, or 40 with option 001)
-    clock_speed: float = 1.0
-
-    @classmethod
-    def from_dict(cls, options: Mapping[str, Any]) -> E4980AOptions:
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, raw in options.items():
-            if key not in known:
-                continue  # e.g. "channel": an E4980A has one
-            if key in ("aperture", "visa_library"):
-                values[key] = str(raw).upper() if key == "aperture" else str(raw)
-            elif key == "averages":
-                values[key] = int(raw)
-            else:
-                values[key] = None if raw is None else float(raw)
-        opts = cls(**values)
-        if opts.aperture not in APERTURE_TIME:
-            raise ValueError(f"e4980a option aperture={opts.aperture!r}: allowed SHOR, MED, LONG")
-        if not 1 <= opts.averages <= 256:
-            raise ValueError(f"e4980a option averages={opts.averages}: allowed 1..256")
-        if not opts.timeout > 0:
-            raise ValueError(f"e4980a option timeout={opts.timeout}: must be > 0 s")
-        return opts
-
-
 # --- the channel -----------------------------------------------------------------------------
 
 
@@ -370,36 +329,10 @@ class E4980AChannel(Channel):
 
     @contextlib.contextmanager
     def _io(self, what: str) -> Iterator[None]:
-        """Map transport exceptions to the typed instrument errors."""
-        try:
+        """Map transport exceptions to the typed instrument errors (``drivers.kit.visa``)."""
+        resource = None if self._inst is None else getattr(self._inst.adapter, "connection", None)
+        with typed_errors(f"E4980A: {what}", resource, self.options.timeout * 1000.0, garbled=(UnicodeDecodeError,)):
             yield
-        except InstrumentError:
-            raise
-        except pyvisa.errors.VisaIOError as exc:
-            if exc.error_code == StatusCode.error_timeout and self._peer_closed():
-                raise ConnectionLost(f"E4980A: the instrument closed the connection during {what}") from exc
-            if exc.error_code == StatusCode.error_timeout:
-                raise InstrumentTimeout(f"E4980A: no reply to {what} within {self.options.timeout:g} s") from exc
-            if exc.error_code in (StatusCode.error_connection_lost, StatusCode.error_io):
-                raise ConnectionLost(f"E4980A: connection lost during {what}: {exc.description}") from exc
-            raise InstrumentError(f"E4980A: VISA error during {what}: {exc}") from exc
-        except (pyvisa.errors.InvalidSession, ConnectionError, EOFError) as exc:
-            raise ConnectionLost(f"E4980A: connection lost during {what}: {exc}") from exc
-        except UnicodeDecodeError as exc:
-            raise GarbledReply(f"E4980A: undecodable reply to {what}") from exc
-        except OSError as exc:
-            raise ConnectionLost(f"E4980A: transport failed during {what}: {exc}") from exc
-
-    def _peer_closed(self) -> bool:
-        """Whether the far end closed a LAN socket: pyvisa-py reports that as a
-        timeout, so look at the socket itself (a closed peer reads as EOF)."""
-        try:
-            conn = self._inst.adapter.connection  # type: ignore[union-attr]
-            sock = conn.visalib.sessions[conn.session].interface
-            readable, _, _ = select.select([sock], [], [], 0)
-            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
-        except Exception:  # not a pyvisa-py socket, or already gone: no verdict
-            return False
 
     def _write(self, command: str) -> None:
         with self._lock, self._io(command):
@@ -506,23 +439,6 @@ class E4980AChannel(Channel):
             return (yield from self._rest(step, ctx))
         raise UnsupportedStep(f"{step.kind} steps are not supported by the E4980A")
 
-    def _wall_to_cell(self, seconds: float, clock: Clock) -> float:
-        return seconds * float(getattr(clock, "speed", 1.0))
-
-    def _wait(
-        self, ctx: StepContext, until: float, dtype: np.dtype = SAMPLE_DTYPE
-    ) -> Generator[np.ndarray, None, bool]:
-        """Sleep until run time ``until``, handing the engine an empty block at least
-        every ``0.8 * max_block_wall`` of wall time; False when interrupted."""
-        piece = self._wall_to_cell(0.8 * ctx.max_block_wall, ctx.clock)
-        while True:
-            now = ctx.run_time()
-            if now >= until:
-                return True
-            if not ctx.clock.sleep(min(until - now, piece), ctx.interrupt):
-                return False
-            yield np.empty(0, dtype=dtype)
-
     def _rest(self, step: Rest, ctx: StepContext) -> StepRun:
         """Output off (bias off, nothing measuring), time passes; rows record it."""
         with self._lock:
@@ -534,7 +450,7 @@ class E4980AChannel(Channel):
         k = 1
         while True:
             due = min(t0 + k * step.sample_period, t0 + end)
-            if not (yield from self._wait(ctx, due)):
+            if not (yield from wait_until(ctx, due, empty_block())):
                 return StepOutcome(EndReason.ABORTED, "interrupted")
             row = empty_samples(1)
             row["t"], row["I"], row["Q"] = ctx.run_time(), 0.0, 0.0
@@ -637,13 +553,13 @@ class E4980AChannel(Channel):
             with self._io(":TRIG:IMM"):
                 self.instrument.trigger_immediate()
         t_start = ctx.run_time()
-        speed = float(getattr(ctx.clock, "speed", 1.0))
+        speed = ctx.clock.speed
         expected = float(durations.sum())
         deadline = time.monotonic() + 3.0 * expected / speed + self.options.timeout
         # Most of the wait is known: sleep through it, then poll the event register.
         first = t_start + expected
-        poll = self._wall_to_cell(max(self.options.poll_interval, 0.001), ctx.clock)
-        if not (yield from self._wait(ctx, first, SPECTRUM_DTYPE)):
+        poll = max(self.options.poll_interval, 0.001) * ctx.clock.speed
+        if not (yield from wait_until(ctx, first, empty_block(SPECTRUM_DTYPE))):
             self._abort_quietly()
             return None
         while True:
@@ -656,7 +572,7 @@ class E4980AChannel(Channel):
                     f"E4980A: list sweep of {len(chunk)} points not complete after "
                     f"{3.0 * expected / speed + self.options.timeout:.3g} s"
                 )
-            if not (yield from self._wait(ctx, ctx.run_time() + poll, SPECTRUM_DTYPE)):
+            if not (yield from wait_until(ctx, ctx.run_time() + poll, empty_block(SPECTRUM_DTYPE))):
                 self._abort_quietly()
                 return None
         points = parse_list_data(self._ask(":FETC?"), len(chunk))
@@ -696,8 +612,8 @@ def create(resource: str, options: Mapping[str, Any] | None = None, clock: Clock
     ``clock_speed`` (wire emulators only) runs the driver's clock that many
     times faster than real time.
     """
-    opts = E4980AOptions.from_dict(options or {})
-    if clock is None or float(getattr(clock, "speed", 1.0)) != opts.clock_speed:
+    opts = E4980AOptions.parse(options)
+    if clock is None or clock.speed != opts.clock_speed:
         clock = ScaledClock(opts.clock_speed)
 
     def connect() -> E4980AInstrument:

@@ -14,7 +14,7 @@ that is not MethodSCRIPT output -> GarbledReply, ``!XXXX`` -> InstrumentErrorCod
 the port going away -> ConnectionLost. ``safe_state`` aborts any script and
 runs ``cell_off``; it is idempotent and bounded by short timeouts.
 
-Options (lab file or factory ``options``): ``clock_speed`` (run on a scaled
+Options (lab file or factory ``options``, declared in ``drivers.palmsens.options``): ``clock_speed`` (run on a scaled
 clock, for emulators), ``baudrate``, ``timeout`` (s, reply timeout; also the
 slack of the streaming watchdog), ``variant`` (EmStat4: ``hr``/``lr``),
 ``max_current`` (A, lowers the channel's limit), ``autorange_min`` /
@@ -43,6 +43,7 @@ from drivers.palmsens.encoding import EncodingError, PacketVar, decode_packet, f
 from drivers.palmsens.errors import ErrorReply, parse_error
 from drivers.palmsens.link import Link, Port, open_serial
 from drivers.palmsens.models import ModelSpec, model_for, model_for_firmware
+from drivers.palmsens.options import Options
 from drivers.palmsens.script import CODE_REASONS, CompileError, Compiler, ScriptPlan, Settings
 from labctl.channel import (
     Capabilities,
@@ -88,56 +89,6 @@ _LIMIT_FIELDS = (
 #: Wall seconds to wait after an error reply before the next command (the
 #: instrument ignores commands for 50-100 ms after a '!' reply).
 ERROR_QUIET_S = 0.15
-
-
-@dataclass(frozen=True)
-class Options:
-    """The driver's options, parsed and checked once (lab files give strings)."""
-
-    clock_speed: float | None = None
-    baudrate: int | None = None
-    timeout: float = 3.0
-    variant: str | None = None
-    max_current: float | None = None
-    autorange_min: float | None = None
-    autorange_max: float | None = None
-    channel: str | None = None
-    pgstat_channel: int = 0
-    ocp_seconds: float = 0.5
-    overload: str = "compliance"
-    exclusive: bool = True
-
-    @classmethod
-    def parse(cls, options: Mapping[str, Any] | None) -> Options:
-        given = dict(options or {})
-        unknown = sorted(set(given) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(
-                f"unknown MethodSCRIPT driver option(s) {', '.join(unknown)} "
-                f"(known: {', '.join(cls.__dataclass_fields__)})"
-            )
-        out: dict[str, Any] = {}
-        for name, value in given.items():
-            if value is None:
-                continue
-            try:
-                if name in ("clock_speed", "timeout", "max_current", "autorange_min", "autorange_max", "ocp_seconds"):
-                    out[name] = float(value)
-                    if not (out[name] > 0 and math.isfinite(out[name])):
-                        raise ValueError("must be a positive number")
-                elif name in ("baudrate", "pgstat_channel"):
-                    out[name] = int(value)
-                elif name == "exclusive":
-                    out[name] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-                elif name == "overload":
-                    out[name] = str(value).lower()
-                    if out[name] not in ("compliance", "error"):
-                        raise ValueError("must be 'compliance' or 'error'")
-                else:
-                    out[name] = str(value)
-            except ValueError as exc:
-                raise ValueError(f"MethodSCRIPT driver option {name}={value!r}: {exc}") from None
-        return cls(**out)
 
 
 def capabilities_for(model: ModelSpec, max_current: float | None = None) -> Capabilities:
@@ -432,7 +383,7 @@ class MethodScriptChannel(Channel):
 
     def _execute(self, plan: ScriptPlan, ctx: StepContext) -> StepRun:
         run = self._start(plan, ctx)
-        speed = float(getattr(ctx.clock, "speed", 1.0)) or 1.0
+        speed = ctx.clock.speed
         watchdog = plan.packet_gap / speed + self.timeout
         last_rx = time.monotonic()
         dtype = SPECTRUM_DTYPE if plan.impedance else SAMPLE_DTYPE

@@ -343,7 +343,7 @@ class SimChannel(Channel):
             span = min(span, max(limits.steady_window / 20.0, period))
         if ctx.clock.virtual:
             return span
-        speed = float(getattr(ctx.clock, "speed", 1.0))
+        speed = ctx.clock.speed
         return max(min(span, 0.8 * ctx.max_block_wall * speed), 1e-6)
 
     def _loop(self, step: Step, ctx: StepContext, plan: _Plan) -> Generator[np.ndarray, None, StepOutcome]:

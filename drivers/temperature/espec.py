@@ -39,11 +39,12 @@ import logging
 import re
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import serial
 
+from drivers.kit.options import DriverOptions, OptionError, option
 from labctl.channel import (
     ConnectionLost,
     GarbledReply,
@@ -74,25 +75,29 @@ _FLOAT = r"[-+]?\d+(?:\.\d*)?"
 
 
 @dataclass(frozen=True)
-class EspecOptions:
-    timeout: float = 3.0  # s per reply
-    baudrate: int = 9600
-    address: int | None = None  # RS-485 address (prefixes commands as "<n>,")
-    min_temperature: float | None = None  # °C; refuse set points below (default: none)
-    max_temperature: float | None = None  # °C; default: the chamber's own maximum (TYPE?)
+class EspecOptions(DriverOptions):
+    """Lab-file options of an Espec chamber."""
 
-    @classmethod
-    def from_dict(cls, options: Mapping[str, Any]) -> EspecOptions:
-        known = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, raw in options.items():
-            if key not in known:
-                continue
-            values[key] = None if raw is None else (int(raw) if key in ("baudrate", "address") else float(raw))
-        opts = cls(**values)
-        if not opts.timeout > 0:
-            raise ValueError(f"espec option timeout={opts.timeout}: must be > 0 s")
-        return opts
+    family: ClassVar[str] = "espec"
+
+    timeout: float = option(3.0, "float", "reply timeout", unit="s", above=0)
+    baudrate: int = option(9600, "int", "serial speed", minimum=1200, maximum=115200)
+    address: int | None = option(None, "int", 'RS-485 address (prefixes commands as "<n>,")', minimum=0, maximum=99)
+    min_temperature: float | None = option(
+        None, "float", "refuse set points below (default: none)", unit="°C", minimum=-273.15
+    )
+    max_temperature: float | None = option(
+        None, "float", "refuse set points above (default: the chamber's own maximum, TYPE?)", unit="°C",
+        minimum=-273.15,
+    )
+    channel: str | None = option(None, "str", "the lab file's channel name (a chamber has one)")
+
+    def check(self) -> None:
+        low, high = self.min_temperature, self.max_temperature
+        if low is not None and high is not None and low >= high:
+            raise OptionError.bad_value(
+                self.family, "min_temperature", low, f"is not below max_temperature {high!r} (allowed: below it)"
+            )
 
 
 def open_link(resource: str, options: EspecOptions) -> serial.SerialBase:
@@ -279,4 +284,4 @@ class EspecChamber(TemperatureController):
 
 def create(resource: str, options: Mapping[str, Any] | None = None, clock: Clock | None = None) -> EspecChamber:
     """The driver factory named in ``drivers.registry`` (connects on ``open``)."""
-    return EspecChamber(resource, EspecOptions.from_dict(options or {}))
+    return EspecChamber(resource, EspecOptions.parse(options))

@@ -44,10 +44,11 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qs, urlparse
 
+from drivers.kit.options import DriverOptions, option
 from labctl.channel import (
     ConnectionLost,
     GarbledReply,
@@ -100,32 +101,25 @@ def decode(word: int, decimals: int) -> float:
 
 
 @dataclass(frozen=True)
-class EurothermOptions:
-    timeout: float = 1.0  # s per transaction
-    unit: int = 1  # Modbus device address
-    baudrate: int = 9600  # RTU
-    decimals: int = 1  # decimal places the controller is configured for
-    standby_setpoint: float | None = 25.0  # °C written to TG.SP on standby (None: leave it)
-    standby_mode: int = MODE_STANDBY  # value of register 199 that means standby (1 on 2000/3200 series)
-    status_mask: int = DEFAULT_STATUS_MASK
+class EurothermOptions(DriverOptions):
+    """Lab-file options of a Eurotherm-style Modbus controller."""
 
-    @classmethod
-    def from_dict(cls, options: Mapping[str, Any]) -> EurothermOptions:
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, raw in options.items():
-            if key not in known:
-                continue
-            if key in ("timeout", "standby_setpoint"):
-                values[key] = None if raw is None or str(raw).lower() == "none" else float(raw)
-            else:
-                values[key] = int(raw, 0) if isinstance(raw, str) else int(raw)
-        opts = cls(**values)
-        if opts.timeout is None or not opts.timeout > 0:
-            raise ValueError(f"eurotherm option timeout={opts.timeout}: must be > 0 s")
-        if not 0 <= opts.decimals <= 3:
-            raise ValueError(f"eurotherm option decimals={opts.decimals}: allowed 0..3")
-        return opts
+    family: ClassVar[str] = "eurotherm"
+
+    timeout: float = option(1.0, "float", "per Modbus transaction", unit="s", above=0)
+    unit: int = option(1, "int", "Modbus device address", minimum=1, maximum=247)
+    baudrate: int = option(9600, "int", "RTU serial speed", minimum=1200, maximum=115200)
+    decimals: int = option(1, "int", "decimal places the controller is configured for", minimum=0, maximum=3)
+    standby_setpoint: float | None = option(
+        25.0, "float", "written to TG.SP on standby (none: leave it)", unit="°C", minimum=-273.15, optional=True
+    )
+    standby_mode: int = option(
+        MODE_STANDBY, "int", "value of register 199 that means standby (1 on 2000/3200 series)", minimum=0, maximum=2
+    )
+    status_mask: int = option(
+        DEFAULT_STATUS_MASK, "int", "status-word bits that count as faults (see STATUS_BITS)", minimum=0, maximum=0xFFFF
+    )
+    channel: str | None = option(None, "str", "the lab file's channel name (a chamber has one)")
 
 
 class RegisterBus(Protocol):
@@ -404,4 +398,4 @@ class EurothermController(TemperatureController):
 
 def create(resource: str, options: Mapping[str, Any] | None = None, clock: Clock | None = None) -> EurothermController:
     """The driver factory named in ``drivers.registry`` (connects on ``open``)."""
-    return EurothermController(resource, EurothermOptions.from_dict(options or {}))
+    return EurothermController(resource, EurothermOptions.parse(options))

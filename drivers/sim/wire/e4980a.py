@@ -27,8 +27,9 @@ SCPI command reference):
 
 Numbers are sent in the fixed ASCII formats of the guide
 (``SN.NNNNNESNN``, or ``SN.NNNNNNNNNESNN`` with ``:FORM:ASC:LONG ON``).
-Compound lines (``;``) are split; each header is taken as absolute (the
-SCPI "relative to the previous header" rule is not emulated).
+Headers, compound lines (``;``, with SCPI's "relative to the previous
+header" rule), parameters and the error queue are ``drivers.kit.scpi``'s, the
+parser every SCPI emulator here uses; an error ends the rest of its line.
 
 Physics. The cell is a ``SimChannel`` (its own, or one shared with a chamber
 emulator: ``serve(..., cell=shared_cell(...))``). Time between and during
@@ -55,7 +56,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import threading
 import time
 from collections import deque
@@ -65,6 +65,8 @@ from typing import Any
 
 import numpy as np
 
+from drivers.kit import scpi
+from drivers.kit.scpi import CommandTree, ScpiError
 from drivers.sim import SimChannel, SimParams
 from drivers.sim import impedance as zel
 from drivers.sim.wire.transport import EmulatorServer, LineHandler, Session, TcpServer
@@ -91,96 +93,14 @@ IMPEDANCE_TYPES = (
     "LPRP", "LPRD", "LSD", "LSQ", "LSRS", "LSRD", "RX", "ZTD", "ZTR", "GB", "YTD", "YTR",
 )  # fmt: skip
 
-ERRORS = {
-    -100: "Command error",
-    -102: "Syntax error",
-    -104: "Data type error",
-    -108: "Parameter not allowed",
-    -109: "Missing parameter",
-    -113: "Undefined header",
-    -200: "Execution error",
-    -211: "Trigger ignored",
-    -222: "Data out of range",
-    -224: "Illegal parameter value",
-    -230: "Data corrupt or stale",
-    -350: "Queue overflow",
-    -410: "Query INTERRUPTED",
-}
-
-
-class ScpiError(Exception):
-    """A command the emulated instrument rejects (goes to the error queue)."""
-
-    def __init__(self, code: int, message: str = "") -> None:
-        self.code = code
-        self.message = message or ERRORS.get(code, "Error")
-        super().__init__(f"{code},{self.message}")
-
-
-# --- SCPI headers ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Node:
-    short: str
-    long: str
-    optional: bool
-
-
-def _parse_spec(spec: str) -> tuple[_Node, ...]:
-    """``"[:SENSe]:FUNCtion:IMPedance[:TYPE]"`` -> nodes (uppercase = short form)."""
-    nodes = []
-    for optional, name in re.findall(r"(\[?):?([A-Za-z*]+[a-z]*)\]?", spec):
-        short = "".join(ch for ch in name if ch.isupper() or ch == "*") or name.upper()
-        nodes.append(_Node(short, name.upper(), bool(optional)))
-    return tuple(nodes)
-
-
-def _match(spec: tuple[_Node, ...], words: list[str]) -> bool:
-    if not spec:
-        return not words
-    node, rest = spec[0], spec[1:]
-    if words:
-        word = words[0].rstrip("0123456789") if words[0][-1:].isdigit() and len(words[0]) > 1 else words[0]
-        if word in (node.short, node.long) and _match(rest, words[1:]):
-            return True
-    return node.optional and _match(rest, words)
+#: Units the meter accepts after a number (User's Guide, "Numeric parameters").
+UNITS = {"HZ": 1.0, "KHZ": 1e3, "MHZ": 1e6, "MAHZ": 1e6, "V": 1.0, "MV": 1e-3, "UV": 1e-6, "A": 1.0}
+UNITS.update({"MA": 1e-3, "UA": 1e-6, "S": 1.0, "MS": 1e-3, "K": 1e3})
 
 
 def _number(text: str, *, minimum: float | None = None, maximum: float | None = None) -> float:
-    """A SCPI numeric parameter (MIN/MAX/DEF and unit suffixes accepted)."""
-    word = text.strip().upper()
-    if word in ("MIN", "MINIMUM") and minimum is not None:
-        return minimum
-    if word in ("MAX", "MAXIMUM") and maximum is not None:
-        return maximum
-    match = re.fullmatch(r"([-+]?(?:\d+\.?\d*|\.\d+)(?:E[-+]?\d+)?)\s*([A-Z]*)", word)
-    if match is None:
-        raise ScpiError(-104)
-    value = float(match.group(1))
-    scale = {"": 1.0, "HZ": 1.0, "V": 1.0, "A": 1.0, "S": 1.0, "KHZ": 1e3, "MHZ": 1e6, "MAHZ": 1e6, "K": 1e3}
-    scale.update({"MV": 1e-3, "UV": 1e-6, "MA": 1e-3, "UA": 1e-6, "MS": 1e-3})
-    if match.group(2) not in scale:
-        raise ScpiError(-104)
-    return value * scale[match.group(2)]
-
-
-def _boolean(text: str) -> bool:
-    word = text.strip().upper()
-    if word in ("ON", "1"):
-        return True
-    if word in ("OFF", "0"):
-        return False
-    raise ScpiError(-224)
-
-
-def _choice(text: str, choices: dict[str, str]) -> str:
-    """Match a character parameter by its short or long form."""
-    word = text.strip().upper()
-    for long, short in choices.items():
-        if word in (long, short):
-            return short
-    raise ScpiError(-224)
+    """A numeric parameter with the meter's unit suffixes (MIN/MAX map to the bounds)."""
+    return scpi.number(text, low=minimum, high=maximum, units=UNITS)
 
 
 def ascii_number(value: float, long: bool) -> str:
@@ -273,11 +193,13 @@ class E4980AModel:
         self.lock = threading.RLock()
         self.done = threading.Condition(self.lock)
         self.settings = _Settings()
-        self.errors: deque[tuple[int, str]] = deque()
+        #: Error queue and the standard event status register (IEEE 488.2), as every emulator keeps them.
+        self.status = scpi.StatusModel(capacity=10)
+        #: The command set on the kit's parser (built on first use: ``execute``).
+        self.commands: CommandTree | None = None
         self.oper_condition = 0
         self.oper_event = 0
         self.oper_enable = 0
-        self.esr = 0
         self.initiated = False
         self.results: list[_Point] = []
         self.result_page = "MEAS"
@@ -292,16 +214,12 @@ class E4980AModel:
     # -- errors --------------------------------------------------------------------
     def push_error(self, code: int, message: str = "") -> None:
         with self.lock:
-            if len(self.errors) >= 10:
-                self.errors[-1] = (-350, ERRORS[-350])
-                return
-            self.errors.append((code, message or ERRORS.get(code, "Error")))
-            self.esr |= 0x20 if -199 <= code <= -100 else 0x10 if -299 <= code <= -200 else 0x08
+            self.status.push(code, message or scpi.STANDARD_ERRORS.get(code, "Error"))
 
     def next_error(self) -> str:
         with self.lock:
-            code, message = self.errors.popleft() if self.errors else (0, "No error")
-        return f'{code:+d},"{message}"'
+            code, message = self.status.pop()
+        return f'{code:+d},"{message}"'  # the E4980A signs the code (+0,"No error")
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -338,7 +256,7 @@ class E4980AModel:
         with self.lock:
             waiting = self.initiated or self.settings.continuous
             if not waiting or self.measuring or (from_bus and self.settings.trigger_source != "BUS"):
-                raise ScpiError(-211)
+                raise ScpiError.of(scpi.TRIGGER_IGNORED)
             self._start()
 
     def _start(self) -> None:
@@ -447,7 +365,7 @@ class E4980AModel:
         self.wait_done()
         with self.lock:
             if not self.results or all(pt.status == -1 for pt in self.results):
-                raise ScpiError(-230)
+                raise ScpiError.of(scpi.DATA_STALE)
             long = self.settings.ascii_long
             parts = []
             for pt in self.results:
@@ -466,51 +384,51 @@ Handler = Callable[["E4980AModel", str], "str | None"]
 def _set_function(m: E4980AModel, arg: str) -> None:
     word = arg.strip().upper()
     if word not in IMPEDANCE_TYPES:
-        raise ScpiError(-224)
+        raise ScpiError.of(scpi.ILLEGAL_PARAMETER)
     m.settings.function = word
 
 
 def _set_level(m: E4980AModel, arg: str) -> None:
     value = _number(arg, minimum=0.0, maximum=AC_LEVEL_MAX)
     if not 0.0 <= value <= AC_LEVEL_MAX:
-        raise ScpiError(-222)
+        raise ScpiError.of(scpi.DATA_OUT_OF_RANGE)
     m.settings.level = value
 
 
 def _set_frequency(m: E4980AModel, arg: str) -> None:
     value = _number(arg, minimum=FREQ_RANGE[0], maximum=FREQ_RANGE[1])
     if not FREQ_RANGE[0] <= value <= FREQ_RANGE[1]:
-        raise ScpiError(-222)
+        raise ScpiError.of(scpi.DATA_OUT_OF_RANGE)
     m.settings.frequency = value
 
 
 def _set_aperture(m: E4980AModel, arg: str) -> None:
     parts = [p for p in arg.split(",") if p.strip()]
     if not parts:
-        raise ScpiError(-109)
-    m.settings.aperture = _choice(parts[0], {"SHORT": "SHOR", "MEDIUM": "MED", "LONG": "LONG"})
+        raise ScpiError.of(scpi.MISSING_PARAMETER)
+    m.settings.aperture = scpi.choice(parts[0], {"SHORt": "SHOR", "MEDium": "MED", "LONG": "LONG"})
     if len(parts) > 1:
         averages = _number(parts[1], minimum=1, maximum=256)
         if not (1 <= averages <= 256 and float(averages).is_integer()):
-            raise ScpiError(-222)
+            raise ScpiError.of(scpi.DATA_OUT_OF_RANGE)
         m.settings.averages = int(averages)
 
 
 def _set_bias(m: E4980AModel, arg: str) -> None:
     value = _number(arg, minimum=-BIAS_MAX, maximum=BIAS_MAX)
     if not -BIAS_MAX <= value <= BIAS_MAX:
-        raise ScpiError(-222)
+        raise ScpiError.of(scpi.DATA_OUT_OF_RANGE)
     m.settings.bias = value
 
 
 def _set_list(m: E4980AModel, arg: str) -> None:
     values = [_number(p) for p in arg.split(",") if p.strip()]
     if not values:
-        raise ScpiError(-109)
+        raise ScpiError.of(scpi.MISSING_PARAMETER)
     if len(values) > MAX_LIST_POINTS:
         raise ScpiError(-108, "Too many list points")
     if any(not FREQ_RANGE[0] <= f <= FREQ_RANGE[1] for f in values):
-        raise ScpiError(-222)
+        raise ScpiError.of(scpi.DATA_OUT_OF_RANGE)
     if m.measuring:
         raise ScpiError(-200, "List sweep in progress")
     m.settings.list_freqs = values
@@ -518,23 +436,23 @@ def _set_list(m: E4980AModel, arg: str) -> None:
 
 
 def _set_page(m: E4980AModel, arg: str) -> None:
-    pages = {"MEASUREMENT": "MEAS", "BNUMBER": "BNUM", "BCOUNT": "BCO", "LIST": "LIST", "MSETUP": "MSET"}
-    pages.update({"CSETUP": "CSET", "LTABLE": "LTAB", "LSETUP": "LSET", "CATALOG": "CAT", "SYSTEM": "SYST"})
-    m.settings.page = _choice(arg, pages)
+    pages = {"MEASurement": "MEAS", "BNUMber": "BNUM", "BCOunt": "BCO", "LIST": "LIST", "MSETup": "MSET"}
+    pages.update({"CSETup": "CSET", "LTABle": "LTAB", "LSETup": "LSET", "CATalog": "CAT", "SYSTem": "SYST"})
+    m.settings.page = scpi.choice(arg, pages)
 
 
 def _set_trigger_source(m: E4980AModel, arg: str) -> None:
-    m.settings.trigger_source = _choice(arg, {"INTERNAL": "INT", "EXTERNAL": "EXT", "BUS": "BUS", "HOLD": "HOLD"})
+    m.settings.trigger_source = scpi.choice(arg, {"INTernal": "INT", "EXTernal": "EXT", "BUS": "BUS", "HOLD": "HOLD"})
 
 
 def _set_continuous(m: E4980AModel, arg: str) -> None:
-    m.settings.continuous = _boolean(arg)
+    m.settings.continuous = scpi.boolean(arg)
     if m.settings.continuous:
         m.initiate()
 
 
 def _set_format(m: E4980AModel, arg: str) -> None:
-    if _choice(arg.split(",")[0], {"ASCII": "ASC", "REAL": "REAL"}) != "ASC":
+    if scpi.choice(arg.split(",")[0], {"ASCii": "ASC", "REAL": "REAL"}) != "ASC":
         raise ScpiError(-224, "Only ASCII data is emulated")
 
 
@@ -555,20 +473,18 @@ def _oper_event(m: E4980AModel, arg: str) -> str:
 
 def _esr(m: E4980AModel, arg: str) -> str:
     with m.lock:
-        value, m.esr = m.esr, 0
-    return str(value)
+        return str(m.status.read_esr())
 
 
 def _cls(m: E4980AModel, arg: str) -> None:
     with m.lock:
-        m.errors.clear()
-        m.esr = 0
+        m.status.clear()
         m.oper_event = 0
 
 
 def _opc(m: E4980AModel, arg: str) -> None:
     with m.lock:
-        m.esr |= 0x01
+        m.status.esr |= 0x01
 
 
 def _wai(m: E4980AModel, arg: str) -> None:
@@ -577,7 +493,8 @@ def _wai(m: E4980AModel, arg: str) -> None:
 
 def _stb(m: E4980AModel, arg: str) -> str:
     with m.lock:
-        stb = (0x04 if m.errors else 0) | (0x20 if m.esr else 0) | (0x80 if m.oper_event & m.oper_enable else 0)
+        stb = (0x04 if m.status.queue else 0) | (0x20 if m.status.esr else 0)
+        stb |= 0x80 if m.oper_event & m.oper_enable else 0
     return str(stb)
 
 
@@ -612,7 +529,7 @@ COMMANDS: list[tuple[str, Callable[[E4980AModel, str], Any] | None, Callable[[E4
     ("[:SENSe]:FUNCtion:IMPedance[:TYPE]", _set_function, lambda m, a: m.settings.function),
     (
         "[:SENSe]:FUNCtion:IMPedance:RANGe:AUTO",
-        lambda m, a: setattr(m.settings, "auto_range", _boolean(a)),
+        lambda m, a: setattr(m.settings, "auto_range", scpi.boolean(a)),
         lambda m, a: _flag(m.settings.auto_range),
     ),
     ("[:SOURce]:VOLTage[:LEVel]", _set_level, _numeric("level")),
@@ -624,14 +541,14 @@ COMMANDS: list[tuple[str, Callable[[E4980AModel, str], Any] | None, Callable[[E4
     ("[:SENSe]:APERture", _set_aperture, lambda m, a: f"{m.settings.aperture},{m.settings.averages}"),
     (
         "[:SOURce]:BIAS:STATe",
-        lambda m, a: setattr(m.settings, "bias_on", _boolean(a)),
+        lambda m, a: setattr(m.settings, "bias_on", scpi.boolean(a)),
         lambda m, a: _flag(m.settings.bias_on),
     ),
     ("[:SOURce]:BIAS:VOLTage[:LEVel]", _set_bias, _numeric("bias")),
     ("[:SOURce]:LIST:FREQuency", _set_list, _list_query),
     (
         "[:SOURce]:LIST:MODE",
-        lambda m, a: setattr(m.settings, "list_mode", _choice(a, {"SEQUENCE": "SEQ", "STEPPED": "STEP"})),
+        lambda m, a: setattr(m.settings, "list_mode", scpi.choice(a, {"SEQuence": "SEQ", "STEPped": "STEP"})),
         lambda m, a: m.settings.list_mode,
     ),
     ("[:SOURce]:LIST:CLEar:ALL", lambda m, a: setattr(m.settings, "list_freqs", []), None),
@@ -639,11 +556,11 @@ COMMANDS: list[tuple[str, Callable[[E4980AModel, str], Any] | None, Callable[[E4
     ("FORMat[:DATA]", _set_format, lambda m, a: "ASC"),
     (
         "FORMat:ASCii:LONG",
-        lambda m, a: setattr(m.settings, "ascii_long", _boolean(a)),
+        lambda m, a: setattr(m.settings, "ascii_long", scpi.boolean(a)),
         lambda m, a: _flag(m.settings.ascii_long),
     ),
-    ("TRIGger[:SEQuence]:SOURce", _set_trigger_source, lambda m, a: m.settings.trigger_source),
-    ("TRIGger[:SEQuence][:IMMediate]", _immediate, None),
+    ("TRIGger[:SEQuence[1]]:SOURce", _set_trigger_source, lambda m, a: m.settings.trigger_source),
+    ("TRIGger[:SEQuence[1]][:IMMediate]", _immediate, None),
     ("INITiate[:IMMediate]", lambda m, a: m.initiate(), None),
     ("INITiate:CONTinuous", _set_continuous, lambda m, a: _flag(m.settings.continuous)),
     ("ABORt", lambda m, a: m.abort(), None),
@@ -653,32 +570,33 @@ COMMANDS: list[tuple[str, Callable[[E4980AModel, str], Any] | None, Callable[[E4
     ("STATus:OPERation:ENABle", _set_enable, lambda m, a: str(m.oper_enable)),
     ("SYSTem:ERRor[:NEXT]", None, lambda m, a: m.next_error()),
 ]
-_TABLE = [(_parse_spec(spec), setter, query) for spec, setter, query in COMMANDS]
 
 
-def execute(model: E4980AModel, command: str) -> str | None:
-    """Run one command; returns the reply of a query, None otherwise (errors go to the queue)."""
-    command = command.strip()
-    if not command:
-        return None
-    header, _, arg = command.partition(" ")
-    query = header.endswith("?")
-    words = header.rstrip("?").lstrip(":").upper().split(":")
-    if header.startswith("*"):
-        words = [header.rstrip("?").upper()]
-    for spec, setter, query_fn in _TABLE:
-        if _match(spec, words):
-            handler = query_fn if query else setter
-            if handler is None:
-                break
-            try:
-                reply = handler(model, arg.strip())
-            except ScpiError as exc:
-                model.push_error(exc.code, exc.message)
-                return None
-            return reply if query else None
-    model.push_error(-113)
-    return None
+def _pattern(spec: str) -> str:
+    """``"[:SENSe]:FUNCtion"`` (the guide's notation) -> ``"[SENSe] FUNCtion"`` (``drivers.kit.scpi``)."""
+    return spec if spec.startswith("*") else " ".join(spec.replace("[:", " [").replace(":", " ").split())
+
+
+def command_tree(model: E4980AModel) -> CommandTree:
+    """The meter's commands on the kit's SCPI parser (headers, compound messages, errors)."""
+    tree = CommandTree(model.status, details=False)  # the meter reports the standard texts only
+
+    def bind(handler: Handler | None) -> Callable[[list[str]], Any] | None:
+        if handler is None:
+            return None
+        return lambda params: handler(model, ",".join(params))
+
+    for spec, setter, query in COMMANDS:
+        tree.add(_pattern(spec), set=bind(setter), query=bind(query))
+    return tree
+
+
+def execute(model: E4980AModel, message: str) -> str | None:
+    """Run one message (one line, ``;``-separated units); the reply line or None.
+    Errors go to the model's error queue."""
+    if model.commands is None:
+        model.commands = command_tree(model)
+    return model.commands.execute(message)
 
 
 class E4980AHandler(LineHandler):
@@ -691,9 +609,9 @@ class E4980AHandler(LineHandler):
     def on_line(self, line: bytes) -> None:
         text = line.decode("ascii", errors="replace")
         self.model.log.append(text)
-        replies = [r for r in (execute(self.model, part) for part in text.split(";")) if r is not None]
-        if replies:
-            self.session.send((";".join(replies) + "\n").encode("ascii"))
+        reply = execute(self.model, text)
+        if reply is not None:
+            self.session.send((reply + "\n").encode("ascii"))
 
 
 # --- serving ------------------------------------------------------------------------------------

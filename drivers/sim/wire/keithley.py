@@ -4,9 +4,9 @@ Each emulator is a ``TcpServer`` (127.0.0.1, raw socket as the instruments'
 LAN port 5025, so a VISA ``TCPIP::127.0.0.1::<port>::SOCKET`` resource opens
 it) speaking the instrument's own command set, with a ``LiveCell`` on its
 terminals: the cell physics of ``drivers.sim`` in scaled real time. This
-module holds what both share (settings, the off states' physics, the error
-queue, the server) and the registry's ``serve_2450``/``serve_2400``; the command
-trees are in ``keithley_2450`` and ``keithley_2400``.
+module holds the server and the registry's ``serve_2450``/``serve_2400``; what
+both models share (settings, the off states' physics, the error queue) is in
+``keithley_smu``, the command trees in ``keithley_2450`` and ``keithley_2400``.
 
 Command sets, from the manuals:
 
@@ -45,195 +45,14 @@ and ``inject_compliance`` (the load drives the source into its limit).
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.sim import SimParams
-from drivers.sim.wire import scpi_tree as scpi
-from drivers.sim.wire.live_cell import CurrentSource, LiveCell, OpenCircuit, Reading, Source, VoltageSource
-from drivers.sim.wire.scpi_tree import CommandTree, StatusModel, boolean, choice, number, one
+from drivers.sim.wire.keithley_2400 import Keithley2400Emulator
+from drivers.sim.wire.keithley_2450 import Keithley2450Emulator
+from drivers.sim.wire.keithley_smu import SmuEmulator
+from drivers.sim.wire.live_cell import LiveCell
 from drivers.sim.wire.transport import LineHandler, Session, TcpServer
-
-#: What a meter reports for "no value" (e.g. resistance with no current flowing).
-NO_VALUE = 9.91e37
-OFF_MODES = {"HIMPedance": "HIMP", "NORMal": "NORM", "ZERO": "ZERO", "GUARd": "GUAR"}
-FUNCTIONS = {"CURRent": "CURR", "VOLTage": "VOLT"}
-
-
-@dataclass
-class SmuState:
-    """The settings of the emulated SMU that affect what the cell sees or what is read."""
-
-    source: str = "VOLT"
-    level: dict[str, float] = field(default_factory=lambda: {"CURR": 0.0, "VOLT": 0.0})
-    voltage_limit: float = 21.0
-    current_limit: float = 105e-6
-    output: bool = False
-    off_mode: dict[str, str] = field(default_factory=lambda: {"CURR": "NORM", "VOLT": "NORM"})
-    readback: bool = True
-    current_range: float = 1e-4  # A: sets the NORMal off-state's limit (0.5 % of range)
-    settings: dict[str, str] = field(default_factory=dict)  # inert settings, kept for their queries
-
-
-class SmuEmulator:
-    """The instrument: settings, error queue, and the cell on its terminals.
-
-    Subclasses add their dialect's command tree. One lock serialises commands
-    from every connection (as the instrument's single command parser does).
-    """
-
-    model = "SMU"
-    vendor = "KEITHLEY INSTRUMENTS"
-    queue_capacity = 10
-    number_format = "{:.6E}"
-    #: Time stamps keep more digits than readings so hours of data resolve milliseconds.
-    time_format = "{:.10E}"
-    #: Cell seconds between a source change and a reading of it (one power-line cycle).
-    settle = 0.02
-
-    def __init__(self, cell: LiveCell, *, serial: str, firmware: str, off_mode: str = "NORM") -> None:
-        self.cell = cell
-        self.serial = serial
-        self.firmware = firmware
-        self.power_on_off_mode = choice(off_mode, OFF_MODES)
-        self.lock = threading.RLock()
-        self.state = SmuState()
-        self.status = StatusModel(capacity=self.queue_capacity)
-        self.tree = CommandTree(self.status)
-        self.received: deque[str] = deque(maxlen=500)
-        self.t_reset = cell.clock.now()
-        #: The instrument's real-time clock: UTC now at power-on, then at the emulated speed.
-        self.utc0 = time.time() - cell.clock.now()
-        self.tree.add_common(self.identity, self.reset)
-        self._build()
-        self.reset()
-        self.state.off_mode = dict.fromkeys(("CURR", "VOLT"), self.power_on_off_mode)
-        self.apply()
-
-    # --- identity and reset -----------------------------------------------------------
-    def identity(self) -> str:
-        return f"{self.vendor},MODEL {self.model},{self.serial},{self.firmware}"
-
-    def reset(self) -> None:
-        """*RST: defaults, output off (the error queue is kept, as IEEE 488.2 says)."""
-        with self.lock:
-            self.state = SmuState()
-            self.t_reset = self.cell.clock.now()
-            self._reset_dialect()
-            self.apply()
-
-    def _reset_dialect(self) -> None:
-        """Dialect defaults beyond SmuState's."""
-
-    def _build(self) -> None:
-        raise NotImplementedError
-
-    # --- the wire ------------------------------------------------------------------------
-    def handle(self, line: bytes) -> str | None:
-        text = line.decode("ascii", errors="replace").strip()
-        with self.lock, self.cell.instant():
-            self.received.append(text)
-            if not text:
-                return None
-            return self.tree.execute(text)
-
-    # --- physics -----------------------------------------------------------------------------
-    def apply(self) -> None:
-        """Connect the cell to what the output is doing now."""
-        st = self.state
-        source: Source
-        if st.output:
-            if st.source == "CURR":
-                source = CurrentSource(st.level["CURR"], st.voltage_limit)
-            else:
-                source = VoltageSource(st.level["VOLT"], st.current_limit)
-        else:
-            mode = st.off_mode[st.source]
-            if mode == "HIMP":
-                source = OpenCircuit()
-            elif mode == "GUAR":
-                source = CurrentSource(0.0, st.voltage_limit)
-            elif mode == "ZERO":
-                limit = abs(st.level["CURR"]) if st.source == "CURR" else 0.0
-                source = VoltageSource(0.0, max(limit, 0.005 * st.current_range))
-            else:  # NORMal: a 0 V source limited to 0.5 % of the current range
-                source = VoltageSource(0.0, 0.005 * st.current_range)
-        self.cell.set_source(source)
-
-    def reading(self) -> Reading:
-        """One measurement; with the output relay open the meter sees nothing."""
-        r = self.cell.read(self.settle)
-        st = self.state
-        if not st.output and st.off_mode[st.source] == "HIMP":
-            return Reading(t=r.t, E=0.0, I=0.0, T=r.T, limited=False)
-        return r
-
-    def tripped(self) -> bool:
-        return self.state.output and self.cell.clamped
-
-    def fmt(self, value: float) -> str:
-        return self.number_format.format(value)
-
-    # --- faults -------------------------------------------------------------------------------
-    def inject_error(self, code: int, message: str) -> None:
-        with self.lock:
-            self.status.push(code, message)
-
-    def inject_compliance(self) -> None:
-        with self.lock:
-            self.cell.force_limit()
-
-    # --- registration helpers ---------------------------------------------------------------
-    def setting(
-        self,
-        pattern: str,
-        key: str,
-        default: str,
-        parse: Callable[[str], str] = lambda s: s.strip(),
-    ) -> None:
-        """A setting the physics ignores, stored so its query answers what was set."""
-
-        def put(params: list[str]) -> None:
-            self.state.settings[key] = parse(one(params))
-
-        self.tree.add(pattern, set=put, query=lambda _: self.state.settings.get(key, default))
-
-    def level_commands(self, prefix: str, function: str, low: float, high: float) -> None:
-        def put(params: list[str]) -> None:
-            self.state.level[function] = number(one(params), default=0.0, low=low, high=high)
-            self.apply()
-
-        self.tree.add(
-            f"{prefix} {function}ent [LEVel] [IMMediate] [AMPLitude]"
-            if function == "CURR"
-            else f"{prefix} {function}age [LEVel] [IMMediate] [AMPLitude]",
-            set=put,
-            query=lambda _: self.fmt(self.state.level[function]),
-        )
-
-    def output_commands(self) -> None:
-        def put(params: list[str]) -> None:
-            self.state.output = boolean(one(params))
-            self.apply()
-
-        self.tree.add("OUTPut[1] [STATe]", set=put, query=lambda _: "1" if self.state.output else "0")
-
-    def source_function_commands(self) -> None:
-        def put(params: list[str]) -> None:
-            self.state.source = choice(one(params), FUNCTIONS)
-            self.apply()
-
-        self.tree.add("[SOURce[1]] FUNCtion [MODE]", set=put, query=lambda _: self.state.source)
-
-    def error_queue_commands(self) -> None:
-        st = self.status
-        self.tree.add("SYSTem ERRor [NEXT]", query=lambda _: scpi.format_error(st.pop()))
-        self.tree.add("SYSTem ERRor COUNt", query=lambda _: str(len(st.queue)))
-        self.tree.add("SYSTem CLEar", set=lambda _: st.queue.clear())
 
 
 class _Handler(LineHandler):
@@ -339,8 +158,6 @@ def serve_2450(
     cell and holds a symmetric one at 0 V) or ``HIMP`` (relay open, as after a
     saved power-on setup). A driver sets its own off state when it connects.
     """
-    from drivers.sim.wire.keithley_2450 import Keithley2450Emulator
-
     options = {"serial": "04512450", "firmware": "1.7.12b", **options}
     return _serve(Keithley2450Emulator, params, port=port, speed=speed, cell_type=cell_type, options=options)
 
@@ -354,7 +171,5 @@ def serve_2400(
     **options: Any,
 ) -> SmuEmulatorServer:
     """A Keithley 2400 emulator on 127.0.0.1:``port`` (0 = a free port), started (options as serve_2450)."""
-    from drivers.sim.wire.keithley_2400 import Keithley2400Emulator
-
     options = {"serial": "1240024", "firmware": "C32   Oct  4 2010 14:20:11/A02  /S/K", **options}
     return _serve(Keithley2400Emulator, params, port=port, speed=speed, cell_type=cell_type, options=options)

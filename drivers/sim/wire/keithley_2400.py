@@ -1,14 +1,15 @@
 """The Keithley 2400 emulator: its SCPI command set (2400 User's Manual 2400S-900-01 §18).
 
-See ``drivers.sim.wire.keithley`` for what is emulated and how.
+See ``drivers.sim.wire.keithley`` for what is emulated and how; the shared
+base is ``drivers.sim.wire.keithley_smu``.
 """
 
 from __future__ import annotations
 
-from drivers.sim.wire import scpi_tree as scpi
-from drivers.sim.wire.keithley import FUNCTIONS, NO_VALUE, OFF_MODES, SmuEmulator
+from drivers.kit import scpi
+from drivers.kit.scpi import ScpiError, boolean, choice, number, one
+from drivers.sim.wire.keithley_smu import FUNCTIONS, NO_VALUE, OFF_MODES, SmuEmulator
 from drivers.sim.wire.live_cell import Reading
-from drivers.sim.wire.scpi_tree import ScpiError, boolean, choice, number, one
 
 
 class Keithley2400Emulator(SmuEmulator):
@@ -29,6 +30,14 @@ class Keithley2400Emulator(SmuEmulator):
         self.last: str | None = None
 
     def _build(self) -> None:
+        """The command tree, by subsystem (2400S-900-01 §18)."""
+        self._source_tree()
+        self._sense_tree()
+        self._measure_tree()
+        self._system_tree()
+
+    def _source_tree(self) -> None:
+        """SOURce: function, levels, ranges, delays, clear; the compliance limits (SENSe PROTection)."""
         t = self.tree
         self.source_function_commands()
         for fn, low, high in (("CURR", -1.05, 1.05), ("VOLT", -210.0, 210.0)):
@@ -56,6 +65,10 @@ class Keithley2400Emulator(SmuEmulator):
         )
         t.add("[SENSe[1]] VOLTage [DC] PROTection TRIPped", query=lambda _: self._trip("CURR"))
         t.add("[SENSe[1]] CURRent [DC] PROTection TRIPped", query=lambda _: self._trip("VOLT"))
+
+    def _sense_tree(self) -> None:
+        """SENSe: NPLC, ranges, the functions measured, averaging."""
+        t = self.tree
         for fn in ("CURRent", "VOLTage", "RESistance"):
             key = fn[:4].upper()
             dc = " [DC]" if fn != "RESistance" else ""
@@ -78,6 +91,10 @@ class Keithley2400Emulator(SmuEmulator):
         self.setting("[SENSe[1]] AVERage [STATe]", "SENS:AVER", "0", self._bool_text)
         self.setting("[SENSe[1]] AVERage TCONtrol", "SENS:AVER:TCON", "REP")
         self.setting("[SENSe[1]] AVERage COUNt", "SENS:AVER:COUN", "+1.000000E+01")
+
+    def _measure_tree(self) -> None:
+        """OUTPut, FORMat, READ/FETCh/MEASure, the trigger and arm layers."""
+        t = self.tree
         self.output_commands()
         t.add("OUTPut[1] SMODe", set=self._set_off_mode, query=lambda _: self.state.off_mode["CURR"])
         t.add("FORMat ELEMents [SENSe[1]]", set=self._set_elements, query=lambda _: ",".join(self.elements))
@@ -96,6 +113,10 @@ class Keithley2400Emulator(SmuEmulator):
         self.setting("TRIGger [SEQuence[1]] DELay", "TRIG:DEL", "+0.000000E+00")
         self.setting("ARM [SEQuence[1]] TIMer", "ARM:TIM", "+1.000000E-01")
         t.add("TRIGger CLEar", set=lambda _: None)
+
+    def _system_tree(self) -> None:
+        """SYSTem and STATus: the error queue, presets, beeper, line frequency, terminals."""
+        t = self.tree
         self.error_queue_commands()
         t.add("SYSTem ERRor ALL", query=lambda _: self._errors_all(codes_only=False))
         t.add("SYSTem ERRor CODE [NEXT]", query=lambda _: str(self.status.pop()[0]))

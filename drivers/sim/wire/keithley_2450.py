@@ -1,6 +1,7 @@
 """The Keithley 2450 emulator: its SCPI command set (2450 Reference Manual 2450-901-01 §6).
 
-See ``drivers.sim.wire.keithley`` for what is emulated and how; this module holds
+See ``drivers.sim.wire.keithley`` for what is emulated and how (the shared base is
+``drivers.sim.wire.keithley_smu``); this module holds
 the 2450's command tree, its reading buffers and buffer elements.
 """
 
@@ -12,9 +13,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from drivers.sim.wire import scpi_tree as scpi
-from drivers.sim.wire.keithley import FUNCTIONS, NO_VALUE, OFF_MODES, SmuEmulator
-from drivers.sim.wire.scpi_tree import ScpiError, boolean, choice, number, one
+from drivers.kit import scpi
+from drivers.kit.scpi import ScpiError, boolean, choice, number, one
+from drivers.sim.wire.keithley_smu import FUNCTIONS, NO_VALUE, OFF_MODES, SmuEmulator
 
 
 class Keithley2450Emulator(SmuEmulator):
@@ -28,8 +29,16 @@ class Keithley2450Emulator(SmuEmulator):
         self.buffers: dict[str, _Buffer] = {"defbuffer1": _Buffer(100000), "defbuffer2": _Buffer(100000)}
 
     def _build(self) -> None:
-        t = self.tree
+        """The command tree, by subsystem (2450-901-01 §6)."""
         self.tree.add("*LANG", set=lambda p: self._language(one(p)), query=lambda _: "SCPI")
+        self._source_tree()
+        self._sense_tree()
+        self._measure_tree()
+        self._system_tree()
+
+    def _source_tree(self) -> None:
+        """SOURce: function, levels, limits and their trips, read-back, ranges, delays, off states."""
+        t = self.tree
         self.source_function_commands()
         for fn, low, high in (("CURR", -1.05, 1.05), ("VOLT", -210.0, 210.0)):
             self.level_commands("[SOURce[1]]", fn, low, high)
@@ -54,6 +63,10 @@ class Keithley2450Emulator(SmuEmulator):
             t.add(f"OUTPut[1] {fn} SMODe", set=self._off_mode_setter(key), query=self._off_mode_getter(key))
         self.setting("[SOURce[1]] VOLTage PROTection [LEVel]", "SOUR:VOLT:PROT", "NONE")
         t.add("[SOURce[1]] VOLTage PROTection [LEVel] TRIPped", query=lambda _: "0")
+
+    def _sense_tree(self) -> None:
+        """SENSe: the function measured, NPLC, ranges, auto-zero, averaging."""
+        t = self.tree
         t.add(
             "[SENSe[1]] FUNCtion [ON]",
             set=self._set_sense,
@@ -71,6 +84,10 @@ class Keithley2450Emulator(SmuEmulator):
             self.setting(f"[SENSe[1]] {fn}{dc} AVERage COUNt", f"SENS:{key}:AVER:COUN", "10")
             self.setting(f"[SENSe[1]] {fn}{dc} AVERage TCONtrol", f"SENS:{key}:AVER:TCON", "REP")
         self.setting("[SENSe[1]] COUNt", "SENS:COUN", "1")
+
+    def _measure_tree(self) -> None:
+        """OUTPut, READ/FETCh/MEASure and the reading buffers (TRACe)."""
+        t = self.tree
         self.output_commands()
         t.add("READ", query=self._read)
         t.add("FETCh", query=self._fetch)
@@ -87,6 +104,10 @@ class Keithley2450Emulator(SmuEmulator):
             t.add(f"TRACe STATistics {stat}", query=lambda p, fn=fn: self._trace_stat(p, fn))
         t.add("TRACe FILL MODE", set=lambda _: None)
         t.add("TRACe TRIGger", set=lambda p: self._buffer(p, 0).add(self._measure_row()))
+
+    def _system_tree(self) -> None:
+        """SYSTem and STATus, the error queue, terminals, data format."""
+        t = self.tree
         self.error_queue_commands()
         t.add("SYSTem EVENtlog NEXT", query=lambda _: scpi.format_error(self.status.pop()))
         t.add("SYSTem BEEPer [IMMediate]", set=lambda _: None)

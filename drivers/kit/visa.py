@@ -1,4 +1,4 @@
-"""VISA failures as the driver's typed errors.
+"""VISA failures as the driver's typed errors (one translation for every VISA driver).
 
 pyvisa reports a missing reply as ``VisaIOError(VI_ERROR_TMO)``; pyvisa-py
 reports a peer that closed a TCP socket the same way (it reads nothing until
@@ -73,9 +73,21 @@ def enable_nodelay(resource: Any) -> bool:
     return True
 
 
+#: Exceptions that mean "the reply is not what the manual says" by default: a decode
+#: failure, or pymeasure's casts of a reply that is not a number.
+GARBLED: tuple[type[Exception], ...] = (UnicodeDecodeError, ValueError)
+
+
 @contextmanager
-def typed_errors(what: str, resource: Any, timeout_ms: float) -> Iterator[None]:
-    """Translate what the VISA layer raises inside the block into InstrumentError subclasses."""
+def typed_errors(
+    what: str, resource: Any, timeout_ms: float, *, garbled: tuple[type[Exception], ...] = GARBLED
+) -> Iterator[None]:
+    """Translate what the VISA layer raises inside the block into InstrumentError subclasses.
+
+    ``what`` starts every message (e.g. "E4980A: *IDN?"); ``resource`` is the pyvisa
+    resource (None before it exists), inspected after a timeout to tell a closed
+    connection from a slow instrument; ``garbled`` the exceptions that mean a bad reply
+    (a driver whose block also sets validated properties leaves ValueError out)."""
     try:
         yield
     except InstrumentError:
@@ -90,7 +102,7 @@ def typed_errors(what: str, resource: Any, timeout_ms: float) -> Iterator[None]:
         raise InstrumentError(f"{what}: VISA error {exc.abbreviation}: {exc.description}") from exc
     except VisaError as exc:  # e.g. InvalidSession: the handle is gone
         raise ConnectionLost(f"{what}: {exc}") from exc
-    except (ConnectionError, OSError) as exc:
+    except (ConnectionError, EOFError, OSError) as exc:
         raise ConnectionLost(f"{what}: {exc}") from exc
-    except (UnicodeDecodeError, ValueError) as exc:
+    except garbled as exc:
         raise GarbledReply(f"{what}: {exc}") from exc

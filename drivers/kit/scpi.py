@@ -1,4 +1,5 @@
-"""A small SCPI parser for wire emulators: headers, compound messages, the error queue.
+"""The SCPI parser of the wire emulators (Keithley 2450/2400, Keysight E4980A): headers,
+compound messages, parameters, the error queue.
 
 Written from the SCPI-1999 rules (Vol. 1 §6–§7) and IEEE 488.2 §7 as the
 Keithley manuals restate them (2450 Reference Manual 2450-901-01 §6 "SCPI
@@ -27,28 +28,56 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-#: Standard SCPI error texts used by the emulators.
+#: Standard SCPI error texts used by the emulators (SCPI-1999 Vol. 2 §21.8).
 UNDEFINED_HEADER = (-113, "Undefined header")
+PARAMETER_NOT_ALLOWED = (-108, "Parameter not allowed")
 MISSING_PARAMETER = (-109, "Missing parameter")
 DATA_TYPE_ERROR = (-104, "Data type error")
+EXECUTION_ERROR = (-200, "Execution error")
+TRIGGER_IGNORED = (-211, "Trigger ignored")
 ILLEGAL_PARAMETER = (-224, "Illegal parameter value")
 DATA_OUT_OF_RANGE = (-222, "Data out of range")
 SETTINGS_CONFLICT = (-221, "Settings conflict")
+DATA_STALE = (-230, "Data corrupt or stale")
 QUEUE_OVERFLOW = (-350, "Queue overflow")
+QUERY_INTERRUPTED = (-410, "Query INTERRUPTED")
+STANDARD_ERRORS: dict[int, str] = dict(
+    [
+        (-100, "Command error"),
+        (-102, "Syntax error"),
+        DATA_TYPE_ERROR,
+        PARAMETER_NOT_ALLOWED,
+        MISSING_PARAMETER,
+        UNDEFINED_HEADER,
+        EXECUTION_ERROR,
+        TRIGGER_IGNORED,
+        SETTINGS_CONFLICT,
+        DATA_OUT_OF_RANGE,
+        ILLEGAL_PARAMETER,
+        DATA_STALE,
+        QUEUE_OVERFLOW,
+        QUERY_INTERRUPTED,
+    ]
+)
 
 
 class ScpiError(Exception):
-    """A command that failed; queued as ``code,"message"``."""
+    """A command that failed; queued as ``code,"message"``.
 
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"{code},{message}")
+    ``text`` is what the instrument itself reports; ``detail`` (what exactly was
+    wrong) is appended for emulators that report it (``CommandTree(details=True)``)."""
+
+    def __init__(self, code: int, message: str, detail: str = "") -> None:
         self.code = code
-        self.message = message
+        self.text = message
+        self.detail = detail
+        self.message = f"{message}; {detail}" if detail else message
+        super().__init__(f"{code},{self.message}")
 
     @classmethod
     def of(cls, pair: tuple[int, str], detail: str = "") -> ScpiError:
         code, text = pair
-        return cls(code, f"{text}; {detail}" if detail else text)
+        return cls(code, text, detail)
 
 
 @dataclass(frozen=True)
@@ -166,8 +195,19 @@ def one(params: list[str]) -> str:
     return params[0]
 
 
-def number(text: str, *, default: float | None = None, low: float | None = None, high: float | None = None) -> float:
-    """A numeric parameter; MIN/MAX/DEF map to the bounds and default."""
+_NUMBER_WITH_UNIT = re.compile(r"([-+]?(?:\d+\.?\d*|\.\d+)(?:E[-+]?\d+)?)\s*([A-Z]*)")
+
+
+def number(
+    text: str,
+    *,
+    default: float | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    units: dict[str, float] | None = None,
+) -> float:
+    """A numeric parameter; MIN/MAX/DEF map to the bounds and default; ``units``: the
+    suffixes the instrument accepts and their scale (``{"KHZ": 1e3, "MV": 1e-3}``)."""
     word = text.strip().upper()
     if word in ("DEF", "DEFAULT") and default is not None:
         return default
@@ -175,12 +215,18 @@ def number(text: str, *, default: float | None = None, low: float | None = None,
         return low
     if word in ("MAX", "MAXIMUM") and high is not None:
         return high
+    scale = 1.0
+    if units:
+        match = _NUMBER_WITH_UNIT.fullmatch(word)
+        if match is None or (match.group(2) and match.group(2) not in units):
+            raise ScpiError.of(DATA_TYPE_ERROR, f"not a number: {text.strip()!r}")
+        word, scale = match.group(1), units.get(match.group(2), 1.0)
     try:
-        value = float(word)
+        value = float(word) * scale
     except ValueError:
         raise ScpiError.of(DATA_TYPE_ERROR, f"not a number: {text.strip()!r}") from None
     if (low is not None and value < low) or (high is not None and value > high):
-        raise ScpiError.of(DATA_OUT_OF_RANGE, f"{value:g} outside {low:g}..{high:g}")
+        raise ScpiError.of(DATA_OUT_OF_RANGE, f"{value:g} outside {low if low is not None else '-inf'}..{high}")
     return value
 
 
@@ -270,8 +316,11 @@ class CommandTree:
     Common commands (``*IDN?``) are added with their literal header.
     """
 
-    def __init__(self, status: StatusModel | None = None) -> None:
+    def __init__(self, status: StatusModel | None = None, *, details: bool = True) -> None:
         self.status = status or StatusModel()
+        #: Queue errors with their detail ("Undefined header; :FOO:BAR") or as the
+        #: instrument's bare standard text ("Undefined header").
+        self.details = details
         self._commands: list[_Command] = []
         self._common: dict[str, _Command] = {}
         self._cache: dict[tuple[tuple[str, str], ...], _Command | None] = {}
@@ -314,7 +363,7 @@ class CommandTree:
             try:
                 reply, level = self._unit(header, rest, level)
             except ScpiError as err:
-                self.status.push(err.code, err.message)
+                self.status.push(err.code, err.message if self.details else err.text)
                 break
             if reply is not None:
                 replies.append(reply)
