@@ -353,6 +353,28 @@ def instruments_list(lab_path: str, as_json: bool) -> None:
     Console(highlight=False).print(table)
 
 
+@instruments_group.command("drivers")
+@click.argument("driver", required=False)
+def instruments_drivers(driver: str | None) -> None:
+    """The drivers a lab file can name, or one driver's options (keys, defaults, allowed values)."""
+    console = Console(highlight=False)
+    if driver is None:
+        table = Table("driver", "kind")
+        for name in sorted(registry.DRIVERS):
+            table.add_row(name, registry.KINDS[name])
+        console.print(table)
+        return
+    try:
+        options_class = registry.driver_options(driver)
+    except ValueError as exc:
+        _fail_usage(exc)
+        return
+    table = Table("option", "default", "allowed", "meaning", title=f"{driver} options (lab file: options = {{ … }})")
+    for key, default, allowed, meaning in options_class.describe():
+        table.add_row(key, escape(default), escape(allowed), escape(meaning))
+    console.print(table)
+
+
 @instruments_group.command("identify")
 @click.argument("name")
 @click.option(

@@ -133,3 +133,17 @@ def test_a_sourcemeter_has_one_channel(tmp_path, driver) -> None:
     assert err.strip() == f"error: {path}: instruments.smu.channels.2: '2' is not allowed (allowed: one of 1)"
     path.write_text(head + "[instruments.smu.channels.1]\n")
     assert list_instruments(path)[0] == 0
+
+
+@pytest.mark.parametrize("driver", [family[0] for family in FAMILIES])
+def test_instruments_drivers_lists_every_declared_option(driver):
+    result = CliRunner().invoke(main, ["instruments", "drivers", driver], terminal_width=400)
+    assert result.exit_code == 0, result.stderr
+    for key in registry.driver_options(driver).declared():
+        assert key in result.stdout
+
+
+def test_instruments_drivers_refuses_an_unknown_driver_in_one_line():
+    result = CliRunner().invoke(main, ["instruments", "drivers", "potentiostat9000"])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "known: " in result.stderr
