@@ -104,10 +104,15 @@ class SqlJobStore(JobStore):
         rows = tx.rows(sql, params)
         if not rows:
             return []
+        ids = [int(row["id"]) for row in rows]
+        if len(ids) <= 500:
+            dep_rows = tx.rows(f"SELECT job_id, depends_on FROM job_deps WHERE job_id IN ({marks(ids)})", ids)
+        else:
+            dep_rows = tx.rows(
+                f"SELECT d.job_id, d.depends_on FROM job_deps d JOIN jobs j ON j.id = d.job_id WHERE {where}", params
+            )
         deps: dict[int, list[int]] = {}
-        for dep in tx.rows(
-            f"SELECT d.job_id, d.depends_on FROM job_deps d JOIN jobs j ON j.id = d.job_id WHERE {where}", params
-        ):
+        for dep in dep_rows:
             deps.setdefault(int(dep["job_id"]), []).append(int(dep["depends_on"]))
         return [self._job(row, tuple(sorted(deps.get(int(row["id"]), ())))) for row in rows]
 
@@ -314,14 +319,14 @@ class SqlJobStore(JobStore):
         free = [c for c in wanted if c not in taken]
         if not free:
             return None
-        # The head of each free channel's own queue: strict FIFO, it alone may start.
-        heads = self._load(
-            tx,
-            f"j.state = 'queued' AND j.requested_channel IN ({marks(free)}) AND NOT EXISTS ("
-            " SELECT 1 FROM jobs k WHERE k.state = 'queued' AND k.requested_channel = j.requested_channel"
-            " AND (k.position < j.position OR (k.position = j.position AND k.id < j.id)))",
-            free,
+        # The head of each free channel's own queue: strict FIFO, it alone may start. One index
+        # seek per channel (state, requested_channel, position, id), whatever the queue's length.
+        head_ids = " UNION ALL ".join(
+            f"SELECT * FROM (SELECT id FROM jobs WHERE state = 'queued' AND requested_channel = ?"
+            f" ORDER BY position, id LIMIT 1) AS h{i}"
+            for i in range(len(free))
         )
+        heads = self._load(tx, f"j.id IN ({head_ids})", free)
         candidates: list[tuple[Job, str]] = [(job, str(job.requested_channel)) for job in heads]
         idle = [c for c in free if c not in {job.requested_channel for job in heads}]
         if idle:
