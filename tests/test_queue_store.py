@@ -207,9 +207,11 @@ def test_move_reorders_within_a_channel(store: JobStore) -> None:
     assert [x.id for x in queue] == [j[0], j[4], j[3], j[1], j[2]]
     assert [x.id for x in store.move([j[0]])] == [j[4], j[3], j[1], j[2], j[0]]
     assert drain(store, "w", ["ch1"]) == [j[4], j[3], j[1], j[2], j[0]]
-    with pytest.raises(QueueError, match="different channel queues"):
-        store.add(spec("ch1"))
-        store.move([store.list_jobs(states=["queued"], channel="ch1")[0].id], before=other)
+    extra = store.add(spec("ch1"))
+    with pytest.raises(QueueError, match=r"different channel queues \(ch1, ch2\)"):
+        store.move([extra.id], before=other)
+    with pytest.raises(QueueError, match="named twice"):
+        store.move([extra.id, extra.id])
     with pytest.raises(InvalidTransition, match=f"job {j[0]} is completed: only queued jobs can be moved"):
         store.move([j[0]])
 
@@ -456,8 +458,7 @@ def test_clear_finished(store: JobStore) -> None:
     store.finish(newer.id, "w", JobState.FAILED, now=T0 + 100)
     retried = store.retry(newer.id)
     assert store.clear_finished(before=T0 + 50) == 1
-    assert [j.id for j in store.list_jobs()] == [newer.id, waiting.id, retried.id] or \
-        {j.id for j in store.list_jobs()} == {newer.id, waiting.id, retried.id}
+    assert {j.id for j in store.list_jobs()} == {newer.id, waiting.id, retried.id}
     assert store.clear_finished() == 1
     assert {j.id for j in store.list_jobs()} == {waiting.id, retried.id}
     assert store.get(retried.id).retry_of is None  # the link goes with the deleted job
@@ -485,6 +486,23 @@ def test_recover_worker_interrupts_and_holds(store: JobStore) -> None:
     assert store.recover_worker("dead") == []
     store.ack("ch1")
     assert store.claim_next("new", ["ch1"]).id == next_on_ch1.id  # the interrupted job is never re-run
+
+
+def test_silent_workers(store: JobStore) -> None:
+    for channel in ("ch1", "ch2", "ch3"):
+        store.add(spec(channel))
+    a = store.claim_next("quiet", ["ch1"], now=T0)
+    b = store.claim_next("chatty", ["ch2"], now=T0)
+    c = store.claim_next("chatty", ["ch3"], now=T0)
+    store.heartbeat(b.id, "chatty", now=T0 + 100)
+    assert store.silent_workers(since=T0 + 50) == ["quiet"]
+    store.heartbeat(a.id, "quiet", now=T0 + 60)
+    assert store.silent_workers(since=T0 + 50) == []
+    assert store.silent_workers(since=T0 + 200) == ["chatty", "quiet"]
+    store.finish(c.id, "chatty", JobState.COMPLETED, now=T0 + 300)  # a finished job is no sign of life
+    assert store.silent_workers(since=T0 + 200) == ["chatty", "quiet"]
+    store.heartbeat(b.id, "chatty", now=T0 + 250)
+    assert store.silent_workers(since=T0 + 200) == ["quiet"]
 
 
 # ---- the database enforces one active job per channel -----------------------------------------

@@ -495,6 +495,15 @@ class SqlJobStore(JobStore):
                 )
                 pending.append(dependent)
 
+    def silent_workers(self, *, since: float) -> list[str]:
+        with self._reading() as tx:
+            rows = tx.rows(
+                f"SELECT worker FROM jobs WHERE state IN {ACTIVE_SQL} GROUP BY worker HAVING MAX(heartbeat) < ?"
+                " ORDER BY worker",
+                (since,),
+            )
+        return [row["worker"] for row in rows]
+
     def recover_worker(self, worker: str, *, reason: str = "", now: float | None = None) -> list[Job]:
         _check_worker(worker)
         now = _now(now)

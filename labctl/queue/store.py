@@ -147,6 +147,12 @@ class JobStore(ABC):
         Jobs that depended on a job that did not complete are cancelled with the reason."""
 
     @abstractmethod
+    def silent_workers(self, *, since: float) -> list[str]:
+        """Workers holding an active job whose last heartbeat is older than ``since``: what a
+        supervisor checks (with its own knowledge of whether the process is gone) before
+        ``recover_worker``. Silence alone never moves a job: a slow step is not a dead worker."""
+
+    @abstractmethod
     def recover_worker(self, worker: str, *, reason: str = "", now: float | None = None) -> list[Job]:
         """The worker died: its active jobs become interrupted (never re-run) and their channels
         are held. Returns the interrupted jobs."""
