@@ -154,5 +154,6 @@ def start_cluster_or_fail(fail: object) -> PgCluster:
     try:
         return PgCluster().start()
     except PostgresUnavailable as exc:
-        fail(f"PostgreSQL tests cannot run: {exc}")  # type: ignore[operator]
-        raise
+        message = f"PostgreSQL tests cannot run: {exc}"
+    fail(message)  # type: ignore[operator]
+    raise PostgresUnavailable(message)
