@@ -216,6 +216,16 @@ def test_move_reorders_within_a_channel(store: JobStore) -> None:
         store.move([j[0]])
 
 
+def test_claim_arguments_are_checked(store: JobStore) -> None:
+    store.add(spec("ch1"))
+    with pytest.raises(QueueError, match="channels: must be a list of channel names, got the string 'ch1'"):
+        store.claim_next("w", "ch1")
+    with pytest.raises(QueueError, match="worker: must be a non-empty worker id"):
+        store.claim_next("", ["ch1"])
+    assert store.claim_next("w", []) is None
+    assert store.list_jobs(states=["running"]) == []
+
+
 def test_not_before_blocks_its_channel_only(store: JobStore) -> None:
     late = store.add(spec("ch1", not_before=T0 + 3600))
     behind = store.add(spec("ch1"))

@@ -296,6 +296,8 @@ class SqlJobStore(JobStore):
         now: float | None = None,
     ) -> Job | None:
         _check_worker(worker)
+        if isinstance(channels, str):
+            raise QueueError(f"channels: must be a list of channel names, got the string {channels!r}")
         wanted = list(dict.fromkeys(channels))
         if not all(isinstance(c, str) and c for c in wanted):
             raise QueueError(f"channels: must be channel names, got {wanted!r}")
