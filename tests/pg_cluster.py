@@ -9,6 +9,7 @@ CI installs them (``.ci/run``), so a skip would only hide a broken setup.
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import os
 import pwd
@@ -47,6 +48,14 @@ def find_bindir() -> Path:
         f"PostgreSQL server binaries not found ({BINARY_GLOB} or initdb on PATH): "
         "install them with `apt-get install -y postgresql` (.ci/run does this)"
     )
+
+
+def _die_with_parent() -> None:
+    """Runs in the server's child process: if the test process dies (even SIGKILLed), the
+    kernel sends the server SIGQUIT (immediate shutdown), so no cluster is left behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGQUIT)
 
 
 def _free_port() -> int:
@@ -95,7 +104,7 @@ class PgCluster:
         self.proc = self._run_as(
             [str(self.bindir / "postgres"), "-D", str(self.data), "-k", str(self.root),
              "-p", str(self.port), *settings],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
         )
         log.close()
         self._wait_ready()

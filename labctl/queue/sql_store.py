@@ -340,9 +340,8 @@ class SqlJobStore(JobStore):
         candidates = [(job, c) for job, c in candidates if job.not_before is None or job.not_before <= now]
         ready = self._dependencies_met(tx, [job.id for job, _ in candidates])
         candidates.sort(key=lambda jc: (jc[0].position, jc[0].id))
-        claimed_channels: set[str] = set()
         for job, channel in candidates:
-            if job.id not in ready or channel in claimed_channels:
+            if job.id not in ready:
                 continue
             locked = tx.rows(f"SELECT id FROM jobs WHERE id = ? AND state = 'queued'{self.claim_lock_sql}", (job.id,))
             if not locked:
