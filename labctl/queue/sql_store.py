@@ -17,14 +17,13 @@ import time
 from abc import abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any
 
-from labctl.queue.errors import InvalidJobSpec, InvalidTransition, JobNotFound, QueueError
+from labctl.queue.errors import InvalidJobSpec, InvalidTransition, QueueError
 from labctl.queue.jobs import (
     ACTIVE_STATES,
     FINISH_STATES,
     FINISHED_STATES,
-    CellInfo,
     ChannelHold,
     Job,
     JobSpec,
@@ -34,23 +33,19 @@ from labctl.queue.jobs import (
     choice,
 )
 from labctl.queue.schema import ACTIVE_SQL, FINISHED_SQL
+from labctl.queue.sql_rows import Tx, get_job, hold_from_row, load_jobs, marks
+from labctl.queue.sql_rules import (
+    cancel_dependents,
+    dependencies_met,
+    hold_channel,
+    insert_job,
+    requeue,
+    tail_position,
+)
 from labctl.queue.store import ChannelFit, JobStore
 
 #: How often a claim is retried when a concurrent claimer took the same channel first (PostgreSQL).
 CLAIM_ATTEMPTS = 50
-
-
-class Tx(Protocol):
-    """One open transaction."""
-
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
-
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
-
-
-def marks(values: Sequence[Any]) -> str:
-    """``?, ?, ?`` for an IN list."""
-    return ", ".join("?" for _ in values)
 
 
 def _check_worker(worker: str) -> str:
@@ -97,66 +92,9 @@ class SqlJobStore(JobStore):
 
     # ---- reading -------------------------------------------------------------------------------
 
-    def _load(self, tx: Tx, where: str, params: Sequence[Any] = (), order: bool = True) -> list[Job]:
-        sql = f"SELECT * FROM jobs j WHERE {where}"
-        if order:
-            sql += " ORDER BY j.position, j.id"
-        rows = tx.rows(sql, params)
-        if not rows:
-            return []
-        ids = [int(row["id"]) for row in rows]
-        if len(ids) <= 500:
-            dep_rows = tx.rows(f"SELECT job_id, depends_on FROM job_deps WHERE job_id IN ({marks(ids)})", ids)
-        else:
-            dep_rows = tx.rows(
-                f"SELECT d.job_id, d.depends_on FROM job_deps d JOIN jobs j ON j.id = d.job_id WHERE {where}", params
-            )
-        deps: dict[int, list[int]] = {}
-        for dep in dep_rows:
-            deps.setdefault(int(dep["job_id"]), []).append(int(dep["depends_on"]))
-        return [self._job(row, tuple(sorted(deps.get(int(row["id"]), ())))) for row in rows]
-
-    @staticmethod
-    def _job(row: Mapping[str, Any], depends_on: tuple[int, ...]) -> Job:
-        return Job(
-            id=int(row["id"]),
-            protocol=row["protocol"],
-            params=json.loads(row["params"]),
-            cell=CellInfo(id=row["cell_id"], electrolyte=row["electrolyte"], notes=row["notes"]),
-            requested_channel=row["requested_channel"],
-            channel=row["channel"],
-            on_failure=OnFailure(row["on_failure"]),
-            not_before=row["not_before"],
-            depends_on=depends_on,
-            state=JobState(row["state"]),
-            position=int(row["position"]),
-            request=None if row["request"] is None else Request(row["request"]),
-            worker=row["worker"],
-            heartbeat=row["heartbeat"],
-            created=row["created"],
-            started=row["started"],
-            finished=row["finished"],
-            file=row["file"],
-            results=None if row["results"] is None else json.loads(row["results"]),
-            error=row["error"],
-            fraction=row["fraction"],
-            step=row["step"],
-            eta=row["eta"],
-            attempt=int(row["attempt"]),
-            retry_of=None if row["retry_of"] is None else int(row["retry_of"]),
-        )
-
-    def _get(self, tx: Tx, job_id: int) -> Job:
-        if isinstance(job_id, bool) or not isinstance(job_id, int):
-            raise JobNotFound(f"job id must be an integer, got {job_id!r}")
-        jobs = self._load(tx, "j.id = ?", (job_id,), order=False)
-        if not jobs:
-            raise JobNotFound(f"job {job_id}: no such job")
-        return jobs[0]
-
     def get(self, job_id: int) -> Job:
         with self._reading() as tx:
-            return self._get(tx, job_id)
+            return get_job(tx, job_id)
 
     def list_jobs(
         self,
@@ -179,17 +117,12 @@ class SqlJobStore(JobStore):
             clauses.append("j.worker = ?")
             params.append(worker)
         with self._reading() as tx:
-            return self._load(tx, " AND ".join(clauses), params)
+            return load_jobs(tx, " AND ".join(clauses), params)
 
     def holds(self) -> list[ChannelHold]:
         with self._reading() as tx:
             rows = tx.rows("SELECT * FROM channel_holds ORDER BY since, channel")
-        return [self._hold_from_row(row) for row in rows]
-
-    @staticmethod
-    def _hold_from_row(row: Mapping[str, Any]) -> ChannelHold:
-        job_id = row["job_id"]
-        return ChannelHold(row["channel"], row["reason"], None if job_id is None else int(job_id), row["since"])
+        return [hold_from_row(row) for row in rows]
 
     # ---- adding --------------------------------------------------------------------------------
 
@@ -222,16 +155,16 @@ class SqlJobStore(JobStore):
                         raise InvalidJobSpec(f"after: job {ref} does not exist")
                     if found[ref] in FINISHED_STATES and found[ref] != JobState.COMPLETED:
                         raise InvalidJobSpec(f"after: job {ref} ended {found[ref]}, so this job could never run")
-            position = self._tail_position(tx)
+            position = tail_position(tx)
             ids: list[int] = []
             for offset, spec in enumerate(checked):
-                ids.append(self._insert(tx, spec, position + offset, now))
+                ids.append(insert_job(tx, spec, position + offset, now))
             for job_id, spec in zip(ids, checked, strict=True):
                 targets = {ref if isinstance(ref, int) else ids[keys[ref]] for ref in spec.after}
                 for target in sorted(targets):
                     tx.run("INSERT INTO job_deps (job_id, depends_on) VALUES (?, ?)", (job_id, target))
             self._notify(tx)
-            jobs = {job.id: job for job in self._load(tx, f"j.id IN ({marks(ids)})", ids)}
+            jobs = {job.id: job for job in load_jobs(tx, f"j.id IN ({marks(ids)})", ids)}
         return [jobs[job_id] for job_id in ids]
 
     @staticmethod
@@ -242,48 +175,6 @@ class SqlJobStore(JobStore):
             return spec.validated()
         except InvalidJobSpec as exc:
             raise InvalidJobSpec(f"job {index + 1} of the batch: {exc}") from None
-
-    @staticmethod
-    def _tail_position(tx: Tx) -> int:
-        row = tx.rows("SELECT MAX(position) AS p FROM jobs")[0]
-        return 1 if row["p"] is None else int(row["p"]) + 1
-
-    @staticmethod
-    def _head_position(tx: Tx, requested_channel: str | None, fallback: int) -> int:
-        """A position before every queued job of that channel's queue."""
-        if requested_channel is None:
-            row = tx.rows("SELECT MIN(position) AS p FROM jobs WHERE state = 'queued' AND requested_channel IS NULL")[0]
-        else:
-            row = tx.rows(
-                "SELECT MIN(position) AS p FROM jobs WHERE state = 'queued' AND requested_channel = ?",
-                (requested_channel,),
-            )[0]
-        return fallback if row["p"] is None else min(fallback, int(row["p"]) - 1)
-
-    @staticmethod
-    def _insert(
-        tx: Tx, spec: JobSpec, position: int, now: float, *, attempt: int = 1, retry_of: int | None = None
-    ) -> int:
-        row = tx.rows(
-            "INSERT INTO jobs (position, protocol, params, cell_id, electrolyte, notes, requested_channel,"
-            " on_failure, not_before, state, created, attempt, retry_of)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
-            (
-                position,
-                spec.protocol,
-                json.dumps(dict(spec.params), sort_keys=True),
-                spec.cell.id,
-                spec.cell.electrolyte,
-                spec.cell.notes,
-                spec.channel,
-                OnFailure(spec.on_failure).value,
-                spec.not_before,
-                now,
-                attempt,
-                retry_of,
-            ),
-        )
-        return int(row[0]["id"])
 
     # ---- claiming ------------------------------------------------------------------------------
 
@@ -328,17 +219,17 @@ class SqlJobStore(JobStore):
             f" ORDER BY position, id LIMIT 1) AS h{i}"
             for i in range(len(free))
         )
-        heads = self._load(tx, f"j.id IN ({head_ids})", free)
+        heads = load_jobs(tx, f"j.id IN ({head_ids})", free)
         candidates: list[tuple[Job, str]] = [(job, str(job.requested_channel)) for job in heads]
         idle = [c for c in free if c not in {job.requested_channel for job in heads}]
         if idle:
-            for job in self._load(tx, "j.state = 'queued' AND j.requested_channel IS NULL AND "
+            for job in load_jobs(tx, "j.state = 'queued' AND j.requested_channel IS NULL AND "
                                       "(j.not_before IS NULL OR j.not_before <= ?)", (now,)):
                 channel = next((c for c in idle if fits is None or fits(c, job)), None)
                 if channel is not None:
                     candidates.append((job, channel))
         candidates = [(job, c) for job, c in candidates if job.not_before is None or job.not_before <= now]
-        ready = self._dependencies_met(tx, [job.id for job, _ in candidates])
+        ready = dependencies_met(tx, [job.id for job, _ in candidates])
         candidates.sort(key=lambda jc: (jc[0].position, jc[0].id))
         for job, channel in candidates:
             if job.id not in ready:
@@ -352,22 +243,13 @@ class SqlJobStore(JobStore):
                 (channel, worker, now, now, job.id),
             )
             self._notify(tx)
-            return self._get(tx, job.id)
+            return get_job(tx, job.id)
         return None
-
-    @staticmethod
-    def _dependencies_met(tx: Tx, job_ids: list[int]) -> set[int]:
-        if not job_ids:
-            return set()
-        waiting = {int(r["job_id"]) for r in tx.rows(
-            "SELECT d.job_id FROM job_deps d JOIN jobs a ON a.id = d.depends_on"
-            f" WHERE d.job_id IN ({marks(job_ids)}) AND a.state <> 'completed'", job_ids)}
-        return set(job_ids) - waiting
 
     # ---- the worker reports --------------------------------------------------------------------
 
     def _owned(self, tx: Tx, job_id: int, worker: str) -> Job:
-        job = self._get(tx, job_id)
+        job = get_job(tx, job_id)
         if job.state not in ACTIVE_STATES:
             raise InvalidTransition(f"job {job_id} is {job.state}, not running: worker {worker!r} cannot report on it")
         if job.worker != worker:
@@ -410,7 +292,7 @@ class SqlJobStore(JobStore):
             tx.run("UPDATE jobs SET state = 'paused', request = ?, heartbeat = ? WHERE id = ?",
                    (_value(request), now, job_id))
             self._notify(tx)
-            return self._get(tx, job_id)
+            return get_job(tx, job_id)
 
     def report_resumed(self, job_id: int, worker: str, *, now: float | None = None) -> Job:
         now = _now(now)
@@ -422,7 +304,7 @@ class SqlJobStore(JobStore):
             tx.run("UPDATE jobs SET state = 'running', request = ?, heartbeat = ? WHERE id = ?",
                    (_value(request), now, job_id))
             self._notify(tx)
-            return self._get(tx, job_id)
+            return get_job(tx, job_id)
 
     def finish(
         self,
@@ -452,49 +334,15 @@ class SqlJobStore(JobStore):
             retried = False
             if end == JobState.FAILED:
                 if job.on_failure == OnFailure.STOP:
-                    self._hold(tx, str(job.channel), f"job {job_id} failed (on_failure=stop)", job_id, now)
+                    hold_channel(tx, str(job.channel), f"job {job_id} failed (on_failure=stop)", job_id, now)
                 elif job.on_failure == OnFailure.RETRY and job.retry_of is None:
-                    new_id = self._requeue(tx, job, now)
+                    new_id = requeue(tx, job, now)
                     tx.run("UPDATE job_deps SET depends_on = ? WHERE depends_on = ?", (new_id, job_id))
                     retried = True
             if end != JobState.COMPLETED and not retried:
-                self._cancel_dependents(tx, job_id, now)
+                cancel_dependents(tx, job_id, now)
             self._notify(tx)
-            return self._get(tx, job_id)
-
-    def _requeue(self, tx: Tx, job: Job, now: float) -> int:
-        """A new attempt of ``job``, first in the queue of the channel it ran on."""
-        channel = job.channel or job.requested_channel
-        spec = JobSpec(protocol=job.protocol, cell=job.cell, params=job.params, channel=channel,
-                       on_failure=job.on_failure, not_before=None)
-        position = self._head_position(tx, channel, job.position)
-        return self._insert(tx, spec, position, now, attempt=job.attempt + 1, retry_of=job.id)
-
-    @staticmethod
-    def _hold(tx: Tx, channel: str, reason: str, job_id: int | None, now: float) -> None:
-        tx.run(
-            "INSERT INTO channel_holds (channel, reason, job_id, since) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (channel) DO NOTHING",
-            (channel, reason, job_id, now),
-        )
-
-    def _cancel_dependents(self, tx: Tx, job_id: int, now: float) -> None:
-        """Queued jobs that can now never run (a job they wait for did not complete) are cancelled."""
-        pending = [job_id]
-        while pending:
-            source = pending.pop()
-            state = tx.rows("SELECT state FROM jobs WHERE id = ?", (source,))[0]["state"]
-            for row in tx.rows(
-                "SELECT j.id FROM jobs j JOIN job_deps d ON d.job_id = j.id"
-                " WHERE d.depends_on = ? AND j.state = 'queued' ORDER BY j.id",
-                (source,),
-            ):
-                dependent = int(row["id"])
-                tx.run(
-                    "UPDATE jobs SET state = 'cancelled', finished = ?, error = ? WHERE id = ?",
-                    (now, f"not run: job {source}, which it depends on, ended {state}", dependent),
-                )
-                pending.append(dependent)
+            return get_job(tx, job_id)
 
     def silent_workers(self, *, since: float) -> list[str]:
         with self._reading() as tx:
@@ -510,34 +358,34 @@ class SqlJobStore(JobStore):
         now = _now(now)
         why = f": {reason}" if reason else ""
         with self._transaction() as tx:
-            jobs = self._load(tx, f"j.worker = ? AND j.state IN {ACTIVE_SQL}", (worker,))
+            jobs = load_jobs(tx, f"j.worker = ? AND j.state IN {ACTIVE_SQL}", (worker,))
             for job in jobs:
                 tx.run(
                     "UPDATE jobs SET state = 'interrupted', finished = ?, request = NULL, error = ? WHERE id = ?",
                     (now, f"interrupted: worker {worker!r} stopped while the job was {job.state}{why}", job.id),
                 )
-                self._hold(
+                hold_channel(
                     tx,
                     str(job.channel),
                     f"job {job.id} was interrupted (worker {worker!r} stopped{why}): check the cell, then acknowledge",
                     job.id,
                     now,
                 )
-                self._cancel_dependents(tx, job.id, now)
+                cancel_dependents(tx, job.id, now)
             if jobs:
                 self._notify(tx)
-            return [self._get(tx, job.id) for job in jobs]
+            return [get_job(tx, job.id) for job in jobs]
 
     # ---- the technician's commands -------------------------------------------------------------
 
     def cancel(self, job_id: int, *, now: float | None = None) -> Job:
         now = _now(now)
         with self._transaction() as tx:
-            job = self._get(tx, job_id)
+            job = get_job(tx, job_id)
             if job.state == JobState.QUEUED:
                 tx.run("UPDATE jobs SET state = 'cancelled', finished = ?, error = ? WHERE id = ?",
                        (now, "cancelled before it started", job_id))
-                self._cancel_dependents(tx, job_id, now)
+                cancel_dependents(tx, job_id, now)
             elif job.state in ACTIVE_STATES:
                 if job.request == Request.CANCEL:
                     raise InvalidTransition(f"job {job_id} is {job.state} with a cancel request already")
@@ -545,29 +393,29 @@ class SqlJobStore(JobStore):
             else:
                 raise InvalidTransition(f"job {job_id} is {job.state}: only queued or running jobs can be cancelled")
             self._notify(tx)
-            return self._get(tx, job_id)
+            return get_job(tx, job_id)
 
     def pause(self, job_id: int, *, now: float | None = None) -> Job:
         with self._transaction() as tx:
-            job = self._get(tx, job_id)
+            job = get_job(tx, job_id)
             if job.state != JobState.RUNNING:
                 raise InvalidTransition(f"job {job_id} is {job.state}: only a running job can be paused")
             if job.request == Request.CANCEL:
                 raise InvalidTransition(f"job {job_id} is being cancelled: it cannot be paused")
             tx.run("UPDATE jobs SET state = 'pausing', request = 'pause' WHERE id = ?", (job_id,))
             self._notify(tx)
-            return self._get(tx, job_id)
+            return get_job(tx, job_id)
 
     def resume(self, job_id: int, *, now: float | None = None) -> Job:
         with self._transaction() as tx:
-            job = self._get(tx, job_id)
+            job = get_job(tx, job_id)
             if job.state not in (JobState.PAUSED, JobState.PAUSING):
                 raise InvalidTransition(f"job {job_id} is {job.state}: only a paused job can be resumed")
             if job.request in (Request.CANCEL, Request.RESUME):
                 raise InvalidTransition(f"job {job_id} has a {job.request} request pending already")
             tx.run("UPDATE jobs SET request = 'resume' WHERE id = ?", (job_id,))
             self._notify(tx)
-            return self._get(tx, job_id)
+            return get_job(tx, job_id)
 
     def move(self, job_ids: Sequence[int], *, before: int | None = None) -> list[Job]:
         moving = list(job_ids)
@@ -578,8 +426,8 @@ class SqlJobStore(JobStore):
         if before is not None and before in moving:
             raise QueueError(f"move: job {before} cannot be moved before itself")
         with self._transaction() as tx:
-            jobs = [self._get(tx, job_id) for job_id in moving]
-            anchor = None if before is None else self._get(tx, before)
+            jobs = [get_job(tx, job_id) for job_id in moving]
+            anchor = None if before is None else get_job(tx, before)
             for job in [*jobs, *([anchor] if anchor else [])]:
                 if job.state != JobState.QUEUED:
                     raise InvalidTransition(f"job {job.id} is {job.state}: only queued jobs can be moved")
@@ -589,7 +437,7 @@ class SqlJobStore(JobStore):
                 raise QueueError(f"move: jobs are in different channel queues ({names}); reorder one queue at a time")
             (channel,) = queues
             where = "j.requested_channel IS NULL" if channel is None else "j.requested_channel = ?"
-            queue = self._load(tx, f"j.state = 'queued' AND {where}", () if channel is None else (channel,))
+            queue = load_jobs(tx, f"j.state = 'queued' AND {where}", () if channel is None else (channel,))
             rest = [job.id for job in queue if job.id not in moving]
             at = len(rest) if before is None else rest.index(before)
             order = rest[:at] + moving + rest[at:]
@@ -599,19 +447,19 @@ class SqlJobStore(JobStore):
             for job_id, position in zip(order, positions, strict=True):
                 tx.run("UPDATE jobs SET position = ? WHERE id = ?", (position, job_id))
             self._notify(tx)
-            return self._load(tx, f"j.state = 'queued' AND {where}", () if channel is None else (channel,))
+            return load_jobs(tx, f"j.state = 'queued' AND {where}", () if channel is None else (channel,))
 
     def retry(self, job_id: int, *, now: float | None = None) -> Job:
         now = _now(now)
         with self._transaction() as tx:
-            job = self._get(tx, job_id)
+            job = get_job(tx, job_id)
             if job.state not in (JobState.FAILED, JobState.ABORTED, JobState.CANCELLED, JobState.INTERRUPTED):
                 raise InvalidTransition(
                     f"job {job_id} is {job.state}: only failed, aborted, cancelled or interrupted jobs can be retried"
                 )
-            new_id = self._requeue(tx, job, now)
+            new_id = requeue(tx, job, now)
             self._notify(tx)
-            return self._get(tx, new_id)
+            return get_job(tx, new_id)
 
     def hold(self, channel: str, reason: str, *, job_id: int | None = None, now: float | None = None) -> None:
         if not isinstance(channel, str) or not channel:
@@ -621,7 +469,7 @@ class SqlJobStore(JobStore):
             existing = tx.rows("SELECT reason FROM channel_holds WHERE channel = ?", (channel,))
             if existing:
                 raise InvalidTransition(f"channel {channel!r} is held already: {existing[0]['reason']}")
-            self._hold(tx, channel, reason or "held by a technician", job_id, now)
+            hold_channel(tx, channel, reason or "held by a technician", job_id, now)
             self._notify(tx)
 
     def ack(self, channel: str) -> ChannelHold:
@@ -631,7 +479,7 @@ class SqlJobStore(JobStore):
                 raise InvalidTransition(f"channel {channel!r} is not held: nothing to acknowledge")
             tx.run("DELETE FROM channel_holds WHERE channel = ?", (channel,))
             self._notify(tx)
-            return self._hold_from_row(rows[0])
+            return hold_from_row(rows[0])
 
     def clear_finished(self, *, before: float | None = None) -> int:
         with self._transaction() as tx:
