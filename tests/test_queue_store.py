@@ -535,6 +535,20 @@ def test_database_rejects_a_second_active_job_on_a_channel(store: JobStore, loca
     assert [j.id for j in store.list_jobs(states=["running"])] == [running.id]
 
 
+def test_postgres_store_reconnects_after_losing_its_connection(pg_cluster: Any) -> None:  # noqa: F811
+    location = pg_cluster.create_database()
+    with open_store(location) as store:
+        a = store.add(spec())
+        with psycopg.connect(location, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with pytest.raises(StoreUnavailable, match=r"connection lost .*may not have been recorded"):
+            store.get(a.id)
+        assert store.get(a.id) == a  # the next call reconnects
+    with pytest.raises(StoreUnavailable, match="closed"):
+        store.get(a.id)
+
+
 # ---- opening stores ---------------------------------------------------------------------------
 
 

@@ -66,6 +66,7 @@ class PostgresJobStore(SqlJobStore):
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
+        self._closed = False
         self._conn = _connect(url)
         try:
             self._create_schema()
@@ -90,8 +91,24 @@ class PostgresJobStore(SqlJobStore):
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[_PgTx]:
-        with self._lock, self._conn.transaction():
-            yield _PgTx(self._conn)
+        with self._lock:
+            if self._conn.closed and self._closed:
+                raise StoreUnavailable(f"queue store {redact(self.url)}: closed")
+            if self._conn.broken or self._conn.closed:
+                self._conn = _connect(self.url)  # the server restarted or dropped us: start afresh
+            try:
+                with self._conn.transaction():
+                    yield _PgTx(self._conn)
+            except psycopg.OperationalError as exc:
+                if not self._conn.broken:
+                    raise
+                # One line, and honest: a lost COMMIT reply leaves the outcome unknown. The next
+                # call reconnects; a worker that loses a claim this way recovers it at restart.
+                first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise StoreUnavailable(
+                    f"queue store {redact(self.url)}: connection lost ({first_line}); the operation may not "
+                    "have been recorded"
+                ) from None
 
     def _notify(self, tx: _PgTx) -> None:
         tx.rows(f"SELECT pg_notify('{CHANNEL}', nextval('labctl_queue_changes')::text)")
@@ -104,6 +121,7 @@ class PostgresJobStore(SqlJobStore):
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._conn.close()
 
 
