@@ -28,7 +28,9 @@ from labctl.queue import (
     OnFailure,
     open_store,
 )
-from tests.pg_fixture import pg_cluster  # noqa: F401  (fixture)
+
+#: The throwaway PostgreSQL cluster fixture, one per test session for all modules using it.
+pytest_plugins = ["tests.pg_fixture"]
 
 CHANNELS = ["a", "b"]
 WORKERS = ["w1", "w2"]

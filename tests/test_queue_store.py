@@ -35,7 +35,9 @@ from labctl.queue import (
     fits_protocols,
     open_store,
 )
-from tests.pg_fixture import pg_cluster  # noqa: F401  (fixture)
+
+#: The throwaway PostgreSQL cluster fixture, one per test session for all modules using it.
+pytest_plugins = ["tests.pg_fixture"]
 
 HANG_GUARD_S = 120.0
 T0 = 1_800_000_000.0  # a fixed "now" for tests that do not care about the wall clock
@@ -535,7 +537,7 @@ def test_database_rejects_a_second_active_job_on_a_channel(store: JobStore, loca
     assert [j.id for j in store.list_jobs(states=["running"])] == [running.id]
 
 
-def test_postgres_store_reconnects_after_losing_its_connection(pg_cluster: Any) -> None:  # noqa: F811
+def test_postgres_store_reconnects_after_losing_its_connection(pg_cluster: Any) -> None:
     location = pg_cluster.create_database()
     with open_store(location) as store:
         a = store.add(spec())
