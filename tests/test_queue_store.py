@@ -726,3 +726,17 @@ def test_watch_sees_another_process_within_a_second(location: str, store: JobSto
         later = watcher.wait(HANG_GUARD_S)
         assert later is not None and later.version > change.version
         assert watcher.wait(0.0) is None  # each change is reported once
+
+
+def test_watch_changes_iterates_until_idle(store: JobStore) -> None:
+    with store.watch() as watcher:
+        job = store.add(spec())
+        store.claim_next("w", ["ch1"])
+        store.finish(job.id, "w", JobState.COMPLETED)  # three committed mutations
+        versions = []
+        for change in watcher.changes(idle_timeout=HANG_GUARD_S):
+            versions.append(change.version)
+            if change.version >= 3:
+                break
+        assert versions == sorted(set(versions)) and versions[-1] == 3  # both backends count from 1
+        assert list(watcher.changes(idle_timeout=0.0)) == []

@@ -18,7 +18,7 @@ Who calls what:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Self
 
 from labctl.queue.jobs import Change, ChannelHold, Job, JobSpec, JobState, Request
@@ -46,6 +46,12 @@ class Watcher(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def changes(self, idle_timeout: float) -> Iterator[Change]:
+        """Yield changes as they come; stop after ``idle_timeout`` seconds without one
+        (``queue list --follow`` loops over this and redraws)."""
+        while (change := self.wait(idle_timeout)) is not None:
+            yield change
 
     def __enter__(self) -> Self:
         return self
