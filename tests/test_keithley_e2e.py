@@ -3,15 +3,17 @@ TCP → wire emulator → cell physics, and the analysis recovers the emulated t
 
 An SMU has no impedance, so the protocols it runs are the DC ones: ccd, li_cu_ce,
 lsv (as a staircase), cycling (symmetric and full cell) and a DC-polarisation hold.
-Protocol parameters are shortened to keep cell times of 10²–10⁴ s, and the
-emulators run at N× real time with the driver on ``ScaledClock(N)``; every run
+Protocol parameters are shortened to keep cell times of 10²–10⁴ s; every run
 writes a run file that is read back.
 
-Each speed is chosen so a sample period is several wall milliseconds: at
-2000× a millisecond of host latency is two seconds of cell time. Times within
-a step come from the instrument's stamps (see ``drivers.keithley.timebase``),
-so charges are exact whatever the latency; what latency still costs is cell time
-after an unpredictable end (a voltage cutoff) before the source is stopped.
+The protocol runs lockstep with the emulated cell: both share one ``VirtualClock``,
+which advances only while the driver waits for its next reading. At N× real time
+(the previous set-up) a millisecond of host latency was N ms of cell current
+after a cutoff and between readings, so a loaded CI machine turned scheduling
+jitter into charge error (li_cu_ce failed ~1 run in 4 at 1500×). In lockstep a
+run does not depend on the host's speed at all. Times within a step still come
+from the instrument's stamps (``drivers.keithley.timebase``); the real-time path
+(``ScaledClock``) is exercised by the pause test and ``test_keithley_faults``.
 """
 
 from __future__ import annotations
@@ -57,13 +59,18 @@ def run_on_emulator(
     tmp_path: Path,
     *,
     sim: Mapping[str, Any] | None = None,
-    speed: float,
+    speed: float | None = None,
     cell_type: str | None = None,
     options: Mapping[str, Any] | None = None,
     sinks: Sequence[Any] = (),
     inject: Any = None,
 ) -> WireRun:
     """Serve the model's emulator, connect its driver, run the protocol with a run file.
+
+    ``speed=None`` (the default) runs in lockstep: the emulated cell and the driver share
+    one ``VirtualClock``, so cell time passes only while the driver waits for its next
+    reading and host latency (a loaded CI machine) cannot turn into cell time or charge.
+    A ``speed`` runs the emulator at N× real time with the driver on ``ScaledClock(N)``.
 
     ``inject(server)`` returns a sink that may inject faults during the run. The
     emulator starts with its output relay open (``off_mode="HIMP"``, a saved
@@ -76,9 +83,11 @@ def run_on_emulator(
     sim_params = SimParams(**(sim or {}))
     kind = cell_type or proto.cell_type_for(values)
     path = tmp_path / f"{proto.name}-{model}.h5"
-    with emulator_factory(model)(sim_params, speed=speed, cell_type=kind, off_mode="HIMP") as server:
-        opts = {"clock_speed": speed, "timeout_ms": 2000, **(options or {})}
-        channel = driver_factory(model)(server.resource, opts, RealClock())
+    clock = VirtualClock() if speed is None else RealClock()
+    timing: dict[str, Any] = {"clock": clock} if speed is None else {"speed": speed}
+    with emulator_factory(model)(sim_params, cell_type=kind, off_mode="HIMP", **timing) as server:
+        opts = {"timeout_ms": 2000, **({} if speed is None else {"clock_speed": speed}), **(options or {})}
+        channel = driver_factory(model)(server.resource, opts, clock)
         cell = Cell(kind, sim_params.area, sim_params.thickness)
         if isinstance(protocol, str):
             cell = proto.resolve_cell(values, {"area_cm2": sim_params.area, "thickness_um": sim_params.thickness})
@@ -122,7 +131,6 @@ def test_ccd_finds_the_critical_current_density(model: str, tmp_path: Path) -> N
         {"half_cycle": "0.05", "sample_period": "2"},
         tmp_path,
         sim={"ccd": 0.35, "short_q0": 0.05},
-        speed=800,
     )
     res = run.outcome.results
     assert run.outcome.status == RunState.COMPLETED, run.outcome.error
@@ -134,7 +142,7 @@ def test_ccd_finds_the_critical_current_density(model: str, tmp_path: Path) -> N
 def test_li_cu_coulombic_efficiency(tmp_path: Path) -> None:
     """Truth CE 0.98: CE_avg within 0.002 (Q_t 0.5 mAh/cm², Q_c 0.1, n = 3 at 1 mA/cm²)."""
     params = {"q_t": "0.5", "q_c": "0.1", "n": "3", "j": "1.0", "sample_period": "10"}
-    run = run_on_emulator("keithley2450", "li_cu_ce", params, tmp_path, sim={"ccd": 5.0}, speed=1500)
+    run = run_on_emulator("keithley2450", "li_cu_ce", params, tmp_path, sim={"ccd": 5.0})
     res = run.outcome.results
     assert run.outcome.status == RunState.COMPLETED, run.outcome.error
     assert res["valid"]
@@ -151,7 +159,7 @@ def test_li_cu_coulombic_efficiency(tmp_path: Path) -> None:
 def test_lsv_staircase_finds_the_oxidation_onset(model: str, tmp_path: Path) -> None:
     """Truth ESW 4.0 V; a 4 mV staircase at 2 mV/s from OCV 3.5 V: onset within 50 mV."""
     params = {"upper": "4.3", "rate": "2", "resolution": "4", "rest": "10"}
-    run = run_on_emulator(model, "lsv", params, tmp_path, sim={"esw": 4.0, "ocv_bare": 3.5}, speed=200)
+    run = run_on_emulator(model, "lsv", params, tmp_path, sim={"esw": 4.0, "ocv_bare": 3.5})
     res = run.outcome.results
     assert run.outcome.status == RunState.COMPLETED, run.outcome.error
     assert abs(res["onset_V"] - 4.0) < 0.05
@@ -165,7 +173,7 @@ def test_lsv_staircase_finds_the_oxidation_onset(model: str, tmp_path: Path) -> 
 @pytest.mark.parametrize("model", BOTH)
 def test_symmetric_cycling_matches_the_simulator(model: str, tmp_path: Path) -> None:
     params = {"rates": "0.2,0.5", "cycles": "2", "half_cycle": "0.05", "sample_period": "5"}
-    run = run_on_emulator(model, "cycling", params, tmp_path, speed=1500)
+    run = run_on_emulator(model, "cycling", params, tmp_path)
     ref = run_on_simulator("cycling", params).results
     res = run.outcome.results
     assert run.outcome.status == RunState.COMPLETED, run.outcome.error
@@ -183,7 +191,7 @@ def test_full_cell_cycling_capacity_and_efficiency(tmp_path: Path) -> None:
     so CE carries a few 0.1 % of that."""
     params = {"mode": "full", "rates": "1.0", "cycles": "2", "sample_period": "10", "rest": "60"}
     sim = {"capacity": 0.5}
-    run = run_on_emulator("keithley2450", "cycling", params, tmp_path, sim=sim, speed=2000)
+    run = run_on_emulator("keithley2450", "cycling", params, tmp_path, sim=sim)
     ref = run_on_simulator("cycling", params, sim).results
     res = run.outcome.results
     assert run.outcome.status == RunState.COMPLETED, run.outcome.error
@@ -227,7 +235,7 @@ def dc_polarisation() -> Protocol:
 
 @pytest.mark.parametrize("model", BOTH)
 def test_dc_polarisation_hold_recovers_i0_iss_and_t_plus(model: str, tmp_path: Path) -> None:
-    run = run_on_emulator(model, dc_polarisation(), {"x": 1.0}, tmp_path, speed=800, cell_type="li_li")
+    run = run_on_emulator(model, dc_polarisation(), {"x": 1.0}, tmp_path, cell_type="li_li")
     res = run.outcome.results
     assert run.outcome.status == RunState.COMPLETED, run.outcome.error
     truth = [e for e in run.events if e["event"] == "polarization"][-1]

@@ -313,13 +313,14 @@ def _serve(
     cell_type: str,
     options: dict[str, Any],
 ) -> SmuEmulatorServer:
+    clock = options.pop("clock", None)  # a Clock the caller controls (lockstep tests), else N× real time
     known = {"serial", "firmware", "off_mode"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(
             f"unknown Keithley emulator option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
         )
-    cell = LiveCell(params, cell_type, speed=speed)
+    cell = LiveCell(params, cell_type, speed=speed, clock=clock)
     return SmuEmulatorServer(cls(cell, **options), port=port).start()
 
 
