@@ -52,6 +52,7 @@ import dataclasses
 import logging
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -736,6 +737,7 @@ class EmStatServer:
         self._pty = PtyServer(device.handler)
         self.resource = self._pty.path
         self.faults = self._pty.faults
+        self.faults.cell_time = device.now
         self._stopped = threading.Event()
         self._monitor = threading.Thread(target=self._watch_link, name="emstat-link", daemon=True)
 
@@ -757,6 +759,21 @@ class EmStatServer:
                 self.device._host_gone = True
                 self.device._abort.set()
                 self.device.power_off()
+
+    def instrument_faults(self) -> dict[str, Callable[[], bool]]:
+        """``--fault`` kinds of the instrument: a runtime error stops the next
+        measurement loop (``!4004``, overload), ``compliance`` flags OVERLOAD on the
+        current of every packet from then on."""
+
+        def error() -> bool:
+            self.device.inject_error(E.CODE_OVERLOAD)
+            return True
+
+        def overload() -> bool:
+            self.device.inject_overload()
+            return True
+
+        return {"instrument-error": error, "compliance": overload}
 
     def reconnect(self) -> None:
         """Undo a dropped link (see ``PtyServer.reconnect``)."""
