@@ -412,7 +412,8 @@ def sim_server_command(
     \b
       no-reply          a reply is swallowed (the client must time out)
       garbled           a reply arrives corrupted
-      drop-link         the connection is closed
+      drop-link         the connection is closed (a pseudo-terminal stays silent
+                        until the emulator is restarted)
       instrument-error  the instrument reports an error of its own (error queue
                         entry, MethodSCRIPT runtime error, controller alarm)
       compliance        the source hits its limit / a reading overloads

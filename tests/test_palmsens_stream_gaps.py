@@ -62,17 +62,17 @@ class Ran:
 
 
 def run_step(
-    tmp_path: Path, step: Step, arm: Callable[[Any, int], None] | None = None, cell_type: str = "li_li"
+    tmp_path: Path, step: Step, arm: Callable[[Any, int, Any], None] | None = None, cell_type: str = "li_li"
 ) -> Ran:
-    """Run ``step`` alone; ``arm(faults, base)`` arms faults, ``base`` being the reply
-    count when the engine starts."""
+    """Run ``step`` alone; ``arm(faults, base, server)`` arms faults, ``base`` being the
+    reply count when the engine starts."""
     clock = VirtualClock()
     with serve_emstat4(SimParams(), clock=clock, cell_type=cell_type) as server:
         channel = create_emstat4(server.resource, {"timeout": 5.0}, clock)
         channel.open()
         base = server.faults.sends
         if arm is not None:
-            arm(server.faults, base)
+            arm(server.faults, base, server)
         path = tmp_path / f"run-{base}-{id(arm)}.h5"
         writer = RunFileWriter(path)
         try:
@@ -89,30 +89,45 @@ def run_step(
     return Ran(outcome, status, steps, cell_on)
 
 
-def data_reply(k: int) -> Callable[[Any, int], None]:
+@pytest.fixture(scope="module")
+def first(tmp_path_factory: pytest.TempPathFactory) -> int:
+    """The reply number (counted from the engine's start) of a step's first data packet:
+    after the engine's opening exchanges, the script's 'e' and the loop's 'M....' line.
+    Learnt from a fault-free run with a probe on the emulator's replies, so the tests
+    lose exactly the line they mean whatever the engine exchanges before the step."""
+    seen: list[int] = []
+
+    def probe(faults: Any, base: int, server: Any) -> None:
+        def look() -> bool:
+            if server.device.packets_sent == 1 and not seen:  # this send carries packet 1
+                seen.append(faults.sends - 1 - base)
+            return False  # never "took effect": called again at every reply
+
+        faults.arm(FaultPlan("instrument-error", "always"), look)
+
+    run_step(tmp_path_factory.mktemp("probe"), HOLD, probe)
+    assert seen, "the probe never saw a data packet"
+    return seen[0]
+
+
+def data_reply(k: int, first: int) -> Callable[[Any, int, Any], None]:
     """Lose the reply that carries the k-th data packet (0-based) of the step."""
 
-    def arm(faults: Any, base: int) -> None:
-        faults.arm(FaultPlan("no-reply", "reply", float(base + FIRST_DATA_REPLY + k)))
+    def arm(faults: Any, base: int, server: Any) -> None:
+        faults.arm(FaultPlan("no-reply", "reply", float(base + first + k)))
 
     return arm
 
 
-#: Replies (counted from the engine's start) before a step's first data packet: the
-#: engine's opening exchanges, the script's 'e' and the loop's 'M....' line. Pinned by
-#: test_the_first_data_reply_is_where_the_tests_think, so the tests lose the line they mean.
-FIRST_DATA_REPLY = 7
-
-
-def test_the_first_data_reply_is_where_the_tests_think(tmp_path: Path) -> None:
+def test_the_first_data_reply_is_where_the_tests_think(tmp_path: Path, first: int) -> None:
     """Losing data packet k of a 1 s hold makes a 2 s gap after script time k - 1."""
-    ran = run_step(tmp_path, HOLD, data_reply(10))
+    ran = run_step(tmp_path, HOLD, data_reply(10, first))
     assert "between samples: 2 s gap at script time 9 s" in ran.outcome.results["message"]
 
 
 @pytest.mark.parametrize("k", [3, 37, 71, 98])
-def test_a_lost_sample_in_a_timed_hold_is_a_warning_with_its_count(tmp_path: Path, k: int) -> None:
-    ran = run_step(tmp_path, HOLD, data_reply(k))
+def test_a_lost_sample_in_a_timed_hold_is_a_warning_with_its_count(tmp_path: Path, k: int, first: int) -> None:
+    ran = run_step(tmp_path, HOLD, data_reply(k, first))
     assert ran.outcome.status is RunState.COMPLETED, ran.outcome.error
     assert ran.outcome.results["n"] == 100  # 101 samples on 0..100 s, one lost
     step_reason, message, rows = ran.file_steps[-1]
@@ -121,10 +136,10 @@ def test_a_lost_sample_in_a_timed_hold_is_a_warning_with_its_count(tmp_path: Pat
     assert ran.outcome.steps[-1].message == message  # the same warning in the result and the file
 
 
-def test_several_lost_samples_are_all_counted(tmp_path: Path) -> None:
-    def arm(faults: Any, base: int) -> None:
+def test_several_lost_samples_are_all_counted(tmp_path: Path, first: int) -> None:
+    def arm(faults: Any, base: int, server: Any) -> None:
         for k in (20, 21, 22, 60):
-            faults.arm(FaultPlan("no-reply", "reply", float(base + FIRST_DATA_REPLY + k)))
+            faults.arm(FaultPlan("no-reply", "reply", float(base + first + k)))
 
     ran = run_step(tmp_path, HOLD, arm)
     assert ran.outcome.status is RunState.COMPLETED
@@ -139,13 +154,13 @@ def test_a_fault_free_hold_has_no_warning(tmp_path: Path) -> None:
     assert "data loss" not in ran.file_steps[-1][1]
 
 
-def test_a_lost_sample_in_a_cutoff_controlled_loop_is_an_instrument_fault(tmp_path: Path) -> None:
+def test_a_lost_sample_in_a_cutoff_controlled_loop_is_an_instrument_fault(tmp_path: Path, first: int) -> None:
     """Plating until a voltage cutoff: the lost line could have been the one that met
     it; the step ends instrument_fault, the run fails saying why, the cell is off."""
     plate = ConstantCurrent(
         current=-1e-3, limits=Limits(max_time=200.0, voltage_below=-5.0, voltage_above=5.0), sample_period=1.0
     )
-    ran = run_step(tmp_path, plate, data_reply(30))
+    ran = run_step(tmp_path, plate, data_reply(30, first))
     assert ran.outcome.status is RunState.FAILED
     assert "cp script lost data" in ran.outcome.error and "1 sample lost" in ran.outcome.error
     assert ran.file_status == "failed"
@@ -155,14 +170,14 @@ def test_a_lost_sample_in_a_cutoff_controlled_loop_is_an_instrument_fault(tmp_pa
     assert not ran.cell_on
 
 
-def test_a_skipped_impedance_point_is_an_instrument_fault(tmp_path: Path) -> None:
+def test_a_skipped_impedance_point_is_an_instrument_fault(tmp_path: Path, first: int) -> None:
     eis = Impedance(f_start=1e5, f_stop=1.0, points_per_decade=5, bias_vs_ocv=False, bias=0.0)
     freqs = Compiler(EMSTAT4_HR).compile(eis).frequencies
     ok = run_step(tmp_path, eis, cell_type="ss")
     assert ok.outcome.status is RunState.COMPLETED, ok.outcome.error
     spectrum = ok.outcome.steps[-1].spectrum
     assert spectrum is not None and len(spectrum) == len(freqs) == 26
-    ran = run_step(tmp_path, eis, data_reply(12), cell_type="ss")
+    ran = run_step(tmp_path, eis, data_reply(12, first), cell_type="ss")
     assert ran.outcome.status is RunState.FAILED
     assert f"skipped {freqs[12]:.6g} Hz" in ran.outcome.error
     reason, message, rows = ran.file_steps[-1]
@@ -171,9 +186,9 @@ def test_a_skipped_impedance_point_is_an_instrument_fault(tmp_path: Path) -> Non
     assert not ran.cell_on
 
 
-def test_a_garbled_data_line_fails_the_run_and_says_so(tmp_path: Path) -> None:
-    def arm(faults: Any, base: int) -> None:
-        faults.arm(FaultPlan("garbled", "reply", float(base + FIRST_DATA_REPLY + 40)))
+def test_a_garbled_data_line_fails_the_run_and_says_so(tmp_path: Path, first: int) -> None:
+    def arm(faults: Any, base: int, server: Any) -> None:
+        faults.arm(FaultPlan("garbled", "reply", float(base + first + 40)))
 
     ran = run_step(tmp_path, HOLD, arm)
     assert ran.outcome.status is RunState.FAILED and "garbled reply" in ran.outcome.error

@@ -469,7 +469,7 @@ class MethodScriptChannel(Channel):
                             failure = exc  # a garbled line, a runtime error: keep what did arrive
                             break
                     block = self._take_block(run, dtype)
-                    if block is not None and run.watcher is not None and dtype is SAMPLE_DTYPE:
+                    if failure is None and block is not None and run.watcher is not None and dtype is SAMPLE_DTYPE:
                         hit = run.watcher.check(block)
                         if hit is not None and (outcome is None or hit[0] < len(block) - 1):
                             row, reason = hit

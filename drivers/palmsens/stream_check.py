@@ -44,7 +44,9 @@ FREQUENCY_TOLERANCE = 0.25
 #: Gaps quoted by time in a message (the count is always complete).
 _QUOTED = 3
 
-_CUTOFF_FIELDS = ("voltage_above", "voltage_below", "current_below", "current_above", "steady_slope")
+#: Limits that end a loop at a sample (the steadiness criterion is a fit over a window,
+#: which one sample more or less does not decide, so it is not among them).
+_CUTOFF_FIELDS = ("voltage_above", "voltage_below", "current_below", "current_above")
 
 
 class LostData(InstrumentError):
