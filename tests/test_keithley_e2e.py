@@ -13,7 +13,7 @@ after a cutoff and between readings, so a loaded CI machine turned scheduling
 jitter into charge error (li_cu_ce failed ~1 run in 4 at 1500×). In lockstep a
 run does not depend on the host's speed at all. Times within a step still come
 from the instrument's stamps (``drivers.keithley.timebase``); the real-time path
-(``ScaledClock``) is exercised by the pause test and ``test_keithley_faults``.
+(``ScaledClock``) is exercised by ``test_keithley_faults`` and the impedance refusal test.
 """
 
 from __future__ import annotations
@@ -263,6 +263,7 @@ def test_pause_holds_the_cell_at_zero_current_and_resume_goes_forward(tmp_path: 
     """Pause in a galvanostatic step: the SMU holds 0 A (open circuit, still measured);
     resume continues the step with the charge left, never replays it."""
     import threading
+    import time
 
     def plan(values: Mapping[str, Any], cell: Cell):  # a protocol generator
         from labctl.steps import ConstantCurrent
@@ -279,8 +280,9 @@ def test_pause_holds_the_cell_at_zero_current_and_resume_goes_forward(tmp_path: 
         plan=plan,
         step_kinds=frozenset({"ConstantCurrent"}),
     )
-    with emulator_factory("keithley2450")(SimParams(), speed=200, cell_type="li_li", off_mode="HIMP") as server:
-        channel = driver_factory("keithley2450")(server.resource, {"clock_speed": 200}, RealClock())
+    clock = VirtualClock()  # lockstep: no cell time passes between the last reading and the hold
+    with emulator_factory("keithley2450")(SimParams(), clock=clock, cell_type="li_li", off_mode="HIMP") as server:
+        channel = driver_factory("keithley2450")(server.resource, {"timeout_ms": 30000}, clock)
         engine = Engine(channel)
         paused = threading.Event()
 
@@ -294,19 +296,18 @@ def test_pause_holds_the_cell_at_zero_current_and_resume_goes_forward(tmp_path: 
 
         engine.sinks.insert(0, PauseOnce())
         handle = engine.start(proto, {"x": 1.0}, Cell("li_li", 1.0, 100.0))
-        assert paused.wait(10.0)
-        deadline = 0
-        while handle.state != RunState.PAUSED and deadline < 200:
+        assert paused.wait(60.0)  # hang guards only
+        deadline = time.monotonic() + 60.0
+        while handle.state != RunState.PAUSED and time.monotonic() < deadline:
             threading.Event().wait(0.01)
-            deadline += 1
         state = server.instrument.state
         held = (state.output, state.source, state.level["CURR"])
         handle.resume()
-        outcome = handle.wait(30.0)
+        outcome = handle.wait(120.0)
     assert held == (True, "CURR", 0.0)
     assert outcome is not None and outcome.status == RunState.COMPLETED, outcome
     assert outcome.results["end_reason"] == "charge"
-    # forward, not replayed (a replay would pass twice the charge); the few ms between the
-    # last reading and the hold pass uncounted current, seconds of cell time at 200x
-    assert abs(outcome.results["charge"]) == pytest.approx(0.09, rel=0.02)
+    # forward, not replayed (a replay would pass twice the charge); in lockstep no cell time
+    # passes between the last reading and the hold, so the charge is the limit's to 0.1 %
+    assert abs(outcome.results["charge"]) == pytest.approx(0.09, rel=1e-3)
     assert not server.output_on
