@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from drivers.sim import SimChannel, SimParams
+from drivers.sim.wire.faults import FaultPlan, install
 from labctl import registry
 from labctl.analysis.transference import initial_current, steady_state_current, transference_number
 from labctl.clock import RealClock, VirtualClock
@@ -64,6 +65,7 @@ def run_on_emulator(
     options: Mapping[str, Any] | None = None,
     sinks: Sequence[Any] = (),
     inject: Any = None,
+    faults: Sequence[str] = (),
 ) -> WireRun:
     """Serve the model's emulator, connect its driver, run the protocol with a run file.
 
@@ -72,7 +74,9 @@ def run_on_emulator(
     reading and host latency (a loaded CI machine) cannot turn into cell time or charge.
     A ``speed`` runs the emulator at N× real time with the driver on ``ScaledClock(N)``.
 
-    ``inject(server)`` returns a sink that may inject faults during the run. The
+    ``faults`` are ``KIND[@WHEN]`` faults armed on the emulator (``labctl sim-server
+    --fault``); at a reply count or a cell time they land on the same reading in every
+    lockstep run. ``inject(server)`` returns a sink that may inject faults during the run. The
     emulator starts with its output relay open (``off_mode="HIMP"``, a saved
     power-on setup) so the cell has no history before the driver connects.
     """
@@ -86,6 +90,7 @@ def run_on_emulator(
     clock = VirtualClock() if speed is None else RealClock()
     timing: dict[str, Any] = {"clock": clock} if speed is None else {"speed": speed}
     with emulator_factory(model)(sim_params, cell_type=kind, off_mode="HIMP", **timing) as server:
+        install(server, [FaultPlan.parse(text) for text in faults], model)
         opts = {"timeout_ms": 2000, **({} if speed is None else {"clock_speed": speed}), **(options or {})}
         channel = driver_factory(model)(server.resource, opts, clock)
         cell = Cell(kind, sim_params.area, sim_params.thickness)

@@ -100,9 +100,8 @@ def test_compliance_trip_ends_the_step_and_the_ccd_as_contact_loss(model: str, t
         {"half_cycle": "0.05", "sample_period": "2"},
         tmp_path,
         sim={"ccd": 5.0},
-        speed=800,
         options={"compliance_voltage": 1.5},
-        inject=after_blocks(2, lambda s: s.inject_compliance()),
+        faults=["compliance@t=300s"],  # lockstep: the same reading of the second half-cycle every run
     )
     assert run.outcome.status == RunState.COMPLETED, run.outcome.error
     last = run.outcome.steps[-1]
@@ -122,10 +121,9 @@ def test_compliance_trip_ends_a_potentiostatic_hold(model: str, tmp_path: Path) 
         dc_polarisation(),
         {"x": 1.0},
         tmp_path,
-        speed=800,
         cell_type="li_li",
         options={"compliance_current": 1e-3},
-        inject=after_blocks(2, lambda s: s.inject_compliance()),
+        faults=["compliance@t=400s"],  # lockstep: 340 s into the hold, enough for its Iss window
     )
     assert run.outcome.status == RunState.COMPLETED, run.outcome.error
     assert run.outcome.results["end_reason"] == EndReason.COMPLIANCE.value
