@@ -57,15 +57,19 @@ FAULTS = {
         "instrument error -314: Save/recall memory lost",
     ),
 }
+#: The same transport faults, scheduled on the emulator at a cell time of the second
+#: half-cycle (``sim-server --fault``): with the run in lockstep they hit the same reading.
+SCHEDULED = {"no_reply": "no-reply@t=250s", "garbled": "garbled@t=250s", "dropped": "drop-link@t=250s"}
 
 
 @pytest.mark.parametrize("model", BOTH)
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_fault_fails_the_run_safely(model: str, fault: str, tmp_path: Path) -> None:
     inject, expected = FAULTS[fault]
-    run = run_on_emulator(
-        model, "cycling", CYCLING, tmp_path, speed=1000, options=FAST_FAIL, inject=after_blocks(2, inject)
-    )
+    if fault in SCHEDULED:
+        run = run_on_emulator(model, "cycling", CYCLING, tmp_path, options=FAST_FAIL, faults=[SCHEDULED[fault]])
+    else:
+        run = run_on_emulator(model, "cycling", CYCLING, tmp_path, options=FAST_FAIL, inject=after_blocks(2, inject))
     assert run.outcome.status == RunState.FAILED
     assert run.outcome.error.startswith("instrument error: ") and expected in run.outcome.error
     assert not run.output_on, "output left on after the fault"
