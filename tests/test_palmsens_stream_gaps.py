@@ -29,7 +29,7 @@ from labctl.clock import VirtualClock
 from labctl.engine import Engine, RunOutcome, RunState
 from labctl.params import Param
 from labctl.protocol import Cell, Protocol
-from labctl.steps import ConstantCurrent, ConstantVoltage, EndReason, Impedance, Limits, Step
+from labctl.steps import ConstantCurrent, ConstantVoltage, EndReason, Impedance, Limits, Step, VoltageSweep
 from labctl.storage import RunFileWriter, open_run
 
 pytestmark = pytest.mark.timeout(120)
@@ -229,6 +229,41 @@ def test_trailing_loss_is_found_for_either_sampling_convention(first_at: str) ->
         short.sample(offset + k)
     short.end(natural=True)
     assert short.lost == 3 and "after the last sample" in short.summary()
+
+
+def test_a_sweep_short_of_its_end_lost_its_last_samples() -> None:
+    sweep = VoltageSweep(start=3.0, stop=3.1, rate=1e-3, sample_period=1.0)  # 1 mV steps
+    complete = check_for(sweep)
+    for k in range(101):
+        complete.sample(float(k), 3.0 + k * 1e-3)
+    complete.end(natural=True)
+    assert complete.lost == 0
+    short = check_for(sweep)
+    for k in range(96):
+        short.sample(float(k), 3.0 + k * 1e-3)
+    short.end(natural=True)  # no cutoff on this sweep: a warning
+    assert short.lost == 5 and "sweep stopped at 3.095 V" in short.summary()
+
+
+def test_a_lost_sweep_end_through_the_emulator_fails_the_run(tmp_path: Path, first: int) -> None:
+    """The last data lines of a sweep (its highest potentials: the onset region) are lost.
+    One lost end sample is within the tolerance (an instrument may stop one step short of
+    the end potential: the check never invents a loss), three are not."""
+    sweep = VoltageSweep(  # 51 samples, ended by a current cutoff if the cell ran away (as lsv's)
+        start=0.0, stop=0.05, rate=1e-3, sample_period=1.0, limits=Limits(current_above=0.1)
+    )
+    ok = run_step(tmp_path, sweep)
+    assert ok.outcome.status is RunState.COMPLETED, ok.outcome.error
+    assert ok.outcome.results["n"] == 51
+
+    def arm(faults: Any, base: int, server: Any) -> None:
+        for k in (48, 49, 50):
+            faults.arm(FaultPlan("no-reply", "reply", float(base + first + k)))
+
+    ran = run_step(tmp_path, sweep, arm)
+    assert ran.outcome.status is RunState.FAILED
+    assert "3 samples lost" in ran.outcome.error and "sweep stopped at 0.047" in ran.outcome.error
+    assert ran.file_steps[-1][0] == "instrument_fault" and not ran.cell_on
 
 
 def test_a_loop_ended_by_a_cutoff_is_not_short() -> None:

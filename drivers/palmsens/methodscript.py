@@ -620,7 +620,7 @@ class MethodScriptChannel(Channel):
             run.last = (t, current)
             run.last_e = e.value
             run.rows.append((t, e.value, current, run.q, math.nan))
-            run.check.sample(tm.value)
+            run.check.sample(tm.value, e.value)
         overloaded = [v for v in variables if v.overload]
         if overloaded:
             names = ", ".join(f"{v.type} ({v.status_text()}, range code {v.range})" for v in overloaded)

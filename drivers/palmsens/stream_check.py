@@ -10,8 +10,9 @@ loop produces (``ScriptPlan``): a sample every ``sample_period`` of cell time
 * a time gap between two samples beyond 1.5 sample periods is
   ``round(gap / period) - 1`` lost samples (the instrument samples on a fixed
   grid; a late sample it could not time is flagged in its status instead);
-* a last sample more than half a period short of the loop's last grid point,
-  when the loop ended by itself (code 0), is trailing loss. A lost *first*
+* a last sample more than half a period short of the loop's last grid point
+  (a sweep: more than 1.5 potential steps short of its end potential), when
+  the loop ended by itself (code 0), is trailing loss. A lost *first*
   sample is not detectable by time (set-up commands run between loops) and is
   not claimed;
 * an impedance point at a frequency other than the next expected one is the
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 
 from drivers.palmsens.script import ScriptPlan
 from labctl.channel import InstrumentError
+from labctl.steps import VoltageSweep
 
 #: A gap longer than this many sample periods has lost samples.
 GAP_TOLERANCE = 1.5
@@ -62,11 +64,14 @@ class StreamCheck:
     run_time: float | None  # cell s the loop runs when it ends by itself
     frequencies: tuple[float, ...]  # the sweep, in order (impedance)
     strict: bool  # a loss makes the data untrustworthy (raise), else a warning
+    sweep_stop: float | None = None  # a potential sweep's end (V): its last sample is there
+    sweep_step: float | None = None  # and its samples are this far apart (V)
     lost: int = 0
     gaps: list[str] = field(default_factory=list)
     _t_first: float | None = None
     _t_last: float | None = None
     _t_begin: float = 0.0
+    _e_last: float | None = None
     _next: int = 0
 
     @classmethod
@@ -75,12 +80,15 @@ class StreamCheck:
         limits = step.effective_limits()
         cutoffs = any(getattr(limits, name, None) is not None for name in _CUTOFF_FIELDS)
         impedance = plan.impedance
+        sweep = isinstance(step, VoltageSweep)
         return cls(
             technique=plan.technique,
             period=None if impedance else float(step.sample_period),
             run_time=plan.run_time,
             frequencies=plan.frequencies,
             strict=impedance or cutoffs,
+            sweep_stop=float(step.stop) if sweep else None,
+            sweep_step=abs(step.rate * step.sample_period) if sweep else None,
         )
 
     def loop_begins(self, t: float) -> None:
@@ -89,8 +97,9 @@ class StreamCheck:
         self._t_begin = t
 
     # --- what arrives ------------------------------------------------------------------
-    def sample(self, t: float) -> None:
-        """A sample at script time ``t`` (the packet's ``timer_get``)."""
+    def sample(self, t: float, e: float | None = None) -> None:
+        """A sample at script time ``t`` (the packet's ``timer_get``), potential ``e`` (V)."""
+        self._e_last = e
         period = self.period
         assert period is not None
         if self._t_first is None:
@@ -127,6 +136,15 @@ class StreamCheck:
             missing = self.frequencies[self._next :]
             if missing:
                 self._lose(len(missing), "missing the last " + ", ".join(f"{f:.6g} Hz" for f in missing[:_QUOTED]))
+            return
+        if self.sweep_stop is not None and self.sweep_step and self._e_last is not None:
+            short = abs(self.sweep_stop - self._e_last)
+            if short > GAP_TOLERANCE * self.sweep_step:
+                self._lose(
+                    max(round(short / self.sweep_step), 1),
+                    f"after the last sample: the sweep stopped at {self._e_last:.6g} V, its end is "
+                    f"{self.sweep_stop:.6g} V",
+                )
             return
         if self.period is None or self.run_time is None:
             return
