@@ -457,18 +457,57 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     metavar="NAME=VALUE",
     help="emulator option, e.g. chamber=espec (an LCR emulator with a chamber on the same cell)",
 )
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="KIND[@WHEN]",
+    help="inject a fault (repeatable): KIND no-reply|garbled|drop-link|instrument-error|compliance, "
+    "WHEN once (default)|always|N (the N-th reply)|t=DURATION (cell time, e.g. t=30s, t=2min)",
+)
 def sim_server_command(
-    model: str, port_text: str, sim: tuple[str, ...], speed_text: str, cell_type: str, options: tuple[str, ...]
+    model: str,
+    port_text: str,
+    sim: tuple[str, ...],
+    speed_text: str,
+    cell_type: str,
+    options: tuple[str, ...],
+    faults: tuple[str, ...],
 ) -> None:
     """Serve a wire-level emulator of an instrument, backed by the cell physics.
 
     Point the real driver (or any client) at the printed resource. Ctrl-C stops it.
+
+    Faults (--fault KIND[@WHEN], repeatable) test a client's error handling:
+
+    \b
+      no-reply          a reply is swallowed (the client must time out)
+      garbled           a reply arrives corrupted
+      drop-link         the connection is closed (a pseudo-terminal stays silent
+                        until the emulator is restarted)
+      instrument-error  the instrument reports an error of its own (error queue
+                        entry, MethodSCRIPT runtime error, controller alarm)
+      compliance        the source hits its limit / a reading overloads
+                        (SMUs, MethodSCRIPT potentiostats, LCR meter)
+
+    \b
+      @once             the next reply (default; an instrument fault: as soon
+                        as it can take effect, e.g. compliance once the output is on)
+      @always           every reply
+      @N                the N-th reply the emulator sends (a MethodSCRIPT data
+                        line is a reply), counted from its start
+      @t=DURATION       the first reply at or after this cell time, units ms, s
+                        (default), min, h: @t=30s, @t=1.5h
+
+    Example: --fault garbled@12 --fault drop-link@t=10min
     """
     from drivers.sim import SimParams
+    from drivers.sim.wire.faults import FaultPlan, install
     from labctl.registry import emulator_factory
     from labctl.speed import parse_speed_factor
 
     try:
+        plans = [FaultPlan.parse(text) for text in faults]
         params = SimParams.from_strings(parse_assignments(sim, "--sim"))
         factory = emulator_factory(model)
         speed = parse_speed_factor(speed_text)
@@ -485,7 +524,15 @@ def sim_server_command(
     except ValueError as exc:
         _fail_usage(exc)
         return
+    try:
+        install(server, plans, model)
+    except ValueError as exc:
+        server.stop()
+        _fail_usage(exc)
+        return
     click.echo(f"{model} emulator at {server.resource} (speed {speed:g}x); Ctrl-C to stop", err=True)
+    for plan in plans:
+        click.echo(f"fault armed: {plan.describe()}", err=True)
     click.echo(server.resource)
     chamber = getattr(server, "chamber", None)
     if chamber is not None:

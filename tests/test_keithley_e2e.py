@@ -3,15 +3,17 @@ TCP → wire emulator → cell physics, and the analysis recovers the emulated t
 
 An SMU has no impedance, so the protocols it runs are the DC ones: ccd, li_cu_ce,
 lsv (as a staircase), cycling (symmetric and full cell) and a DC-polarisation hold.
-Protocol parameters are shortened to keep cell times of 10²–10⁴ s, and the
-emulators run at N× real time with the driver on ``ScaledClock(N)``; every run
+Protocol parameters are shortened to keep cell times of 10²–10⁴ s; every run
 writes a run file that is read back.
 
-Each speed is chosen so a sample period is several wall milliseconds: at
-2000× a millisecond of host latency is two seconds of cell time. Times within
-a step come from the instrument's stamps (see ``drivers.keithley.timebase``),
-so charges are exact whatever the latency; what latency still costs is cell time
-after an unpredictable end (a voltage cutoff) before the source is stopped.
+The protocol runs lockstep with the emulated cell: both share one ``VirtualClock``,
+which advances only while the driver waits for its next reading. At N× real time
+(the previous set-up) a millisecond of host latency was N ms of cell current
+after a cutoff and between readings, so a loaded CI machine turned scheduling
+jitter into charge error (li_cu_ce failed ~1 run in 4 at 1500×). In lockstep a
+run does not depend on the host's speed at all. Times within a step still come
+from the instrument's stamps (``drivers.keithley.timebase``); the real-time path
+(``ScaledClock``) is exercised by ``test_keithley_faults`` and the impedance refusal test.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 import pytest
 
 from drivers.sim import SimChannel, SimParams
+from drivers.sim.wire.faults import FaultPlan, install
 from labctl import registry
 from labctl.analysis.transference import initial_current, steady_state_current, transference_number
 from labctl.clock import RealClock, VirtualClock
@@ -57,15 +60,23 @@ def run_on_emulator(
     tmp_path: Path,
     *,
     sim: Mapping[str, Any] | None = None,
-    speed: float,
+    speed: float | None = None,
     cell_type: str | None = None,
     options: Mapping[str, Any] | None = None,
     sinks: Sequence[Any] = (),
     inject: Any = None,
+    faults: Sequence[str] = (),
 ) -> WireRun:
     """Serve the model's emulator, connect its driver, run the protocol with a run file.
 
-    ``inject(server)`` returns a sink that may inject faults during the run. The
+    ``speed=None`` (the default) runs in lockstep: the emulated cell and the driver share
+    one ``VirtualClock``, so cell time passes only while the driver waits for its next
+    reading and host latency (a loaded CI machine) cannot turn into cell time or charge.
+    A ``speed`` runs the emulator at N× real time with the driver on ``ScaledClock(N)``.
+
+    ``faults`` are ``KIND[@WHEN]`` faults armed on the emulator (``labctl sim-server
+    --fault``); at a reply count or a cell time they land on the same reading in every
+    lockstep run. ``inject(server)`` returns a sink that may inject faults during the run. The
     emulator starts with its output relay open (``off_mode="HIMP"``, a saved
     power-on setup) so the cell has no history before the driver connects.
     """
@@ -76,9 +87,12 @@ def run_on_emulator(
     sim_params = SimParams(**(sim or {}))
     kind = cell_type or proto.cell_type_for(values)
     path = tmp_path / f"{proto.name}-{model}.h5"
-    with emulator_factory(model)(sim_params, speed=speed, cell_type=kind, off_mode="HIMP") as server:
-        opts = {"clock_speed": speed, "timeout_ms": 2000, **(options or {})}
-        channel = driver_factory(model)(server.resource, opts, RealClock())
+    clock = VirtualClock() if speed is None else RealClock()
+    timing: dict[str, Any] = {"clock": clock} if speed is None else {"speed": speed}
+    with emulator_factory(model)(sim_params, cell_type=kind, off_mode="HIMP", **timing) as server:
+        install(server, [FaultPlan.parse(text) for text in faults], model)
+        opts = {"timeout_ms": 2000, **({} if speed is None else {"clock_speed": speed}), **(options or {})}
+        channel = driver_factory(model)(server.resource, opts, clock)
         cell = Cell(kind, sim_params.area, sim_params.thickness)
         if isinstance(protocol, str):
             cell = proto.resolve_cell(values, {"area_cm2": sim_params.area, "thickness_um": sim_params.thickness})
@@ -122,7 +136,6 @@ def test_ccd_finds_the_critical_current_density(model: str, tmp_path: Path) -> N
         {"half_cycle": "0.05", "sample_period": "2"},
         tmp_path,
         sim={"ccd": 0.35, "short_q0": 0.05},
-        speed=800,
     )
     res = run.outcome.results
     assert run.outcome.status == RunState.COMPLETED, run.outcome.error
@@ -134,7 +147,7 @@ def test_ccd_finds_the_critical_current_density(model: str, tmp_path: Path) -> N
 def test_li_cu_coulombic_efficiency(tmp_path: Path) -> None:
     """Truth CE 0.98: CE_avg within 0.002 (Q_t 0.5 mAh/cm², Q_c 0.1, n = 3 at 1 mA/cm²)."""
     params = {"q_t": "0.5", "q_c": "0.1", "n": "3", "j": "1.0", "sample_period": "10"}
-    run = run_on_emulator("keithley2450", "li_cu_ce", params, tmp_path, sim={"ccd": 5.0}, speed=1500)
+    run = run_on_emulator("keithley2450", "li_cu_ce", params, tmp_path, sim={"ccd": 5.0})
     res = run.outcome.results
     assert run.outcome.status == RunState.COMPLETED, run.outcome.error
     assert res["valid"]
@@ -151,7 +164,7 @@ def test_li_cu_coulombic_efficiency(tmp_path: Path) -> None:
 def test_lsv_staircase_finds_the_oxidation_onset(model: str, tmp_path: Path) -> None:
     """Truth ESW 4.0 V; a 4 mV staircase at 2 mV/s from OCV 3.5 V: onset within 50 mV."""
     params = {"upper": "4.3", "rate": "2", "resolution": "4", "rest": "10"}
-    run = run_on_emulator(model, "lsv", params, tmp_path, sim={"esw": 4.0, "ocv_bare": 3.5}, speed=200)
+    run = run_on_emulator(model, "lsv", params, tmp_path, sim={"esw": 4.0, "ocv_bare": 3.5})
     res = run.outcome.results
     assert run.outcome.status == RunState.COMPLETED, run.outcome.error
     assert abs(res["onset_V"] - 4.0) < 0.05
@@ -165,7 +178,7 @@ def test_lsv_staircase_finds_the_oxidation_onset(model: str, tmp_path: Path) -> 
 @pytest.mark.parametrize("model", BOTH)
 def test_symmetric_cycling_matches_the_simulator(model: str, tmp_path: Path) -> None:
     params = {"rates": "0.2,0.5", "cycles": "2", "half_cycle": "0.05", "sample_period": "5"}
-    run = run_on_emulator(model, "cycling", params, tmp_path, speed=1500)
+    run = run_on_emulator(model, "cycling", params, tmp_path)
     ref = run_on_simulator("cycling", params).results
     res = run.outcome.results
     assert run.outcome.status == RunState.COMPLETED, run.outcome.error
@@ -183,7 +196,7 @@ def test_full_cell_cycling_capacity_and_efficiency(tmp_path: Path) -> None:
     so CE carries a few 0.1 % of that."""
     params = {"mode": "full", "rates": "1.0", "cycles": "2", "sample_period": "10", "rest": "60"}
     sim = {"capacity": 0.5}
-    run = run_on_emulator("keithley2450", "cycling", params, tmp_path, sim=sim, speed=2000)
+    run = run_on_emulator("keithley2450", "cycling", params, tmp_path, sim=sim)
     ref = run_on_simulator("cycling", params, sim).results
     res = run.outcome.results
     assert run.outcome.status == RunState.COMPLETED, run.outcome.error
@@ -227,7 +240,7 @@ def dc_polarisation() -> Protocol:
 
 @pytest.mark.parametrize("model", BOTH)
 def test_dc_polarisation_hold_recovers_i0_iss_and_t_plus(model: str, tmp_path: Path) -> None:
-    run = run_on_emulator(model, dc_polarisation(), {"x": 1.0}, tmp_path, speed=800, cell_type="li_li")
+    run = run_on_emulator(model, dc_polarisation(), {"x": 1.0}, tmp_path, cell_type="li_li")
     res = run.outcome.results
     assert run.outcome.status == RunState.COMPLETED, run.outcome.error
     truth = [e for e in run.events if e["event"] == "polarization"][-1]
@@ -255,6 +268,7 @@ def test_pause_holds_the_cell_at_zero_current_and_resume_goes_forward(tmp_path: 
     """Pause in a galvanostatic step: the SMU holds 0 A (open circuit, still measured);
     resume continues the step with the charge left, never replays it."""
     import threading
+    import time
 
     def plan(values: Mapping[str, Any], cell: Cell):  # a protocol generator
         from labctl.steps import ConstantCurrent
@@ -271,8 +285,9 @@ def test_pause_holds_the_cell_at_zero_current_and_resume_goes_forward(tmp_path: 
         plan=plan,
         step_kinds=frozenset({"ConstantCurrent"}),
     )
-    with emulator_factory("keithley2450")(SimParams(), speed=200, cell_type="li_li", off_mode="HIMP") as server:
-        channel = driver_factory("keithley2450")(server.resource, {"clock_speed": 200}, RealClock())
+    clock = VirtualClock()  # lockstep: no cell time passes between the last reading and the hold
+    with emulator_factory("keithley2450")(SimParams(), clock=clock, cell_type="li_li", off_mode="HIMP") as server:
+        channel = driver_factory("keithley2450")(server.resource, {"timeout_ms": 30000}, clock)
         engine = Engine(channel)
         paused = threading.Event()
 
@@ -286,19 +301,18 @@ def test_pause_holds_the_cell_at_zero_current_and_resume_goes_forward(tmp_path: 
 
         engine.sinks.insert(0, PauseOnce())
         handle = engine.start(proto, {"x": 1.0}, Cell("li_li", 1.0, 100.0))
-        assert paused.wait(10.0)
-        deadline = 0
-        while handle.state != RunState.PAUSED and deadline < 200:
+        assert paused.wait(60.0)  # hang guards only
+        deadline = time.monotonic() + 60.0
+        while handle.state != RunState.PAUSED and time.monotonic() < deadline:
             threading.Event().wait(0.01)
-            deadline += 1
         state = server.instrument.state
         held = (state.output, state.source, state.level["CURR"])
         handle.resume()
-        outcome = handle.wait(30.0)
+        outcome = handle.wait(120.0)
     assert held == (True, "CURR", 0.0)
     assert outcome is not None and outcome.status == RunState.COMPLETED, outcome
     assert outcome.results["end_reason"] == "charge"
-    # forward, not replayed (a replay would pass twice the charge); the few ms between the
-    # last reading and the hold pass uncounted current, seconds of cell time at 200x
-    assert abs(outcome.results["charge"]) == pytest.approx(0.09, rel=0.02)
+    # forward, not replayed (a replay would pass twice the charge); in lockstep no cell time
+    # passes between the last reading and the hold, so the charge is the limit's to 0.1 %
+    assert abs(outcome.results["charge"]) == pytest.approx(0.09, rel=1e-3)
     assert not server.output_on

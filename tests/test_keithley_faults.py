@@ -57,15 +57,19 @@ FAULTS = {
         "instrument error -314: Save/recall memory lost",
     ),
 }
+#: The same transport faults, scheduled on the emulator at a cell time of the second
+#: half-cycle (``sim-server --fault``): with the run in lockstep they hit the same reading.
+SCHEDULED = {"no_reply": "no-reply@t=250s", "garbled": "garbled@t=250s", "dropped": "drop-link@t=250s"}
 
 
 @pytest.mark.parametrize("model", BOTH)
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_fault_fails_the_run_safely(model: str, fault: str, tmp_path: Path) -> None:
     inject, expected = FAULTS[fault]
-    run = run_on_emulator(
-        model, "cycling", CYCLING, tmp_path, speed=1000, options=FAST_FAIL, inject=after_blocks(2, inject)
-    )
+    if fault in SCHEDULED:
+        run = run_on_emulator(model, "cycling", CYCLING, tmp_path, options=FAST_FAIL, faults=[SCHEDULED[fault]])
+    else:
+        run = run_on_emulator(model, "cycling", CYCLING, tmp_path, options=FAST_FAIL, inject=after_blocks(2, inject))
     assert run.outcome.status == RunState.FAILED
     assert run.outcome.error.startswith("instrument error: ") and expected in run.outcome.error
     assert not run.output_on, "output left on after the fault"
@@ -100,9 +104,8 @@ def test_compliance_trip_ends_the_step_and_the_ccd_as_contact_loss(model: str, t
         {"half_cycle": "0.05", "sample_period": "2"},
         tmp_path,
         sim={"ccd": 5.0},
-        speed=800,
         options={"compliance_voltage": 1.5},
-        inject=after_blocks(2, lambda s: s.inject_compliance()),
+        faults=["compliance@t=300s"],  # lockstep: the same reading of the second half-cycle every run
     )
     assert run.outcome.status == RunState.COMPLETED, run.outcome.error
     last = run.outcome.steps[-1]
@@ -122,10 +125,9 @@ def test_compliance_trip_ends_a_potentiostatic_hold(model: str, tmp_path: Path) 
         dc_polarisation(),
         {"x": 1.0},
         tmp_path,
-        speed=800,
         cell_type="li_li",
         options={"compliance_current": 1e-3},
-        inject=after_blocks(2, lambda s: s.inject_compliance()),
+        faults=["compliance@t=400s"],  # lockstep: 340 s into the hold, enough for its Iss window
     )
     assert run.outcome.status == RunState.COMPLETED, run.outcome.error
     assert run.outcome.results["end_reason"] == EndReason.COMPLIANCE.value

@@ -45,6 +45,7 @@ from drivers.palmsens.link import Link, Port, open_serial
 from drivers.palmsens.models import ModelSpec, model_for, model_for_firmware
 from drivers.palmsens.options import Options
 from drivers.palmsens.script import CODE_REASONS, CompileError, Compiler, ScriptPlan, Settings
+from drivers.palmsens.stream_check import LostData, StreamCheck
 from labctl.channel import (
     Capabilities,
     Channel,
@@ -114,6 +115,7 @@ class _Run:
     plan: ScriptPlan
     t0: float  # run time at which the script was started
     watcher: LimitWatcher | None
+    check: StreamCheck  # what the main loop must send: lost lines are never silent
     depth: int = 0  # open loops in the output
     loops: int = 0  # measurement loops started
     code: int | None = None  # cutoff code from the packet after the loop
@@ -362,7 +364,7 @@ class MethodScriptChannel(Channel):
             watcher = (
                 LimitWatcher(hl, ctx.run_time()) if any(getattr(hl, f) is not None for f in _LIMIT_FIELDS) else None
             )
-            run = _Run(plan, ctx.run_time(), watcher)
+            run = _Run(plan, ctx.run_time(), watcher, StreamCheck.for_plan(plan))
             self._write(plan.text())
             self._run = run
             try:
@@ -387,6 +389,7 @@ class MethodScriptChannel(Channel):
         watchdog = plan.packet_gap / speed + self.timeout
         last_rx = time.monotonic()
         dtype = SPECTRUM_DTYPE if plan.impedance else SAMPLE_DTYPE
+        failure: InstrumentError | None = None
         try:
             while True:
                 outcome: StepOutcome | None = None
@@ -394,7 +397,7 @@ class MethodScriptChannel(Channel):
                 with self._lock:
                     if self._run is not run:  # aborted from outside (safe_state on a safety breach)
                         return StepOutcome(EndReason.ABORTED, "script aborted")
-                    while outcome is None and not ctx.interrupt.is_set():
+                    while outcome is None and failure is None and not ctx.interrupt.is_set():
                         remaining = slice_end - time.monotonic()
                         if remaining <= 0:
                             break
@@ -408,9 +411,16 @@ class MethodScriptChannel(Channel):
                                 )
                             continue
                         last_rx = time.monotonic()
-                        outcome = self._handle(run, line)
+                        try:
+                            outcome = self._handle(run, line)
+                        except LostData as exc:
+                            failure = exc  # keep what did arrive, stop the script, then fail the step
+                            self._abort(run)
+                        except InstrumentError as exc:
+                            failure = exc  # a garbled line, a runtime error: keep what did arrive
+                            break
                     block = self._take_block(run, dtype)
-                    if block is not None and run.watcher is not None and dtype is SAMPLE_DTYPE:
+                    if failure is None and block is not None and run.watcher is not None and dtype is SAMPLE_DTYPE:
                         hit = run.watcher.check(block)
                         if hit is not None and (outcome is None or hit[0] < len(block) - 1):
                             row, reason = hit
@@ -425,8 +435,10 @@ class MethodScriptChannel(Channel):
                     if dtype is SPECTRUM_DTYPE:
                         run.spectrum.append(block)
                     yield block
-                elif outcome is None:
+                elif outcome is None and failure is None:
                     yield np.empty(0, dtype=dtype)
+                if failure is not None:
+                    raise failure
                 if outcome is not None:
                     return self._finish(run, outcome)
         except GeneratorExit:
@@ -529,6 +541,9 @@ class MethodScriptChannel(Channel):
             if e is None:
                 raise self._garbled(f"open-circuit packet without a potential: {variables!r}")
             run.ocv = e.value
+            tm_ocp = by_type.get("eb")
+            if tm_ocp is not None:  # the main loop begins after the last of these
+                run.check.loop_begins(tm_ocp.value)
             return None
         for v in variables:
             if v.timing_error:
@@ -543,6 +558,7 @@ class MethodScriptChannel(Channel):
                 raise self._garbled(f"impedance packet without frequency/Z: {variables!r}")
             e_dc, i_dc = self._dc_level(run)
             run.rows.append((f.value, zr.value, zi.value, e_dc, i_dc, t, math.nan))
+            run.check.point(f.value)
         else:
             e = by_type.get("ab") or by_type.get("da")
             if e is None:
@@ -555,6 +571,7 @@ class MethodScriptChannel(Channel):
             run.last = (t, current)
             run.last_e = e.value
             run.rows.append((t, e.value, current, run.q, math.nan))
+            run.check.sample(tm.value, e.value)
         overloaded = [v for v in variables if v.overload]
         if overloaded:
             names = ", ".join(f"{v.type} ({v.status_text()}, range code {v.range})" for v in overloaded)
@@ -579,10 +596,12 @@ class MethodScriptChannel(Channel):
         if code is None:
             raise self._garbled(f"{plan.technique} script ended without its end-code packet")
         if code in CODE_REASONS:
+            run.check.end(natural=False)
             reason = CODE_REASONS[code]
             return StepOutcome(reason, f"{reason.value} (on the instrument)")
         if code != 0:
             raise self._garbled(f"unknown end code {code} from the {plan.technique} script")
+        run.check.end(natural=True)
         return StepOutcome(plan.natural_reason, f"{plan.natural_reason.value} ({plan.technique} loop ended)")
 
     @staticmethod
@@ -628,6 +647,10 @@ class MethodScriptChannel(Channel):
         message = outcome.message
         if run.timing_errors:
             message += f"; {run.timing_errors} packets flagged a timing error"
+        loss = run.check.summary()
+        if loss:
+            log.warning("%s: %s", self.name, loss)
+            message += f"; {loss}"
         spectrum = np.concatenate(run.spectrum) if run.spectrum else None
         if plan.impedance and spectrum is None:
             spectrum = np.empty(0, dtype=SPECTRUM_DTYPE)

@@ -39,6 +39,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from drivers.palmsens.encoding import format_int, format_literal
 from drivers.palmsens.models import ModelSpec
 from labctl.steps import (
@@ -109,6 +111,9 @@ class ScriptPlan:
     run_time: float | None = None
     #: Added to the OCV measured in the script (vs-OCV set points built on the instrument).
     ocv_offset: float = 0.0
+    #: The frequencies the sweep measures, in order, as the instrument spaces them
+    #: (log-spaced between the first and the last): what ``StreamCheck`` expects.
+    frequencies: tuple[float, ...] = ()
     notes: dict[str, float | str] = field(default_factory=dict)
 
     @property
@@ -501,5 +506,6 @@ class Compiler:
             keeps_cell_on=keeps_on,
             packet_gap=gap + (self.settings.ocp_duration if pre_ocp else 0.0),
             ocv_offset=offset,
+            frequencies=tuple(float(f) for f in np.logspace(math.log10(freqs[0]), math.log10(freqs[-1]), len(freqs))),
             notes={"frequencies": len(freqs)},
         )

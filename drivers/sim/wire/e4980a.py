@@ -631,6 +631,7 @@ class E4980AServer(EmulatorServer):
         self.model = model
         self.server = server
         self.faults = server.faults
+        self.faults.cell_time = model.sim.clock.now
         self.resource = f"TCPIP::127.0.0.1::{server.port}::SOCKET"
         self.port = server.port
         #: A chamber emulator started on the same cell (``chamber=`` option), or None.
@@ -647,6 +648,20 @@ class E4980AServer(EmulatorServer):
     def inject_overload(self, points: int = 1) -> None:
         """The next ``points`` measured points read status +1 (overload), data 9.9E37."""
         self.model.overloads += points
+
+    def instrument_faults(self) -> dict[str, Callable[[], bool]]:
+        """``--fault`` kinds of the meter: an error queue entry (-310), and an
+        overloaded measured point (``compliance``: status +1, data 9.9E37)."""
+
+        def error() -> bool:
+            self.inject_error()
+            return True
+
+        def overload() -> bool:
+            self.inject_overload(1)
+            return True
+
+        return {"instrument-error": error, "compliance": overload}
 
     def drop(self) -> None:
         """Pull the cable: close every open connection now."""

@@ -52,6 +52,7 @@ import dataclasses
 import logging
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,7 @@ from drivers.palmsens.syntax import Block, Command, Node, Program, ScriptSyntaxE
 from drivers.sim import SimChannel, SimParams
 from drivers.sim.wire.transport import LineHandler, PtyServer, Session
 from labctl.channel import StepContext
-from labctl.clock import ScaledClock
+from labctl.clock import Clock, ScaledClock
 from labctl.steps import ConstantCurrent, ConstantVoltage, Impedance, Limits, Rest, Step, VoltageSweep
 
 log = logging.getLogger(__name__)
@@ -153,11 +154,15 @@ class EmStatDevice:
         cell_type: str = "auto",
         speed: float = 1.0,
         serial: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.model = model
         kind = cell_type if cell_type != "auto" else (params.cell if params.cell != "auto" else "li_li")
         self.speed = float(speed)
-        self.clock = ScaledClock(self.speed)
+        #: The instrument's time: N× real time, or a clock the caller controls (a
+        #: ``VirtualClock`` shared with the driver runs the two in lockstep, so a test
+        #: never depends on how fast the host is).
+        self.clock: Clock = clock if clock is not None else ScaledClock(self.speed)
         self.sim = SimChannel(params, kind, self.clock)
         self.serial = serial or f"SIM{model.firmware_id.upper().replace('_', '')}{params.seed:05d}"
         self.cell_on = False
@@ -732,6 +737,7 @@ class EmStatServer:
         self._pty = PtyServer(device.handler)
         self.resource = self._pty.path
         self.faults = self._pty.faults
+        self.faults.cell_time = device.now
         self._stopped = threading.Event()
         self._monitor = threading.Thread(target=self._watch_link, name="emstat-link", daemon=True)
 
@@ -754,6 +760,21 @@ class EmStatServer:
                 self.device._abort.set()
                 self.device.power_off()
 
+    def instrument_faults(self) -> dict[str, Callable[[], bool]]:
+        """``--fault`` kinds of the instrument: a runtime error stops the next
+        measurement loop (``!4004``, overload), ``compliance`` flags OVERLOAD on the
+        current of every packet from then on."""
+
+        def error() -> bool:
+            self.device.inject_error(E.CODE_OVERLOAD)
+            return True
+
+        def overload() -> bool:
+            self.device.inject_overload()
+            return True
+
+        return {"instrument-error": error, "compliance": overload}
+
     def reconnect(self) -> None:
         """Undo a dropped link (see ``PtyServer.reconnect``)."""
         self._pty.reconnect()
@@ -773,9 +794,10 @@ class EmStatServer:
 
 def _serve(model: ModelSpec, params: SimParams, speed: float, cell_type: str, options: dict[str, Any]) -> EmStatServer:
     serial = options.pop("serial", None)
+    clock = options.pop("clock", None)
     if options:
         raise ValueError(f"unknown emulator option(s): {', '.join(sorted(options))} (known: serial, variant)")
-    device = EmStatDevice(model, params, cell_type=cell_type, speed=speed, serial=serial)
+    device = EmStatDevice(model, params, cell_type=cell_type, speed=speed, serial=serial, clock=clock)
     return EmStatServer(device).start()
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,6 +217,7 @@ class EspecServer(EmulatorServer):
         self.model = model
         self.server = server
         self.faults = server.faults
+        self.faults.cell_time = model.plant.now
         self.resource = resource
         self.port = getattr(server, "port", None)
 
@@ -229,6 +231,15 @@ class EspecServer(EmulatorServer):
 
     def raise_alarm(self, code: int = 13) -> None:
         self.model.raise_alarm(code)
+
+    def instrument_faults(self) -> dict[str, Callable[[], bool]]:
+        """``--fault instrument-error``: alarm 13 (operation stops, standby until cleared)."""
+
+        def alarm() -> bool:
+            self.raise_alarm()
+            return True
+
+        return {"instrument-error": alarm}
 
     def clear_alarms(self) -> None:
         self.model.alarms.clear()

@@ -52,6 +52,7 @@ import os
 import select
 import threading
 import tty
+from collections.abc import Callable
 from typing import Any
 
 from pymodbus.constants import ExcCodes
@@ -60,7 +61,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.sim import SimChannel, SimParams
 from drivers.sim.wire.espec import ChamberPlant, own_cell
-from drivers.sim.wire.transport import EmulatorServer, Faults, garble
+from drivers.sim.wire.transport import DROP_LINK, GARBLED, NO_REPLY, EmulatorServer, Faults, garble
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,7 @@ class EurothermServer(EmulatorServer):
             raise ValueError(f"Eurotherm emulator transport must be tcp or rtu, got {transport!r}")
         self.model = model
         self.faults = Faults()
+        self.faults.cell_time = model.plant.now
         self.transport = transport
         self.baudrate = baudrate
         self.modem = NullModem() if transport == "rtu" else None
@@ -232,17 +234,13 @@ class EurothermServer(EmulatorServer):
         """Transport faults on the outgoing frames."""
         if not sending:
             return data
-        if self.faults.take_no_reply():
+        action = self.faults.next_action()
+        if action == NO_REPLY:
             return b""
-        if self.faults.take_garble():
-            return garble(data)
-        if self.faults.drop_after_sends is not None:
-            if self.faults.drop_after_sends <= 0:
-                self.faults.drop_after_sends = None
-                self._loop.call_soon(self._drop_connections)
-                return b""
-            self.faults.drop_after_sends -= 1
-        return data
+        if action == DROP_LINK:
+            self._loop.call_soon(self._drop_connections)
+            return b""
+        return garble(data) if action == GARBLED else data
 
     def _drop_connections(self) -> None:
         if self._server is not None:
@@ -291,6 +289,15 @@ class EurothermServer(EmulatorServer):
         """Alarm ``number`` (1..4) active in the status word."""
         with self.model.lock:
             self.model.status |= 1 << (number - 1)
+
+    def instrument_faults(self) -> dict[str, Callable[[], bool]]:
+        """``--fault instrument-error``: alarm 1 in the status word."""
+
+        def alarm() -> bool:
+            self.raise_alarm(1)
+            return True
+
+        return {"instrument-error": alarm}
 
     def sensor_break(self) -> None:
         with self.model.lock:

@@ -75,6 +75,7 @@ class SmuEmulatorServer:
         self.instrument = instrument
         self.server = TcpServer(lambda session: _Handler(session, instrument), port=port)
         self.faults = self.server.faults
+        self.faults.cell_time = instrument.cell.now
         self.resource = f"TCPIP::{self.server.host}::{self.server.port}::SOCKET"
         self._started = False
 
@@ -98,6 +99,22 @@ class SmuEmulatorServer:
     def inject_compliance(self) -> None:
         """The load drives the source into its limit (until the output is switched off)."""
         self.instrument.inject_compliance()
+
+    def instrument_faults(self) -> dict[str, Callable[[], bool]]:
+        """``--fault`` kinds of the SMU: an error queue entry (-300), and a compliance
+        trip, which needs the output on (it waits for the first reply after that)."""
+
+        def error() -> bool:
+            self.inject_error()
+            return True
+
+        def compliance() -> bool:
+            if not self.output_on:
+                return False
+            self.inject_compliance()
+            return True
+
+        return {"instrument-error": error, "compliance": compliance}
 
     def drop(self) -> None:
         """Pull the cable now (the instrument keeps its output as it was, as real ones do)."""
@@ -132,13 +149,14 @@ def _serve(
     cell_type: str,
     options: dict[str, Any],
 ) -> SmuEmulatorServer:
+    clock = options.pop("clock", None)  # a Clock the caller controls (lockstep tests), else N× real time
     known = {"serial", "firmware", "off_mode"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(
             f"unknown Keithley emulator option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
         )
-    cell = LiveCell(params, cell_type, speed=speed)
+    cell = LiveCell(params, cell_type, speed=speed, clock=clock)
     return SmuEmulatorServer(cls(cell, **options), port=port).start()
 
 

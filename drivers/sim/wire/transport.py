@@ -9,8 +9,10 @@ a pseudo-terminal whose slave path pyserial opens like a real serial port.
 Faults are injected at the transport so every emulator gets them for free:
 ``no_reply`` swallows the next reply (the driver must time out), ``garble``
 corrupts it, ``drop`` closes the connection (now, or after N more lines are
-sent, i.e. mid-step). Instrument-level faults (error codes, compliance) are
-the emulators' own.
+sent, i.e. mid-step). ``Faults.arm`` schedules faults of the ``KIND[@WHEN]``
+grammar (``drivers.sim.wire.faults``: at the N-th reply, at a cell time,
+always), including instrument-level ones (error codes, compliance), which each
+emulator applies through a hook of its own (``instrument_faults()``).
 """
 
 from __future__ import annotations
@@ -24,19 +26,41 @@ import threading
 import tty
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self
+
+from drivers.sim.wire.faults import FaultPlan
 
 log = logging.getLogger(__name__)
 
 
+#: What the fault injector does to one reply.
+NO_REPLY, GARBLED, DROP_LINK = "no-reply", "garbled", "drop-link"
+
+
+@dataclass
+class _Armed:
+    plan: FaultPlan
+    hook: Callable[[], bool] | None  # an instrument fault: True once it took effect
+
+
 @dataclass
 class Faults:
-    """Pending transport faults; each is consumed when it fires."""
+    """Pending transport faults; each is consumed when it fires.
+
+    The counters are the tests' direct handles; ``arm`` adds a scheduled fault
+    (``drivers.sim.wire.faults``: once, always, at the N-th reply, at a cell
+    time), transport or instrument-level (then ``hook`` applies it to the
+    instrument and says whether it could, e.g. a compliance needs the output on).
+    """
 
     no_reply: int = 0  # swallow this many replies
     garble: int = 0  # corrupt this many replies
     drop_after_sends: int | None = None  # close after this many more sends (0 = at once)
+    sends: int = 0  # replies the emulator has tried to send (the N of ``KIND@N``)
+    cell_time: Callable[[], float] | None = None  # the emulator's cell clock, for ``KIND@t=…``
+    _armed: list[_Armed] = field(default_factory=list, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def take_no_reply(self) -> bool:
         if self.no_reply > 0:
@@ -49,6 +73,57 @@ class Faults:
             self.garble -= 1
             return True
         return False
+
+    def arm(self, plan: FaultPlan, hook: Callable[[], bool] | None = None) -> None:
+        """Schedule ``plan``; an instrument kind needs its ``hook``."""
+        if not plan.transport and hook is None:
+            raise ValueError(f"{plan.kind} needs the emulator's hook")
+        if plan.when == "time" and self.cell_time is None:
+            raise ValueError(f"--fault {plan.kind}@t=…: this emulator has no cell clock")
+        with self._lock:
+            self._armed.append(_Armed(plan, hook))
+
+    def next_action(self) -> str | None:
+        """Called once per reply about to be sent: what happens to it (None: sent as is)."""
+        with self._lock:
+            self.sends += 1
+            fired = self._fire_scheduled()
+            if self.take_no_reply() or NO_REPLY in fired:
+                return NO_REPLY
+            garbled = self.take_garble() or GARBLED in fired
+            if DROP_LINK in fired:
+                return DROP_LINK
+            if self.drop_after_sends is not None:
+                if self.drop_after_sends <= 0:
+                    self.drop_after_sends = None
+                    return DROP_LINK
+                self.drop_after_sends -= 1
+            return GARBLED if garbled else None
+
+    def _fire_scheduled(self) -> set[str]:
+        fired: set[str] = set()
+        keep: list[_Armed] = []
+        now: float | None = None
+        for armed in self._armed:
+            plan = armed.plan
+            if plan.when == "reply":
+                due = self.sends >= plan.at
+            elif plan.when == "time":
+                if now is None:
+                    assert self.cell_time is not None
+                    now = self.cell_time()
+                due = now >= plan.at
+            else:
+                due = True
+            took = False
+            if due:
+                took = True if armed.hook is None else bool(armed.hook())
+                if took and plan.transport:
+                    fired.add(plan.kind)
+            if plan.when == "always" or not took:
+                keep.append(armed)
+        self._armed = keep
+        return fired
 
 
 def garble(data: bytes) -> bytes:
@@ -78,16 +153,14 @@ class Session(ABC):
         if self.closed.is_set():
             return
         with self._send_lock:
-            if self.faults.take_no_reply():
+            action = self.faults.next_action()
+            if action == NO_REPLY:
                 return
-            if self.faults.take_garble():
+            if action == DROP_LINK:
+                self.close()
+                return
+            if action == GARBLED:
                 data = garble(data)
-            if self.faults.drop_after_sends is not None:
-                if self.faults.drop_after_sends <= 0:
-                    self.faults.drop_after_sends = None
-                    self.close()
-                    return
-                self.faults.drop_after_sends -= 1
             try:
                 self._write(data)
             except OSError:
