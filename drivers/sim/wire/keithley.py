@@ -45,6 +45,7 @@ and ``inject_compliance`` (the load drives the source into its limit).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from drivers.sim import SimParams
