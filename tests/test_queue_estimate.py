@@ -4,6 +4,7 @@ queue's schedule follows the store's rules (per-channel FIFO, dependencies, not-
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -274,3 +275,42 @@ def test_estimate_queue_on_real_dry_runs(tmp_path: Path) -> None:
     assert ea.known and eb.known
     assert schedule.channel_ends["ch1"] == pytest.approx(ea.duration + eb.duration)  # type: ignore[operator]
     assert schedule.slot(bad.id).end is None and "cycles" in schedule.slot(bad.id).note
+
+
+# ---- queue estimate (the command the lead registers under `labctl queue`) ------------
+
+
+def test_estimate_command_prints_jobs_and_channel_ends(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from labctl.queue.estimate_cli import estimate_command
+
+    store_path = tmp_path / "q.sqlite3"
+    geometry = {"area": "1", "thickness": "100"}
+    with open_store(store_path) as store:
+        first = store.add(JobSpec("eis", CellInfo("c1"), {"points_per_decade": "4", **geometry}, channel="ch1"))
+        second = store.add(JobSpec("eis", CellInfo("c2"), {"points_per_decade": "4", **geometry}, channel="ch1"))
+        bad = store.add(JobSpec("cycling", CellInfo("c3"), {"cycles": "0"}, channel="ch2"))
+    runner = CliRunner()
+    result = runner.invoke(estimate_command, ["--store", str(store_path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    rows = {row["id"]: row for row in report["jobs"]}
+    expected = estimate_job(JobSpec("eis", CellInfo("x"), {"points_per_decade": "4", **geometry})).duration
+    assert rows[first.id]["duration_s"] == pytest.approx(expected)
+    assert rows[second.id]["start"] == pytest.approx(rows[first.id]["end"])
+    assert rows[bad.id]["duration_s"] is None and "cycles" in rows[bad.id]["note"]
+    assert report["channels"]["ch1"] == pytest.approx(rows[second.id]["end"])
+    assert report["channels"]["ch2"] is None
+
+    text = runner.invoke(estimate_command, ["--store", str(store_path)])
+    assert text.exit_code == 0
+    assert "channel ch1: done" in text.output and "channel ch2: done ?" in text.output
+    assert "(2 dry runs for 3 jobs)" in text.output  # the two identical EIS jobs cost one dry run
+
+    wrong = runner.invoke(estimate_command, ["--store", "mysql://x/y"])
+    assert wrong.exit_code == 2 and wrong.output.startswith("error: ") and len(wrong.output.splitlines()) == 1
+    lab = tmp_path / "lab.toml"
+    lab.write_text("[alerts]\non = 3\n")
+    bad_lab = runner.invoke(estimate_command, ["--store", str(store_path), "--lab", str(lab)])
+    assert bad_lab.exit_code == 2 and "alerts.on" in bad_lab.output and len(bad_lab.output.splitlines()) == 1
