@@ -22,14 +22,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import urlsplit
 
 from labctl.alerts_config import TEST_EVENT, AlertsConfig, EmailConfig, WebhookConfig
-from labctl.queue.jobs import Job
+from labctl.queue.jobs import ChannelHold, Job
 
 log = logging.getLogger("labctl.alerts")
 
@@ -75,6 +75,13 @@ class Alert:
             file=job.file or "",
             details=details,
         )
+
+    @classmethod
+    def for_hold(cls, hold: ChannelHold, job: Job | None = None) -> Alert:
+        """The alert that a channel takes no jobs until a technician acknowledges it."""
+        if job is not None:
+            return replace(cls.for_job("held", job, reason=hold.reason), channel=hold.channel)
+        return cls(event="held", job_id=hold.job_id, channel=hold.channel, reason=hold.reason)
 
     @property
     def headline(self) -> str:

@@ -340,3 +340,16 @@ webhook = {{ url = "http://127.0.0.1:{http_port}/h" }}
 def test_test_alert_without_destinations_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(alert_command, ["--lab", str(write_lab(tmp_path, 'on = ["held"]'))])
     assert result.exit_code == 2 and "alerts" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_held_channel_alert_names_the_channel_and_the_reason(tmp_path: Path) -> None:
+    job = failed_job(tmp_path)
+    with open_store(tmp_path / "q.sqlite3") as store:
+        store.hold("pstat:1", "cell may have changed after a crash", job_id=job.id, now=3.0)
+        (hold,) = store.holds()
+    alert = Alert.for_hold(hold, job)
+    assert (alert.event, alert.channel, alert.job_id) == ("held", "pstat:1", job.id)
+    assert alert.reason == "cell may have changed after a crash"
+    assert "channel pstat:1 is held" in alert.subject and "Run file: /data/run-7.h5" in alert.text()
+    bare = Alert.for_hold(hold)
+    assert bare.job_id == job.id and "Reason: cell may have changed" in bare.text()

@@ -314,3 +314,26 @@ def test_estimate_command_prints_jobs_and_channel_ends(tmp_path: Path) -> None:
     lab.write_text("[alerts]\non = 3\n")
     bad_lab = runner.invoke(estimate_command, ["--store", str(store_path), "--lab", str(lab)])
     assert bad_lab.exit_code == 2 and "alerts.on" in bad_lab.output and len(bad_lab.output.splitlines()) == 1
+
+
+def test_any_channel_jobs_without_known_channels_are_unknown_not_lost(tmp_path: Path) -> None:
+    estimator = FixedEstimator({"any": 10.0})
+    with open_store(tmp_path / "q.sqlite3") as store:
+        job = add(store, "any", None)
+        schedule = estimate_queue(store.list_jobs(), 0.0, estimator=estimator)
+    assert schedule.slot(job.id).start is None and "none is known" in schedule.slot(job.id).note
+    with_channels = estimate_queue([job], 0.0, estimator=estimator, channels=["x"])
+    assert with_channels.slot(job.id).channel == "x" and with_channels.slot(job.id).end == 10.0
+
+
+def test_the_dry_run_leaves_no_file_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    spec = JobSpec("eis", CellInfo("c"), {"points_per_decade": "3", "area": "1", "thickness": "100"})
+    assert estimate_job(spec).known
+    assert not estimate_job(replace(spec, params={"points_per_decade": "0"})).known
+    assert list(scratch.iterdir()) == []
+    assert list(Path.cwd().glob("runs/*dry-run*")) == []

@@ -164,12 +164,12 @@ class Estimator:
         from labctl.runner import prepare_run, wait_through_interrupts
 
         self.dry_runs += 1
-        with tempfile.TemporaryDirectory(prefix="labctl-estimate-") as folder:
+        with tempfile.TemporaryDirectory(prefix="labctl-estimate-", ignore_cleanup_errors=True) as folder:
             try:
                 prepared = prepare_run(
                     protocol, params=params, instrument="sim", sim=sim, speed="max", path=Path(folder) / "dry-run.h5"
                 )
-            except (ValueError, KeyError, TypeError) as exc:  # ParameterError and LabConfigError are ValueErrors
+            except Exception as exc:  # ParameterError, LabConfigError, a refusing simulator: all "unknown"
                 return unknown(str(exc))
             try:
                 handle, subscription = prepared.start()
@@ -292,6 +292,13 @@ def estimate_queue(
             if any(dep is not None and dep.id in unresolved for dep in deps):
                 continue
             channel = job.requested_channel
+            if channel is None and not free_at:
+                unresolved.discard(job.id)
+                progress = True
+                ends[job.id] = None
+                note = "runs on any free channel, and none is known (give the lab file's channels)"
+                slots[job.id] = JobSlot(job.id, None, None, None, estimator.estimate(job), note)
+                continue
             if channel is None:
                 # an "any channel" job takes a channel that has nothing of its own still queued
                 def own_work(name: str) -> bool:
