@@ -353,3 +353,10 @@ def test_a_held_channel_alert_names_the_channel_and_the_reason(tmp_path: Path) -
     assert "channel pstat:1 is held" in alert.subject and "Run file: /data/run-7.h5" in alert.text()
     bare = Alert.for_hold(hold)
     assert bare.job_id == job.id and "Reason: cell may have changed" in bare.text()
+
+
+def test_starttls_required_but_not_offered_is_one_clear_line(smtp_server: tuple[Mailbox, int]) -> None:
+    mailbox, port = smtp_server
+    delivery = send_email(email_config(port, starttls=True), Alert("queue_done"))
+    assert not delivery.accepted and "STARTTLS" in delivery.detail and "\n" not in delivery.detail
+    assert mailbox.messages == []  # nothing goes out in clear text when TLS was asked for
