@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -228,21 +228,15 @@ class Alerter:
 
     def send(self, alert: Alert) -> list[Delivery]:
         """Send to every configured destination, whatever ``on`` says (``test-alert``)."""
-        deliveries: list[Delivery] = []
-        if self.config.email is not None:
-            deliveries.append(
-                self._guarded(
-                    email_destination(self.config.email), lambda c=self.config.email: send_email(c, alert, env=self.env)
-                )
+        email, webhook = self.config.email, self.config.webhook
+        senders: list[tuple[str, Callable[[], Delivery]]] = []
+        if email is not None:
+            senders.append((email_destination(email), lambda: send_email(email, alert, env=self.env)))
+        if webhook is not None:
+            senders.append(
+                (webhook_destination(webhook), lambda: post_webhook(webhook, alert, retry_delay=self.retry_delay))
             )
-        if self.config.webhook is not None:
-            deliveries.append(
-                self._guarded(
-                    webhook_destination(self.config.webhook),
-                    lambda c=self.config.webhook: post_webhook(c, alert, retry_delay=self.retry_delay),
-                )
-            )
-        return deliveries
+        return [self._guarded(destination, sender) for destination, sender in senders]
 
     def notify(self, alert: Alert) -> list[Delivery]:
         """Send ``alert`` if its event is wanted; each destination that did not accept it is
@@ -262,7 +256,7 @@ class Alerter:
         return thread
 
     @staticmethod
-    def _guarded(destination: str, send: Any) -> Delivery:
+    def _guarded(destination: str, send: Callable[[], Delivery]) -> Delivery:
         try:
             return send()
         except Exception as exc:  # a sender bug must not stop the queue either
