@@ -70,12 +70,8 @@ def detect_format(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> str:
     if head.startswith(b"BIO-LOGIC MODULAR FILE"):
         return "biologic-mpr"
     if head.startswith(HDF5_SIGNATURE):
-        raise SpectrumFileError(
-            path,
-            "signature",
-            "an HDF5 file is not an impedance spectrum",
-            allowed="a labctl run file (analysed as a run) or " + ", ".join(READERS),
-        )
+        raise SpectrumFileError(path, "signature", "an HDF5 file is not an impedance spectrum",
+                                allowed="a labctl run file (analysed as a run) or " + ", ".join(READERS))
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise SpectrumFileError(path, "encoding", "UTF-16 text", line=1, allowed="UTF-8, latin-1 or cp1252 text")
     text = head.decode("latin-1").splitlines()
@@ -91,12 +87,8 @@ def detect_format(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> str:
         return _EXTENSIONS[ext]  # the reader will say what it expected to find
     text_part, nul, _ = head.partition(b"\x00")
     if nul and b"\n" not in text_part:
-        raise SpectrumFileError(
-            path,
-            "format",
-            "binary content without a known signature",
-            allowed=f"a known impedance format ({', '.join(READERS)})",
-        )
+        raise SpectrumFileError(path, "format", "binary content without a known signature",
+                                allowed=f"a known impedance format ({', '.join(READERS)})")
     # text followed by binary content: classified by the text, the reader names the bad line
     text = text_part.decode("latin-1").splitlines()
     return "eisfitpython" if looks_like_eisfitpython(text) else "csv"

@@ -119,33 +119,20 @@ def _modules(path: Path, fh: IO[bytes], size: int) -> list[_Module]:
     declared length against the file size before reading or skipping it."""
     head = fh.read(_FILE_HEADER_SIZE)
     if not head.startswith(MAGIC):
-        raise SpectrumFileError(
-            path,
-            "signature",
-            "not an EC-Lab binary file",
-            offset=0,
-            found=head[:24].decode("latin-1"),
-            allowed="the 'BIO-LOGIC MODULAR FILE' magic",
-        )
+        raise SpectrumFileError(path, "signature", "not an EC-Lab binary file", offset=0,
+                                found=head[:24].decode("latin-1"), allowed="the 'BIO-LOGIC MODULAR FILE' magic")
     if len(head) < _FILE_HEADER_SIZE:
-        raise SpectrumFileError(
-            path, "file header", f"expected {_FILE_HEADER_SIZE} bytes", offset=0, found=f"{len(head)} bytes"
-        )
+        raise SpectrumFileError(path, "file header", f"expected {_FILE_HEADER_SIZE} bytes", offset=0,
+                                found=f"{len(head)} bytes")
     pos, modules = _FILE_HEADER_SIZE, []
     while pos < size:
         if len(modules) == MAX_MODULES:
-            raise SpectrumFileError(
-                path, "modules", f"more than {MAX_MODULES} modules", offset=pos, allowed=f"at most {MAX_MODULES}"
-            )
+            raise SpectrumFileError(path, "modules", f"more than {MAX_MODULES} modules", offset=pos,
+                                    allowed=f"at most {MAX_MODULES}")
         header = fh.read(len(_MODULE_TAG) + _NAMES + _NEW_HEADER)
         if not header.startswith(_MODULE_TAG):
-            raise SpectrumFileError(
-                path,
-                "module",
-                "expected 'MODULE' at the start of a module header",
-                offset=pos,
-                found=header[:6].decode("latin-1"),
-            )
+            raise SpectrumFileError(path, "module", "expected 'MODULE' at the start of a module header", offset=pos,
+                                    found=header[:6].decode("latin-1"))
         names = header[6 : 6 + _NAMES]
         fields = header[6 + _NAMES :]
         if fields[:4] == b"\xff\xff\xff\xff" and len(fields) >= _NEW_HEADER:  # EC-Lab >= 11.50
@@ -155,31 +142,21 @@ def _modules(path: Path, fh: IO[bytes], size: int) -> list[_Module]:
             length, version = struct.unpack_from("<II", fields, 0)
             date, header_size = fields[8:16], 6 + _NAMES + _OLD_HEADER
         else:
-            raise SpectrumFileError(
-                path, "module", "expected a complete module header", offset=pos, found=f"{size - pos} bytes left"
-            )
+            raise SpectrumFileError(path, "module", "expected a complete module header", offset=pos,
+                                    found=f"{size - pos} bytes left")
         short, long_ = _text(names[:10]), _text(names[10:])
         body_at = pos + header_size
         if body_at + length > size:
-            raise SpectrumFileError(
-                path,
-                f"module {short!r}",
-                f"expected {length} bytes of module {short!r} as its header declares",
-                offset=body_at,
-                found=f"file ends after {max(size - body_at, 0)}",
-            )
+            raise SpectrumFileError(path, f"module {short!r}",
+                                    f"expected {length} bytes of module {short!r} as its header declares",
+                                    offset=body_at, found=f"file ends after {max(size - body_at, 0)}")
         fh.seek(body_at)
         body = None
         if short == "VMP data":
             body = fh.read(length)
             if len(body) != length:  # the file shrank after the size check
-                raise SpectrumFileError(
-                    path,
-                    f"module {short!r}",
-                    f"expected {length} bytes",
-                    offset=body_at,
-                    found=f"file ends after {len(body)}",
-                )
+                raise SpectrumFileError(path, f"module {short!r}", f"expected {length} bytes", offset=body_at,
+                                        found=f"file ends after {len(body)}")
         else:
             fh.seek(body_at + length)
         modules.append(_Module(short, long_, version, _text(date), length, body_at, body))
@@ -201,13 +178,8 @@ def _record_dtype(path: Path, ids: list[int], unknown_size: int | None, offset: 
         elif unknown_size is not None:
             name, typ = f"column {cid}", f"V{unknown_size}"
         else:
-            raise SpectrumFileError(
-                path,
-                "column id",
-                f"unknown column id {cid}",
-                offset=offset,
-                allowed="at most one id outside the known ones",
-            )
+            raise SpectrumFileError(path, "column id", f"unknown column id {cid}", offset=offset,
+                                    allowed="at most one id outside the known ones")
         seen[name] = seen.get(name, 0) + 1
         fields.append((name if seen[name] == 1 else f"{name} {seen[name]}", typ))
     return np.dtype(fields)
@@ -219,13 +191,8 @@ def _data_records(path: Path, mod: _Module) -> np.ndarray:
         raise SpectrumFileError(path, "data module", "expected a point count and column count", offset=mod.offset)
     n_points, n_cols = struct.unpack_from("<IB", body, 0)
     if n_cols == 0:
-        raise SpectrumFileError(
-            path,
-            "data module",
-            "a table of 0 columns",
-            offset=mod.offset + 4,
-            allowed="1 to 255 columns including 32, 37 and 38",
-        )
+        raise SpectrumFileError(path, "data module", "a table of 0 columns", offset=mod.offset + 4,
+                                allowed="1 to 255 columns including 32, 37 and 38")
     if mod.version == 0 and len(body) > 5 and body[5] == 0:
         width, fmt = 2, ">u2"  # EC-Lab >= 11.50 writes version-0 ids as 2 bytes, high byte first
     elif mod.version == 0:
@@ -233,18 +200,12 @@ def _data_records(path: Path, mod: _Module) -> np.ndarray:
     elif mod.version in (2, 3):
         width, fmt = 2, "<u2"
     else:
-        raise SpectrumFileError(
-            path, "data module version", f"version {mod.version}", offset=mod.offset, allowed="0, 2 or 3"
-        )
+        raise SpectrumFileError(path, "data module version", f"version {mod.version}", offset=mod.offset,
+                                allowed="0, 2 or 3")
     table_end = 5 + width * n_cols
     if len(body) < table_end:
-        raise SpectrumFileError(
-            path,
-            "column table",
-            f"expected a table of {n_cols} column ids",
-            offset=mod.offset + 5,
-            found=f"{len(body) - 5} bytes",
-        )
+        raise SpectrumFileError(path, "column table", f"expected a table of {n_cols} column ids",
+                                offset=mod.offset + 5, found=f"{len(body) - 5} bytes")
     ids = [int(i) for i in np.frombuffer(body, dtype=fmt, count=n_cols, offset=5)]
     unknown = [i for i in ids if i not in COLUMN_TYPES and i not in FLAG_IDS]
     if len(unknown) == 1:
@@ -256,34 +217,20 @@ def _data_records(path: Path, mod: _Module) -> np.ndarray:
                 dtype = _record_dtype(path, ids, int(size), mod.offset)
                 break
         else:
-            raise SpectrumFileError(
-                path,
-                "column id",
-                f"unknown column id {unknown[0]} of no size that fits",
-                offset=mod.offset,
-                allowed="a record layout matching the module length",
-            )
+            raise SpectrumFileError(path, "column id", f"unknown column id {unknown[0]} of no size that fits",
+                                    offset=mod.offset, allowed="a record layout matching the module length")
     else:
         dtype = _record_dtype(path, ids, None, mod.offset)
     names = dtype.names or ()
     for col in ("freq/Hz", "Re(Z)/Ohm", "-Im(Z)/Ohm"):
         if col not in names:
-            raise SpectrumFileError(
-                path,
-                "columns",
-                "no impedance data",
-                offset=mod.offset,
-                found=", ".join(names),
-                allowed="columns freq/Hz (32), Re(Z)/Ohm (37), -Im(Z)/Ohm (38)",
-            )
+            raise SpectrumFileError(path, "columns", "no impedance data", offset=mod.offset, found=", ".join(names),
+                                    allowed="columns freq/Hz (32), Re(Z)/Ohm (37), -Im(Z)/Ohm (38)")
     start = len(body) - n_points * dtype.itemsize
     if start < table_end:
         raise SpectrumFileError(
-            path,
-            "data module",
-            f"expected {n_points} records of {dtype.itemsize} bytes in the data module",
-            offset=mod.offset,
-            found=f"{len(body) - table_end} bytes after the column table",
+            path, "data module", f"expected {n_points} records of {dtype.itemsize} bytes in the data module",
+            offset=mod.offset, found=f"{len(body) - table_end} bytes after the column table",
         )
     return np.frombuffer(body, dtype=dtype, count=n_points, offset=start)
 
@@ -298,13 +245,9 @@ def read_mpr(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSp
         raise SpectrumFileError(path, "file", f"cannot be read ({exc.strerror or exc})") from None
     data_mods = [m for m in modules if m.short_name == "VMP data"]
     if len(data_mods) != 1:
-        raise SpectrumFileError(
-            path,
-            "modules",
-            f"{len(data_mods)} 'VMP data' modules",
-            found=", ".join(m.short_name for m in modules) or "no modules",
-            allowed="exactly one 'VMP data' module",
-        )
+        raise SpectrumFileError(path, "modules", f"{len(data_mods)} 'VMP data' modules",
+                                found=", ".join(m.short_name for m in modules) or "no modules",
+                                allowed="exactly one 'VMP data' module")
     rec = _data_records(path, data_mods[0])
     names = rec.dtype.names or ()
     metadata: dict[str, Any] = {
@@ -335,6 +278,5 @@ def read_mpr(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSp
         value = temperature_or_none(path, temperature, records, row_name="record")
         if value is not None:
             metadata["temperature_C"] = value
-    return finish(
-        path, FORMAT, points["freq"], points["re"], -points["im"], records, metadata, columns, row_name="record"
-    )
+    return finish(path, FORMAT, points["freq"], points["re"], -points["im"], records, metadata, columns,
+                  row_name="record")

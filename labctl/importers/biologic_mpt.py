@@ -54,27 +54,17 @@ def read_mpt(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSp
     lines = text_lines(path, max_bytes)
     first = next(lines, (1, ""))[1]
     if first.strip() not in MAGICS:
-        raise SpectrumFileError(
-            path,
-            "first line",
-            "not an EC-Lab text export",
-            line=1,
-            found=first,
-            allowed=" or ".join(repr(m) for m in MAGICS),
-        )
+        raise SpectrumFileError(path, "first line", "not an EC-Lab text export", line=1, found=first,
+                                allowed=" or ".join(repr(m) for m in MAGICS))
     second = next(lines, (2, ""))[1]
     m = _NB_HEADER.match(second.strip())
     if m is None:
-        raise SpectrumFileError(path, "Nb header lines", "expected 'Nb header lines : <number>'", line=2, found=second)
+        raise SpectrumFileError(path, "Nb header lines", "expected 'Nb header lines : <number>'", line=2,
+                                found=second)
     n_header = int(m.group(1))
     if n_header < 3:
-        raise SpectrumFileError(
-            path,
-            "Nb header lines",
-            f"{n_header} header lines",
-            line=2,
-            allowed="at least 3 (magic, count, column names)",
-        )
+        raise SpectrumFileError(path, "Nb header lines", f"{n_header} header lines", line=2,
+                                allowed="at least 3 (magic, count, column names)")
     settings: list[str] = []
     names_line = ""
     for line_no, line in lines:
@@ -83,24 +73,21 @@ def read_mpt(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSp
             break
         settings.append(line)
     else:
-        raise SpectrumFileError(
-            path, "Nb header lines", f"the file ends before header line {n_header}", line=2, found=second
-        )
+        raise SpectrumFileError(path, "Nb header lines", f"the file ends before header line {n_header}", line=2,
+                                found=second)
     names = names_line.rstrip("\t ").split("\t")
     try:
         i_f, i_re = names.index("freq/Hz"), names.index("Re(Z)/Ohm")
     except ValueError:
-        raise SpectrumFileError(
-            path, "column header", "expected columns 'freq/Hz' and 'Re(Z)/Ohm'", line=n_header, found=names_line
-        ) from None
+        raise SpectrumFileError(path, "column header", "expected columns 'freq/Hz' and 'Re(Z)/Ohm'",
+                                line=n_header, found=names_line) from None
     if "-Im(Z)/Ohm" in names:
         i_im, sign = names.index("-Im(Z)/Ohm"), -1.0
     elif "Im(Z)/Ohm" in names:
         i_im, sign = names.index("Im(Z)/Ohm"), 1.0
     else:
-        raise SpectrumFileError(
-            path, "column header", "expected a column '-Im(Z)/Ohm'", line=n_header, found=names_line
-        )
+        raise SpectrumFileError(path, "column header", "expected a column '-Im(Z)/Ohm'", line=n_header,
+                                found=names_line)
 
     metadata = _header_metadata(path, settings)
     kept = {"freq": (i_f, 1.0), "re": (i_re, 1.0), "im": (i_im, sign)}
@@ -116,20 +103,13 @@ def read_mpt(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSp
             continue
         fields = text.split("\t")
         if len(fields) != len(names):
-            raise SpectrumFileError(
-                path,
-                "row",
-                f"expected {len(names)} tab-separated fields as in the column header",
-                line=line_no,
-                found=text,
-                allowed=f"{len(names)} fields per row",
-            )
+            raise SpectrumFileError(path, "row", f"expected {len(names)} tab-separated fields as in the column header",
+                                    line=line_no, found=text, allowed=f"{len(names)} fields per row")
         try:
             row = to_floats(text, "\t", decimal_comma=True)
         except ValueError:
-            raise SpectrumFileError(
-                path, "row", f"expected {len(names)} numbers", line=line_no, found=text, allowed=NUMBER_FORM
-            ) from None
+            raise SpectrumFileError(path, "row", f"expected {len(names)} numbers", line=line_no, found=text,
+                                    allowed=NUMBER_FORM) from None
         if row[i_f] == 0.0:
             skipped += 1  # a non-impedance part of a linked technique
             continue
@@ -149,13 +129,8 @@ def read_mpt(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSp
         with np.errstate(all="ignore"):
             bad = np.flatnonzero(~np.isfinite(cycles) | (np.abs(cycles) > _MAX_CYCLE))
         if bad.size:
-            raise SpectrumFileError(
-                path,
-                "cycle number",
-                f"{cycles[bad[0]]:g} is not a cycle count",
-                line=numbers[int(bad[0])],
-                allowed=f"finite, 0 to {_MAX_CYCLE:g}",
-            )
+            raise SpectrumFileError(path, "cycle number", f"{cycles[bad[0]]:g} is not a cycle count",
+                                    line=numbers[int(bad[0])], allowed=f"finite, 0 to {_MAX_CYCLE:g}")
         metadata["cycles"] = sorted({int(c) for c in cycles})
     metadata["column_names"] = names
     columns = {key: col[key] for key in ("t", "E_dc", "I_dc") if key in col}

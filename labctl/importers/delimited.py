@@ -67,9 +67,8 @@ def read_delimited(
     column is Im Z), or "negated" (the column is −Im Z)."""
     path = Path(path)
     if imag_sign not in IMAG_SIGNS:
-        raise SpectrumFileError(
-            path, "imag_sign", f"unknown sign convention {imag_sign!r}", allowed=", ".join(IMAG_SIGNS)
-        )
+        raise SpectrumFileError(path, "imag_sign", f"unknown sign convention {imag_sign!r}",
+                                allowed=", ".join(IMAG_SIGNS))
     lines = text_lines(path, max_bytes)
     header: list[str] | None = None
     first: tuple[int, str] | None = None
@@ -84,7 +83,8 @@ def read_delimited(
             break
         header = [h.strip().strip('"') for h in _split(text, _separator(text))]
     if first is None:
-        raise SpectrumFileError(path, "data", "expected rows of numbers f, Z', Z''", line=last[0] or 1, found=last[1])
+        raise SpectrumFileError(path, "data", "expected rows of numbers f, Z', Z''", line=last[0] or 1,
+                                found=last[1])
     sep = _separator(first[1])
     decimal_comma = sep in (";", "\t") and "," in first[1]
 
@@ -113,9 +113,8 @@ def read_delimited(
                 raise ValueError
             row = [to_float(fields[k], decimal_comma=decimal_comma) for k in (i_f, i_re, i_im)]
         except ValueError:
-            raise SpectrumFileError(
-                path, "row", f"expected {what}", line=line_no, found=text, allowed=NUMBER_FORM
-            ) from None
+            raise SpectrumFileError(path, "row", f"expected {what}", line=line_no, found=text,
+                                    allowed=NUMBER_FORM) from None
         for col, value in zip(values, row, strict=True):
             col.append(value)
         numbers.append(line_no)

@@ -31,7 +31,9 @@ _TEMPERATURE = re.compile(r"(^|\s)?(-?)(\d{1,6}(?:\.\d{1,6})?)\s*(?:deg|°C|degC
 
 
 def looks_like_eisfitpython(lines: list[str]) -> bool:
-    return len(lines) >= 3 and (lines[1].strip().lower().startswith("fixed value") or "zs'" in lines[2].lower())
+    return len(lines) >= 3 and (
+        lines[1].strip().lower().startswith("fixed value") or "zs'" in lines[2].lower()
+    )
 
 
 def read_eisfitpython(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSpectrum:
@@ -39,17 +41,12 @@ def read_eisfitpython(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> I
     lines = text_lines(path, max_bytes)
     head = [line for _, (_, line) in zip(range(3), lines, strict=False)]
     if len(head) < 3:
-        raise SpectrumFileError(path, "header", "expected 3 header lines followed by data rows", line=len(head) + 1)
+        raise SpectrumFileError(path, "header", "expected 3 header lines followed by data rows",
+                                line=len(head) + 1)
     title, fixed, header = head
     if "freq" not in header.lower():
-        raise SpectrumFileError(
-            path,
-            "column header",
-            "expected a column header naming the frequency",
-            line=3,
-            found=header,
-            allowed="'Freq.[Hz]  Zs'[ohm]  Zs''[ohm]'",
-        )
+        raise SpectrumFileError(path, "column header", "expected a column header naming the frequency",
+                                line=3, found=header, allowed="'Freq.[Hz]  Zs'[ohm]  Zs''[ohm]'")
     metadata: dict[str, Any] = {"title": title.strip(), "fixed_values": fixed.strip()}
     if m := _AMPLITUDE.search(fixed):
         with contextlib.suppress(ValueError):  # not a number after all: the line stays as text
@@ -70,12 +67,7 @@ def read_eisfitpython(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> I
             numbers.append(line_no)
             refuse_if_too_many(path, len(numbers), line_no)
     if not numbers:
-        raise SpectrumFileError(
-            path,
-            "data",
-            "no data rows after the 3 header lines",
-            line=4,
-            allowed="whitespace-separated rows f, Z', Z''",
-        )
+        raise SpectrumFileError(path, "data", "no data rows after the 3 header lines", line=4,
+                                allowed="whitespace-separated rows f, Z', Z''")
     freq, z_re, z_im = (np.array(col, dtype=float) for col in values)
     return finish(path, FORMAT, freq, z_re, z_im, numbers, metadata)

@@ -64,7 +64,8 @@ def read_dta(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSp
     lines = text_lines(path, max_bytes)
     first = next(lines, (1, ""))[1]
     if first.strip() != MAGIC:
-        raise SpectrumFileError(path, "first line", "not a Gamry DTA file", line=1, found=first, allowed=f"{MAGIC!r}")
+        raise SpectrumFileError(path, "first line", "not a Gamry DTA file", line=1, found=first,
+                                allowed=f"{MAGIC!r}")
     metadata: dict[str, Any] = {}
     table_at = None
     declared: int | None = None
@@ -84,20 +85,14 @@ def read_dta(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSp
     names_line = next(lines, None)
     units_line = next(lines, None)
     if names_line is None or units_line is None:
-        raise SpectrumFileError(
-            path, "ZCURVE", "expected column-name and unit lines after ZCURVE TABLE", line=table_at + 1
-        )
+        raise SpectrumFileError(path, "ZCURVE", "expected column-name and unit lines after ZCURVE TABLE",
+                                line=table_at + 1)
     names = names_line[1].strip("\t ").split("\t")
     units = units_line[1].strip("\t ").split("\t")
     for col in ("Freq", "Zreal", "Zimag"):
         if col not in names:
-            raise SpectrumFileError(
-                path,
-                "ZCURVE columns",
-                "expected ZCURVE columns Freq, Zreal and Zimag",
-                line=table_at + 1,
-                found=names_line[1],
-            )
+            raise SpectrumFileError(path, "ZCURVE columns", "expected ZCURVE columns Freq, Zreal and Zimag",
+                                    line=table_at + 1, found=names_line[1])
     metadata["column_units"] = dict(zip(names, units, strict=False))
     kept = {key: names.index(name) for name, key in _KEPT.items() if name in names}
     values: dict[str, array] = {key: array("d") for key in kept}
@@ -109,33 +104,20 @@ def read_dta(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> ImportedSp
             break  # end of the table
         fields = line.strip("\t ").split("\t")
         if len(fields) != len(names):
-            raise SpectrumFileError(
-                path,
-                "ZCURVE row",
-                f"expected {len(names)} tab-separated ZCURVE fields",
-                line=line_no,
-                found=line.strip(),
-                allowed=f"{len(names)} fields per row",
-            )
+            raise SpectrumFileError(path, "ZCURVE row", f"expected {len(names)} tab-separated ZCURVE fields",
+                                    line=line_no, found=line.strip(), allowed=f"{len(names)} fields per row")
         try:
             row = [to_float(x, decimal_comma=True) for x in fields]
         except ValueError:
-            raise SpectrumFileError(
-                path,
-                "ZCURVE row",
-                f"expected {len(names)} numbers in the ZCURVE row",
-                line=line_no,
-                found=line.strip(),
-                allowed=NUMBER_FORM,
-            ) from None
+            raise SpectrumFileError(path, "ZCURVE row", f"expected {len(names)} numbers in the ZCURVE row",
+                                    line=line_no, found=line.strip(), allowed=NUMBER_FORM) from None
         for key, index in kept.items():
             values[key].append(row[index])
         numbers.append(line_no)
         refuse_if_too_many(path, len(numbers), line_no)
     if declared is not None and declared != len(numbers):
-        raise SpectrumFileError(
-            path, "ZCURVE", f"expected {declared} ZCURVE rows as declared", line=table_at, found=f"{len(numbers)} rows"
-        )
+        raise SpectrumFileError(path, "ZCURVE", f"expected {declared} ZCURVE rows as declared", line=table_at,
+                                found=f"{len(numbers)} rows")
     if after is not None:
         _check_rest(path, after, lines)
     if "date" in metadata:
@@ -157,14 +139,8 @@ def _check_rest(path: Path, first: tuple[int, str], lines: Any) -> None:
     for line_no, line in _chain(first, lines):
         head = line.split("\t", 2)
         if line.strip() == MAGIC or (head[0] == "ZCURVE" and len(head) > 1 and head[1] == "TABLE"):
-            raise SpectrumFileError(
-                path,
-                "content after ZCURVE",
-                "a second DTA header or ZCURVE table",
-                line=line_no,
-                found=line,
-                allowed="one ZCURVE table per file",
-            )
+            raise SpectrumFileError(path, "content after ZCURVE", "a second DTA header or ZCURVE table",
+                                    line=line_no, found=line, allowed="one ZCURVE table per file")
 
 
 def _chain(first: tuple[int, str], rest: Any) -> Any:

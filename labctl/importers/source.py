@@ -48,9 +48,7 @@ def checked_size(path: Path, max_bytes: int = MAX_FILE_BYTES) -> int:
         raise SpectrumFileError(path, "file", "is not a regular file", allowed="a regular file")
     if info.st_size > max_bytes:
         raise SpectrumFileError(
-            path,
-            "size",
-            f"{info.st_size} bytes is far more than an impedance spectrum holds",
+            path, "size", f"{info.st_size} bytes is far more than an impedance spectrum holds",
             allowed=f"at most {max_bytes} bytes (max_bytes)",
         )
     return info.st_size
@@ -92,48 +90,32 @@ def text_lines(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Iterator[tuple[in
             try:
                 chunk = fh.readline(MAX_LINE_CHARS + 1)
             except OSError as exc:  # a disk or network-share error in mid-file
-                raise SpectrumFileError(
-                    path, "file", f"cannot be read ({exc.strerror or exc})", line=line_no + 1
-                ) from None
+                raise SpectrumFileError(path, "file", f"cannot be read ({exc.strerror or exc})",
+                                        line=line_no + 1) from None
             if not chunk:
                 return
             line_no += 1
             total += len(chunk)
             if line_no > MAX_LINES:
-                raise SpectrumFileError(
-                    path, "lines", f"more than {MAX_LINES} lines", line=line_no, allowed=f"at most {MAX_LINES} lines"
-                )
+                raise SpectrumFileError(path, "lines", f"more than {MAX_LINES} lines", line=line_no,
+                                        allowed=f"at most {MAX_LINES} lines")
             if total > max_bytes:  # the file grew after the size check
-                raise SpectrumFileError(
-                    path,
-                    "size",
-                    "the file grows while it is read",
-                    line=line_no,
-                    allowed=f"at most {max_bytes} bytes (max_bytes)",
-                )
+                raise SpectrumFileError(path, "size", "the file grows while it is read", line=line_no,
+                                        allowed=f"at most {max_bytes} bytes (max_bytes)")
             text = chunk[:-1] if chunk.endswith("\n") else chunk
             if len(text) > MAX_LINE_CHARS:
-                raise SpectrumFileError(
-                    path,
-                    "line",
-                    f"longer than {MAX_LINE_CHARS} characters",
-                    line=line_no,
-                    allowed=f"text lines of at most {MAX_LINE_CHARS} characters",
-                )
+                raise SpectrumFileError(path, "line", f"longer than {MAX_LINE_CHARS} characters", line=line_no,
+                                        allowed=f"text lines of at most {MAX_LINE_CHARS} characters")
             if line_no == 1:
                 if text.startswith(("\xff\xfe", "\xfe\xff")):
-                    raise SpectrumFileError(
-                        path, "encoding", "UTF-16 text", line=1, allowed="UTF-8, latin-1 or cp1252 text"
-                    )
+                    raise SpectrumFileError(path, "encoding", "UTF-16 text", line=1,
+                                            allowed="UTF-8, latin-1 or cp1252 text")
                 text = text.removeprefix("\xef\xbb\xbf")  # a UTF-8 byte-order mark
             bad = _CONTROL.search(text)
             if bad is not None:
                 raise SpectrumFileError(
-                    path,
-                    "content",
-                    f"binary byte 0x{ord(bad.group()):02x} at column {bad.start() + 1}",
-                    line=line_no,
-                    allowed="text: printable characters and tabs",
+                    path, "content", f"binary byte 0x{ord(bad.group()):02x} at column {bad.start() + 1}",
+                    line=line_no, allowed="text: printable characters and tabs",
                 )
             yield line_no, _decode(text)
 
@@ -166,22 +148,10 @@ def parse_row(
 ) -> list[float]:
     """``n_expected`` numbers from one data row, or a SpectrumFileError naming the line."""
     if len(fields) != n_expected:
-        raise SpectrumFileError(
-            path,
-            "row",
-            f"expected {n_expected} {what}, got {len(fields)}",
-            line=line_no,
-            found="\t".join(fields),
-            allowed=f"rows of {n_expected} fields",
-        )
+        raise SpectrumFileError(path, "row", f"expected {n_expected} {what}, got {len(fields)}", line=line_no,
+                                found="\t".join(fields), allowed=f"rows of {n_expected} fields")
     try:
         return [to_float(f, decimal_comma=decimal_comma) for f in fields]
     except ValueError:
-        raise SpectrumFileError(
-            path,
-            "row",
-            f"expected {n_expected} numbers ({what})",
-            line=line_no,
-            found="\t".join(fields),
-            allowed=f"rows of {n_expected} fields",
-        ) from None
+        raise SpectrumFileError(path, "row", f"expected {n_expected} numbers ({what})", line=line_no,
+                                found="\t".join(fields), allowed=f"rows of {n_expected} fields") from None

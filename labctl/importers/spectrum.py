@@ -90,8 +90,7 @@ def finish(
     # a header value that is not a finite number is unknown, not a measurement
     metadata = {k: v for k, v in metadata.items() if not (isinstance(v, float) and not math.isfinite(v))}
     if "temperature_C" in metadata:
-        metadata["temperature_C"] = check_temperature(
-            path, metadata["temperature_C"], metadata.get("temperature_source", "file")
-        )
+        metadata["temperature_C"] = check_temperature(path, metadata["temperature_C"],
+                                                      metadata.get("temperature_source", "file"))
     z = re_ + 1j * im
     return ImportedSpectrum(f, z, Path(path), fmt, metadata, cols)

@@ -71,26 +71,20 @@ class _Rows:
         index = np.flatnonzero(bad)
         if index.size:
             line, where = self.label(index, int(index.size))
-            raise SpectrumFileError(
-                self.path, field, f"{what} ({values[index[0]]:g}) at {where}", line=line, allowed=allowed
-            )
+            raise SpectrumFileError(self.path, field, f"{what} ({values[index[0]]:g}) at {where}", line=line,
+                                    allowed=allowed)
 
 
 def refuse_if_too_many(path: Path, n_points: int, line: int | None = None) -> None:
     """Stop reading as soon as a file holds more points than a spectrum can, instead of
     parsing tens of megabytes first."""
     if n_points > MAX_POINTS:
-        raise SpectrumFileError(
-            path, "points", f"more than {MAX_POINTS} impedance points", line=line, allowed=f"at most {MAX_POINTS}"
-        )
+        raise SpectrumFileError(path, "points", f"more than {MAX_POINTS} impedance points", line=line,
+                                allowed=f"at most {MAX_POINTS}")
 
 
 def check_points(
-    path: Path,
-    freq: np.ndarray,
-    z_re: np.ndarray,
-    z_im: np.ndarray,
-    line_numbers: Sequence[int] | None,
+    path: Path, freq: np.ndarray, z_re: np.ndarray, z_im: np.ndarray, line_numbers: Sequence[int] | None,
     row_name: str = "line",
 ) -> None:
     """Refuse the spectrum unless every point is a plausible measurement (see module doc).
@@ -103,31 +97,17 @@ def check_points(
     with np.errstate(all="ignore"):
         rows.refuse(~np.isfinite(freq), "freq", "not a finite frequency", f_range, freq)
         rows.refuse(freq <= 0, "freq", "not a positive frequency", f_range, freq)
-        rows.refuse(
-            (freq < FREQ_MIN_HZ) | (freq > FREQ_MAX_HZ),
-            "freq",
-            "outside any instrument's frequency range",
-            f_range,
-            freq,
-        )
+        rows.refuse((freq < FREQ_MIN_HZ) | (freq > FREQ_MAX_HZ), "freq", "outside any instrument's frequency range",
+                    f_range, freq)
         for name, part in (("Z'", z_re), ("Z''", z_im)):
             rows.refuse(~np.isfinite(part), name, "not a finite impedance", z_range, part)
             rows.refuse(np.abs(part) > Z_MAX_OHM, name, "beyond any instrument's range", z_range, part)
         magnitude = np.hypot(z_re, z_im)
-        rows.refuse(
-            magnitude < Z_MIN_OHM,
-            "|Z|",
-            "below any instrument's resolution",
-            f"|Z| >= {Z_MIN_OHM:g} Ohm (a zero row is not a measurement)",
-            magnitude,
-        )
+        rows.refuse(magnitude < Z_MIN_OHM, "|Z|", "below any instrument's resolution",
+                    f"|Z| >= {Z_MIN_OHM:g} Ohm (a zero row is not a measurement)", magnitude)
     if n < MIN_POINTS:
-        raise SpectrumFileError(
-            path,
-            "points",
-            f"{n} impedance point{'s' if n != 1 else ''}",
-            allowed=f"at least {MIN_POINTS} (three points define an arc)",
-        )
+        raise SpectrumFileError(path, "points", f"{n} impedance point{'s' if n != 1 else ''}",
+                                allowed=f"at least {MIN_POINTS} (three points define an arc)")
     order = np.argsort(freq, kind="stable")
     repeated = np.flatnonzero(np.diff(freq[order]) == 0)
     if repeated.size:
@@ -135,18 +115,13 @@ def check_points(
         _, where = rows.label(pair, 2)
         line = rows.label(pair[1:], 1)[0]  # the repeat, not the original
         raise SpectrumFileError(
-            path,
-            "freq",
-            f"{freq[pair[0]]:g} Hz measured twice ({where}): a second sweep or a duplicated block",
-            line=line,
-            allowed="each frequency once per file",
+            path, "freq", f"{freq[pair[0]]:g} Hz measured twice ({where}): a second sweep or a duplicated block",
+            line=line, allowed="each frequency once per file",
         )
     span = float(freq.max() / freq.min())
     if span < MIN_SPAN_RATIO:
         raise SpectrumFileError(
-            path,
-            "freq",
-            f"the sweep spans {freq.min():g} to {freq.max():g} Hz (a factor {span:.3g})",
+            path, "freq", f"the sweep spans {freq.min():g} to {freq.max():g} Hz (a factor {span:.3g})",
             allowed=f"a span of at least a factor {MIN_SPAN_RATIO:g} (one decade)",
         )
 
@@ -165,11 +140,7 @@ def check_columns(
 
 
 def temperature_or_none(
-    path: Path,
-    values: np.ndarray,
-    line_numbers: Sequence[int] | None,
-    *,
-    field: str = "temperature",
+    path: Path, values: np.ndarray, line_numbers: Sequence[int] | None, *, field: str = "temperature",
     row_name: str = "line",
 ) -> float | None:
     """The mean of a temperature column in °C; None when the column is a no-sensor
@@ -190,7 +161,6 @@ def check_temperature(path: Path, value: float, source: str, line: int | None = 
     """A single temperature in °C (from a header or title) if it is physically possible."""
     low, high = TEMPERATURE_RANGE_C
     if not (np.isfinite(value) and low < value <= high):
-        raise SpectrumFileError(
-            path, "temperature", f"{value:g} °C from the {source}", line=line, allowed=f"{low:g} to {high:g} °C"
-        )
+        raise SpectrumFileError(path, "temperature", f"{value:g} °C from the {source}", line=line,
+                                allowed=f"{low:g} to {high:g} °C")
     return float(value)

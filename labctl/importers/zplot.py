@@ -49,14 +49,8 @@ def read_zplot(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> Imported
     lines = text_lines(path, max_bytes)
     first = next(lines, (1, ""))[1]
     if not first.strip().upper().startswith(MAGIC):
-        raise SpectrumFileError(
-            path,
-            "first line",
-            "not a ZPlot ASCII file",
-            line=1,
-            found=first,
-            allowed=f"a first line starting with {MAGIC!r}",
-        )
+        raise SpectrumFileError(path, "first line", "not a ZPlot ASCII file", line=1, found=first,
+                                allowed=f"a first line starting with {MAGIC!r}")
     metadata: dict[str, Any] = {}
     header: list[str] | None = None
     header_line = 0
@@ -77,36 +71,18 @@ def read_zplot(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> Imported
             metadata[_KEYS[key.strip()]] = _number(value.strip())
     else:
         if header is None:
-            raise SpectrumFileError(
-                path,
-                "column header",
-                "no line starting with 'Freq(Hz)'",
-                allowed="a ZPlot column header 'Freq(Hz) ... Z'(a) Z''(b) ...'",
-            )
-        raise SpectrumFileError(
-            path,
-            "data",
-            "no 'End Comments' line followed by data rows",
-            line=header_line + 1,
-            allowed="'End Comments' then tab-separated rows",
-        )
+            raise SpectrumFileError(path, "column header", "no line starting with 'Freq(Hz)'",
+                                    allowed="a ZPlot column header 'Freq(Hz) ... Z'(a) Z''(b) ...'")
+        raise SpectrumFileError(path, "data", "no 'End Comments' line followed by data rows", line=header_line + 1,
+                                allowed="'End Comments' then tab-separated rows")
     if header is None:
-        raise SpectrumFileError(
-            path,
-            "column header",
-            "no line starting with 'Freq(Hz)' before the data",
-            allowed="a ZPlot column header 'Freq(Hz) ... Z'(a) Z''(b) ...'",
-        )
+        raise SpectrumFileError(path, "column header", "no line starting with 'Freq(Hz)' before the data",
+                                allowed="a ZPlot column header 'Freq(Hz) ... Z'(a) Z''(b) ...'")
     try:
         i_f, i_re, i_im = header.index("Freq(Hz)"), header.index("Z'(a)"), header.index("Z''(b)")
     except ValueError:
-        raise SpectrumFileError(
-            path,
-            "column header",
-            "expected columns Freq(Hz), Z'(a) and Z''(b)",
-            line=header_line,
-            found="\t".join(header),
-        ) from None
+        raise SpectrumFileError(path, "column header", "expected columns Freq(Hz), Z'(a) and Z''(b)",
+                                line=header_line, found="\t".join(header)) from None
     wanted = {"freq": i_f, "re": i_re, "im": i_im}
     for name, key in (("Time(Sec)", "t"), ("Bias", "E_dc"), ("Ampl", "ampl")):
         if name in header:

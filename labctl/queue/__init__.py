@@ -70,7 +70,9 @@ def open_store(location: str | Path | None = None) -> JobStore:
         return PostgresJobStore(text)
     if "://" in text:
         scheme = text.split("://", 1)[0]
-        raise StoreUnavailable(f"queue store: unknown scheme {scheme!r}; use a file path or a postgresql:// URL")
+        raise StoreUnavailable(
+            f"queue store: unknown scheme {scheme!r}; use a file path or a postgresql:// URL"
+        )
     from labctl.queue.sqlite_store import SqliteJobStore
 
     return SqliteJobStore(Path(text).expanduser())

@@ -57,14 +57,8 @@ def insert_job(
 def requeue(tx: Tx, job: Job, now: float) -> int:
     """A new attempt of ``job``, first in the queue of the channel it ran on."""
     channel = job.channel or job.requested_channel
-    spec = JobSpec(
-        protocol=job.protocol,
-        cell=job.cell,
-        params=job.params,
-        channel=channel,
-        on_failure=job.on_failure,
-        not_before=None,
-    )
+    spec = JobSpec(protocol=job.protocol, cell=job.cell, params=job.params, channel=channel,
+                   on_failure=job.on_failure, not_before=None)
     position = head_position(tx, channel, job.position)
     return insert_job(tx, spec, position, now, attempt=job.attempt + 1, retry_of=job.id)
 
@@ -99,12 +93,7 @@ def cancel_dependents(tx: Tx, job_id: int, now: float) -> None:
 def dependencies_met(tx: Tx, job_ids: list[int]) -> set[int]:
     if not job_ids:
         return set()
-    waiting = {
-        int(r["job_id"])
-        for r in tx.rows(
-            "SELECT d.job_id FROM job_deps d JOIN jobs a ON a.id = d.depends_on"
-            f" WHERE d.job_id IN ({marks(job_ids)}) AND a.state <> 'completed'",
-            job_ids,
-        )
-    }
+    waiting = {int(r["job_id"]) for r in tx.rows(
+        "SELECT d.job_id FROM job_deps d JOIN jobs a ON a.id = d.depends_on"
+        f" WHERE d.job_id IN ({marks(job_ids)}) AND a.state <> 'completed'", job_ids)}
     return set(job_ids) - waiting

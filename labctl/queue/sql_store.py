@@ -148,10 +148,8 @@ class SqlJobStore(JobStore):
         with self._transaction() as tx:
             existing = sorted({ref for spec in checked for ref in spec.after if isinstance(ref, int)})
             if existing:
-                found = {
-                    int(r["id"]): r["state"]
-                    for r in tx.rows(f"SELECT id, state FROM jobs WHERE id IN ({marks(existing)})", existing)
-                }
+                found = {int(r["id"]): r["state"] for r in tx.rows(
+                    f"SELECT id, state FROM jobs WHERE id IN ({marks(existing)})", existing)}
                 for ref in existing:
                     if ref not in found:
                         raise InvalidJobSpec(f"after: job {ref} does not exist")
@@ -207,16 +205,10 @@ class SqlJobStore(JobStore):
         raise QueueError(f"claim by worker {worker!r}: gave up after {CLAIM_ATTEMPTS} conflicting claims")
 
     def _claim(self, tx: Tx, worker: str, wanted: list[str], fits: ChannelFit | None, now: float) -> Job | None:
-        taken = {
-            r["channel"]
-            for r in tx.rows(
-                f"SELECT channel FROM jobs WHERE state IN {ACTIVE_SQL} AND channel IN ({marks(wanted)})", wanted
-            )
-        }
-        taken |= {
-            r["channel"]
-            for r in tx.rows(f"SELECT channel FROM channel_holds WHERE channel IN ({marks(wanted)})", wanted)
-        }
+        taken = {r["channel"] for r in tx.rows(
+            f"SELECT channel FROM jobs WHERE state IN {ACTIVE_SQL} AND channel IN ({marks(wanted)})", wanted)}
+        taken |= {r["channel"] for r in tx.rows(
+            f"SELECT channel FROM channel_holds WHERE channel IN ({marks(wanted)})", wanted)}
         free = [c for c in wanted if c not in taken]
         if not free:
             return None
@@ -231,11 +223,8 @@ class SqlJobStore(JobStore):
         candidates: list[tuple[Job, str]] = [(job, str(job.requested_channel)) for job in heads]
         idle = [c for c in free if c not in {job.requested_channel for job in heads}]
         if idle:
-            for job in load_jobs(
-                tx,
-                "j.state = 'queued' AND j.requested_channel IS NULL AND (j.not_before IS NULL OR j.not_before <= ?)",
-                (now,),
-            ):
+            for job in load_jobs(tx, "j.state = 'queued' AND j.requested_channel IS NULL AND "
+                                      "(j.not_before IS NULL OR j.not_before <= ?)", (now,)):
                 channel = next((c for c in idle if fits is None or fits(c, job)), None)
                 if channel is not None:
                     candidates.append((job, channel))
@@ -300,10 +289,8 @@ class SqlJobStore(JobStore):
             if job.state == JobState.PAUSED:
                 raise InvalidTransition(f"job {job_id} is paused already")
             request = None if job.request == Request.PAUSE else job.request
-            tx.run(
-                "UPDATE jobs SET state = 'paused', request = ?, heartbeat = ? WHERE id = ?",
-                (_value(request), now, job_id),
-            )
+            tx.run("UPDATE jobs SET state = 'paused', request = ?, heartbeat = ? WHERE id = ?",
+                   (_value(request), now, job_id))
             self._notify(tx)
             return get_job(tx, job_id)
 
@@ -314,10 +301,8 @@ class SqlJobStore(JobStore):
             if job.state == JobState.RUNNING:
                 raise InvalidTransition(f"job {job_id} is running, not paused: nothing to resume")
             request = None if job.request in (Request.PAUSE, Request.RESUME) else job.request
-            tx.run(
-                "UPDATE jobs SET state = 'running', request = ?, heartbeat = ? WHERE id = ?",
-                (_value(request), now, job_id),
-            )
+            tx.run("UPDATE jobs SET state = 'running', request = ?, heartbeat = ? WHERE id = ?",
+                   (_value(request), now, job_id))
             self._notify(tx)
             return get_job(tx, job_id)
 
@@ -398,10 +383,8 @@ class SqlJobStore(JobStore):
         with self._transaction() as tx:
             job = get_job(tx, job_id)
             if job.state == JobState.QUEUED:
-                tx.run(
-                    "UPDATE jobs SET state = 'cancelled', finished = ?, error = ? WHERE id = ?",
-                    (now, "cancelled before it started", job_id),
-                )
+                tx.run("UPDATE jobs SET state = 'cancelled', finished = ?, error = ? WHERE id = ?",
+                       (now, "cancelled before it started", job_id))
                 cancel_dependents(tx, job_id, now)
             elif job.state in ACTIVE_STATES:
                 if job.request == Request.CANCEL:
@@ -513,3 +496,4 @@ def _now(now: float | None) -> float:
 
 def _value(request: Request | None) -> str | None:
     return None if request is None else request.value
+
