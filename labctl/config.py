@@ -45,6 +45,7 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
+from labctl.alerts_config import AlertsConfig, parse_alerts
 from labctl.numbers import parse_number
 from labctl.params import Param, ParameterError
 from labctl.protocol import GEOMETRY_PARAMS
@@ -59,7 +60,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _NAME_RULE = "letters, digits, '_' and '-', starting with a letter or digit"
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
-_TOP_KEYS = ("defaults", "instruments")
+_TOP_KEYS = ("alerts", "defaults", "instruments")
 _DEFAULTS_KEYS = ("cell", "operator")
 _INSTRUMENT_KEYS = ("channels", "driver", "options", "resource")
 _CELL_TEXT_KEYS = ("id", "notes", "type")
@@ -113,6 +114,7 @@ class LabConfig:
     instruments: dict[str, InstrumentConfig]
     operator: str = ""
     cell: dict[str, Any] = field(default_factory=dict)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)  # [alerts], see labctl.alerts_config
 
     def channel(self, spec: str) -> tuple[InstrumentConfig, ChannelConfig]:
         """``pstat`` or ``pstat:2`` -> the instrument and its channel."""
@@ -360,6 +362,7 @@ def parse_lab(data: dict[str, Any], path: Path) -> LabConfig:
         instruments=instruments,
         operator=operator,
         cell=_cell(root / "defaults" / "cell", defaults.get("cell")),
+        alerts=parse_alerts(root / "alerts", data.get("alerts")),
     )
 
 

@@ -26,7 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("labctl", "drivers", "protocols", "gui")
 #: labctl's application layer: the only part of labctl that looks drivers and protocols up.
 APPLICATION = frozenset(
-    f"labctl.{name}" for name in ("registry", "runner", "config", "instruments", "cli", "analyze", "progress")
+    f"labctl.{name}"
+    for name in (
+        *("registry", "runner", "config", "instruments", "cli", "analyze", "progress"),
+        *("queue.estimate", "queue.estimate_cli", "alerts_cli"),
+    )
 )
 
 
