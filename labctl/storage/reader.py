@@ -563,8 +563,10 @@ def describe_run(path: str | os.PathLike[str]) -> dict[str, Any]:
     with open_run(path) as run, guard.untrusted(path):
         meta = run.meta
         steps = []
+        status = run.status
         for rec in run.steps:
             reason = rec.end_reason
+            cut = rec.running and status != "running"  # the step the interruption cut
             steps.append(
                 {
                     "index": rec.index,
@@ -573,8 +575,8 @@ def describe_run(path: str | os.PathLike[str]) -> dict[str, Any]:
                     "t_start": _num(rec.t_start),
                     "duration": _num(rec.duration),
                     "charge": _num(rec.charge),
-                    "end_reason": reason.value if isinstance(reason, EndReason) else reason,
-                    "running": rec.running,
+                    "end_reason": "interrupted" if cut else reason.value if isinstance(reason, EndReason) else reason,
+                    "running": rec.running and not cut,
                     "rows": rec.n_rows,
                     "spectrum_points": (run.n_spectra if rec.spec_stop is None else rec.spec_stop) - rec.spec_start,
                     "message": rec.message,
@@ -586,7 +588,7 @@ def describe_run(path: str | os.PathLike[str]) -> dict[str, Any]:
             "run_id": meta.get("run_id", ""),
             "protocol": meta.get("protocol", ""),
             "protocol_version": meta.get("protocol_version", ""),
-            "status": run.status,
+            "status": status,
             "stored_status": run.stored_status,
             "started_at": meta.get("started_at", ""),
             "ended_at": run.ended_at,
@@ -606,7 +608,21 @@ def describe_run(path: str | os.PathLike[str]) -> dict[str, Any]:
             "events": run.events,
             "steps": steps,
             "results": run.results,
+            "note": _interruption_note(run, steps),
         }
+
+
+def _interruption_note(run: RunFile, steps: list[dict[str, Any]]) -> str:
+    """For an interrupted run: how far it got, and (if the file is still
+    flagged open by the dead writer) how to close it for other tools."""
+    if run.status != "interrupted":
+        return ""
+    completed = [s for s in steps if s["end_reason"] not in (None, "interrupted")]
+    where = f"after step {completed[-1]['index']}" if completed else "before its first step completed"
+    note = f"run interrupted {where}; {len(completed)} of {len(steps)} steps completed"
+    if not run.finalized:
+        note += f"; 'labctl recover {run.path}' closes the file so any HDF5 tool opens it"
+    return note
 
 
 def _num(x: float) -> float | None:
