@@ -34,6 +34,7 @@ from labctl.steps import SAMPLE_DTYPE, SPECTRUM_DTYPE, EndReason, Step, step_fro
 from labctl.storage import guard
 from labctl.storage import layout as L
 from labctl.storage.finalize import read_end_record
+from labctl.storage.h5open import open_swmr_reader
 
 #: A heartbeat older than max(STALE_MIN_S, STALE_FLUSHES * flush_interval)
 #: means the writer is gone.
@@ -520,7 +521,7 @@ def _open_h5(path: Path, timeout: float) -> h5py.File:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return h5py.File(path, "r", swmr=True)
+            return open_swmr_reader(path)
         except FileNotFoundError:
             raise
         except OSError as swmr_error:
