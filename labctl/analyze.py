@@ -79,7 +79,10 @@ def replay_run(path: Path, overrides: Mapping[str, str]) -> dict[str, Any]:
         results = _completed_steps(run.steps)
         n_steps = len(run.steps)
     cut_short = status in _CUT_SHORT
-    out = _drive(protocol, values, cell, results, status, cut_short)
+    try:
+        out = _drive(protocol, values, cell, results, status, cut_short)
+    except NothingToAnalyse as exc:
+        raise NothingToAnalyse(f"{path}: {exc}") from None
     report: dict[str, Any] = {
         "file": str(path),
         "protocol": protocol.name,
