@@ -166,7 +166,7 @@ def show_command(path: str, as_json: bool) -> None:
     from labctl.progress import print_summary
 
     console = Console(highlight=False)
-    print_summary(console, _markup_escaped(summary))
+    print_summary(console, summary)
     if summary.get("note"):
         console.print(f"note: {escape(summary['note'])}")
 
@@ -196,18 +196,6 @@ def recover_command(path: str) -> None:
 
 def _one_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
-
-
-def _markup_escaped(value: Any) -> Any:
-    """Strings from a run file are shown as text, never read as rich markup
-    (a label like "[/x]" would otherwise end the display with an error)."""
-    if isinstance(value, str):
-        return escape(value)
-    if isinstance(value, dict):
-        return {escape(str(k)): _markup_escaped(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_markup_escaped(v) for v in value]
-    return value
 
 
 @main.command("analyze", context_settings={"ignore_unknown_options": False})

@@ -539,7 +539,17 @@ class Outcome:
 
     def line(self) -> str:
         what = self.traceback.strip().splitlines()[-1] if self.traceback else self.output.strip()[-200:]
-        return f"{self.command} exit {self.exit_code} {self.seconds:.2f}s [{self.case.description}]: {what}"
+        flags = [
+            name
+            for name, bad in (
+                ("traceback", self.traceback),
+                ("canary in output", self.canary_in_output),
+                (f"canary files read {self.canary_files_read}", self.canary_files_read),
+                (f"rss {self.max_rss_mb} MB", self.max_rss_mb is not None and self.max_rss_mb >= 1024.0),
+            )
+            if bad
+        ]
+        return f"{self.command} exit {self.exit_code} {self.seconds:.2f}s {flags} [{self.case.description}]: {what}"
 
 
 COMMANDS = (("show",), ("show", "--json"), ("analyze", "--json"))

@@ -238,6 +238,8 @@ def read_root_attrs(f: h5py.File) -> dict[str, Any]:
             value = L.text(value)
         elif isinstance(value, np.generic):
             value = value.item()
+        if isinstance(value, str):
+            value = _valid_text(value)
         if isinstance(value, str) and len(value) > MAX_JSON_BYTES:
             raise RunFileError(key, f"attribute of {len(value)} characters; at most {MAX_JSON_BYTES}")
         meta[key] = value
@@ -316,6 +318,10 @@ def parse_json(key: str, raw: str | bytes, max_bytes: int = MAX_JSON_BYTES) -> A
     except ValueError as exc:
         raise RunFileError(key, f"is not valid JSON ({str(exc)[:80]})") from None
     _check_shape(key, value)
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RunFileError(key, "JSON text with unpaired surrogate escapes (not valid Unicode)") from None
     return value
 
 
@@ -388,6 +394,16 @@ def check_end_record(end: Any) -> dict[str, Any] | None:
         if not (str(k).isdigit() and len(str(k)) < 10 and isinstance(v, str)):
             raise RunFileError("/end.full_steps", f"entry {_shown(k)}: expected a step row number and step JSON")
     return dict(end)
+
+
+def _valid_text(value: str) -> str:
+    """Text as valid Unicode: h5py hands undecodable bytes back as lone
+    surrogates, which no terminal or JSON encoder accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", errors="replace").decode("utf-8")
+    return value
 
 
 def _is_int(value: Any) -> bool:
