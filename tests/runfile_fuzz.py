@@ -329,7 +329,7 @@ def m_huge_shape(rng: random.Random, f: h5py.File, c: Canaries) -> str:
     )
     rows = rng.choice([10**6, 10**8, 10**10, 2**40])
     chunk = rng.choice([1024, 16384, 1 << 20])
-    chunk = min(chunk, max(1, (1 << 30) // dtype.itemsize))
+    chunk = min(chunk, max(1, (64 << 20) // dtype.itemsize))  # over the reader's bound, cheap to write
     _replace(f, name, shape=(rows,), dtype=dtype, chunks=(chunk,), maxshape=(None,), compression="gzip")
     if rng.random() < 0.5:
         f[name][: min(chunk, 1024)] = np.zeros(min(chunk, 1024), dtype=dtype)
@@ -579,32 +579,44 @@ def run_in_process(case: Case, canaries: Canaries, args: tuple[str, ...]) -> Out
     )
 
 
+#: Runs argv[2:] and writes its peak RSS (kB) to the file argv[1]. A child
+#: inherits its parent's peak RSS in ru_maxrss (fork copies the memory map's
+#: high-water mark, exec keeps it), so the measured process must be the child
+#: of a small launcher, not of this (large) test process.
+_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as fh:
+    fh.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
+"""
+
+
 def run_subprocess(case: Case, canaries: Canaries, args: tuple[str, ...]) -> Outcome:
-    """The real ``labctl`` in a child process; its peak RSS from wait4."""
+    """The real ``labctl`` in a child process, with its own peak RSS."""
     armed = canaries.arm()
-    env = dict(os.environ)
-    with tempfile.TemporaryFile() as out:
+    with tempfile.TemporaryDirectory() as tmp:
+        out, rss = Path(tmp) / "out", Path(tmp) / "rss"
+        argv = [sys.executable, "-c", _LAUNCHER, str(rss), sys.executable, "-m", "labctl.cli"]
         t0 = time.monotonic()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "labctl.cli", args[0], str(case.path), *args[1:]],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        deadline = t0 + 60.0
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.01)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        with open(out, "wb") as sink:
+            proc = subprocess.Popen(
+                [*argv, args[0], str(case.path), *args[1:]],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                proc.wait(timeout=60.0)  # hang guard; the case then fails on time
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
         seconds = time.monotonic() - t0
-        out.seek(0)
-        text = out.read().decode("utf-8", errors="replace")
+        text = out.read_bytes().decode("utf-8", errors="replace")
+        peak_kb = float(rss.read_text()) if rss.exists() else float("nan")
     return Outcome(
         case=case,
         command="subprocess " + " ".join(args),
@@ -614,7 +626,7 @@ def run_subprocess(case: Case, canaries: Canaries, args: tuple[str, ...]) -> Out
         traceback="Traceback" if "Traceback (most recent call last)" in text else "",
         canary_in_output=canaries.token in text,
         canary_files_read=canaries.touched(armed),
-        max_rss_mb=usage.ru_maxrss / 1024.0,  # kB on Linux
+        max_rss_mb=peak_kb / 1024.0,  # kB on Linux
     )
 
 

@@ -54,3 +54,23 @@ def open_swmr_reader(path: str | os.PathLike[str]) -> h5py.File:
         return h5py.File(path, "r", swmr=True)
     fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ, fapl=fapl)
     return h5py.File(fid)
+
+
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def lacks_hdf5_signature(path: str | os.PathLike[str]) -> bool:
+    """True for a file that certainly is not HDF5: it has bytes but no HDF5
+    signature where a superblock may sit (0, 512, 1024, 2048 ... bytes). An
+    empty file may be one a writer is creating, so it is not judged."""
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size < len(_SIGNATURE):
+            return False
+        offset = 0
+        while offset + len(_SIGNATURE) <= size:
+            fh.seek(offset)
+            if fh.read(len(_SIGNATURE)) == _SIGNATURE:
+                return False
+            offset = 512 if offset == 0 else offset * 2
+    return True

@@ -34,7 +34,7 @@ from labctl.steps import SAMPLE_DTYPE, SPECTRUM_DTYPE, EndReason, Step, step_fro
 from labctl.storage import guard
 from labctl.storage import layout as L
 from labctl.storage.finalize import read_end_record
-from labctl.storage.h5open import open_swmr_reader
+from labctl.storage.h5open import lacks_hdf5_signature, open_swmr_reader
 
 #: A heartbeat older than max(STALE_MIN_S, STALE_FLUSHES * flush_interval)
 #: means the writer is gone.
@@ -546,6 +546,8 @@ def open_run(path: str | os.PathLike[str], timeout: float = 2.0) -> RunFile:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no run file at {p}")
+    if lacks_hdf5_signature(p):
+        raise guard.RunFileError("file", "not an HDF5 file (so not a labctl run file)", str(p))
     h5 = _open_h5(p, timeout)
     try:
         return RunFile(p, h5, timeout)
