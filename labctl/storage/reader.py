@@ -532,7 +532,7 @@ def _open_h5(path: Path, timeout: float) -> h5py.File:
             if time.monotonic() >= deadline:
                 raise OSError(
                     f"{path}: cannot open ({swmr_error}). If the process writing it died, "
-                    "labctl.storage.recover_file() closes it as interrupted."
+                    "'labctl recover FILE' (labctl.storage.recover_file) closes it as interrupted."
                 ) from swmr_error
         time.sleep(0.05)
 
