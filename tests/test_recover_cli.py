@@ -153,3 +153,31 @@ def test_analyze_of_a_run_cut_before_its_first_step(tmp_path: Path) -> None:
     proc = labctl("analyze", str(path))
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip() == f"error: {path}: run interrupted before its first step completed; nothing to analyse"
+
+
+@pytest.mark.parametrize(("silent_s", "recovered"), [(60.0, False), (700.0, True)])
+def test_a_writer_on_another_host_is_dead_only_after_a_long_silence(
+    killed_copy: Path, tmp_path: Path, silent_s: float, recovered: bool
+) -> None:
+    """No pid to ask on another host: the heartbeat must be older than
+    max(600 s, 100 flushes) before the file is touched (DESIGN notes §7)."""
+    assert labctl("recover", str(killed_copy)).returncode == 0
+    path = tmp_path / "elsewhere.h5"
+    shutil.copy(killed_copy, path)
+    with h5py.File(path, "r+") as f:  # as if a writer on another host had stopped flushing
+        f.attrs["status"] = "running"
+        f.attrs["writer_host"] = "another-host.invalid"
+        for name in ("results", "by_step"):
+            del f[name]
+        hb = f["heartbeat"][0]
+        hb["wall_time"] = time.time() - silent_s
+        f["heartbeat"][0] = hb
+    proc = labctl("recover", str(path))
+    if recovered:
+        assert proc.returncode == 0 and "no heartbeat for" in proc.stdout, proc.stderr
+        with h5py.File(path, "r") as f:
+            assert f.attrs["status"] == "interrupted" and "by_step" in f
+    else:
+        assert proc.returncode == 1 and "may still be alive" in proc.stderr
+        with h5py.File(path, "r") as f:
+            assert f.attrs["status"] == "running" and "by_step" not in f

@@ -111,7 +111,10 @@ def recover_run(path: str | os.PathLike[str]) -> Recovery:
         if not _unlocked(p):
             raise RuntimeError(f"{p}: cannot open it and another process has it open") from None
         reason, error = "no process has the file open", ""
-    clear_status_flags(p)
+        clear_status_flags(p)
+        open_run(p, timeout=0.25).close()  # the same checks as any reader before finalizing
+    else:
+        clear_status_flags(p)
     finalize_file(p, interrupted_error=error)
     with h5py.File(p, "r"):
         pass  # opens without SWMR now: what every other HDF5 tool needs
