@@ -101,6 +101,7 @@ def test_recover_makes_a_killed_run_file_ordinary(killed_copy: Path) -> None:
 def test_analyze_an_interrupted_run_from_its_completed_steps(killed_copy: Path) -> None:
     n_completed = completed_steps(killed_copy)
     for stage in ("killed", "recovered"):
+        before = killed_copy.read_bytes()
         proc = labctl("analyze", str(killed_copy), "--json")
         assert proc.returncode == 0, proc.stderr
         report = json.loads(proc.stdout)
@@ -115,6 +116,7 @@ def test_analyze_an_interrupted_run_from_its_completed_steps(killed_copy: Path) 
         assert show["status"] == "interrupted" and show["steps"][-1]["end_reason"] == "interrupted"
         assert show["note"].startswith(f"run interrupted after step {n_completed - 1}")
         assert ("labctl recover" in show["note"]) == (stage == "killed")
+        assert killed_copy.read_bytes() == before  # readers never modify the file
         assert labctl("recover", str(killed_copy)).returncode == 0
 
 

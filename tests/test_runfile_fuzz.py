@@ -52,10 +52,10 @@ def refused(path: Path, canaries: Canaries, command: str = "show") -> str:
 
 
 def test_fuzz_sample(corpus: list[Path], canaries: Canaries, tmp_path: Path) -> None:
-    tally = fuzz(corpus, canaries, tmp_path, n=80, seed=20261204, subprocess_every=40)
+    tally = fuzz(corpus, canaries, tmp_path, n=100, seed=20261204, subprocess_every=50)
     assert tally.failures == [], "\n".join(f.line() for f in tally.failures)
-    assert tally.runs == 3 * 80 + 2
-    assert tally.exit_codes.get(2, 0) > 40 and tally.exit_codes.get(0, 0) > 20  # both refusals and passes
+    assert tally.runs == 3 * 100 + 2
+    assert tally.exit_codes.get(2, 0) > 50 and tally.exit_codes.get(0, 0) > 20  # both refusals and passes
 
 
 def test_the_harness_sees_a_canary_read(eis_copy: Path, canaries: Canaries) -> None:
