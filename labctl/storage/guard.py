@@ -171,8 +171,9 @@ def check_tables(f: h5py.File) -> None:
     """The root datasets the reader reads: present as plain datasets with the
     layout's dtypes, within their row bounds, chunks small enough to
     decompress, and not declaring far more than they store."""
+    present = _root_names(f)
     for name, (dtype, max_rows) in TABLES.items():
-        if name not in _root_names(f):
+        if name not in present:
             if name == L.END:
                 continue  # files from before the end record
             raise RunFileError(f"/{name}", "missing (every run file has it)")

@@ -213,7 +213,7 @@ class RunFile:
         with guard.untrusted(self.path):
             if L.text(_small_attr(f, "format")) != L.FORMAT_NAME:
                 raise guard.RunFileError("format", f"is not {L.FORMAT_NAME!r}: not a labctl run file")
-            if self._checked_tree is not f.id.fileno:
+            if self._checked_tree != f.id.fileno:
                 guard.check_tree(f)
                 self._checked_tree = f.id.fileno
             guard.check_tables(f)
