@@ -92,8 +92,9 @@ def replay_run(path: Path, overrides: Mapping[str, str]) -> dict[str, Any]:
     }
     if cut_short:
         report["completed_steps"] = len(results)
+        state = "interrupted after" if status == "interrupted" else "still running; so far up to"
         report["note"] = (
-            f"run {status} after step {results[-1].index}; results from the {len(results)} completed steps"
+            f"run {state} step {results[-1].index}; results from the {len(results)} completed steps"
             f" (of {n_steps} recorded)"
         )
     return report
