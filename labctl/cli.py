@@ -21,6 +21,7 @@ from rich.table import Table
 from labctl import __version__, registry
 from labctl.jsonable import to_jsonable
 from labctl.params import ParameterError, parse_assignments
+from labctl.watchdog import read_deadline
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -153,7 +154,8 @@ def show_command(path: str, as_json: bool) -> None:
     from labctl.storage import RunFileError, describe_run
 
     try:
-        summary = describe_run(Path(path))
+        with read_deadline(path):
+            summary = describe_run(Path(path))
     except RunFileError as exc:
         _fail_usage(exc)
         return
@@ -184,7 +186,8 @@ def recover_command(path: str) -> None:
     from labctl.storage import RunFileError, recover_run
 
     try:
-        recovery = recover_run(Path(path))
+        with read_deadline(path):
+            recovery = recover_run(Path(path))
     except RunFileError as exc:
         _fail_usage(exc)
         return
@@ -247,7 +250,8 @@ def analyze_command(
                 raise ParameterError("FILE", f"{target} is not a file (or use 'labctl analyze arrhenius FILES...')")
             if files:
                 raise ParameterError("FILE", "give one file (several spectra: 'labctl analyze arrhenius FILES...')")
-            report = replay_run(path, given) if is_run_file(path) else analyze_spectrum_file(path, given)
+            with read_deadline(target):
+                report = replay_run(path, given) if is_run_file(path) else analyze_spectrum_file(path, given)
     except (ParameterError, ValueError) as exc:
         _fail_usage(exc)
         return

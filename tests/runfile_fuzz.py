@@ -630,6 +630,46 @@ def run_subprocess(case: Case, canaries: Canaries, args: tuple[str, ...]) -> Out
     )
 
 
+#: labctl's read watchdog in the fuzz runs: a hang ends as exit 1 within the 20 s per case.
+READ_TIMEOUT_S = 15.0
+
+
+def run_forked(case: Case, canaries: Canaries) -> list[Outcome]:
+    """The in-process runs of one case, in a forked child: an HDF5 hang or
+    crash there (the read watchdog exits the process) is recorded as that
+    command's outcome instead of ending the harness."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_fd)
+        code = 0
+        try:
+            with os.fdopen(write_fd, "w") as pipe:
+                for args in COMMANDS:
+                    o = run_in_process(case, canaries, args)
+                    pipe.write(json.dumps([o.command, o.exit_code, o.output[-2000:], o.seconds, o.traceback,
+                                           o.canary_in_output, o.canary_files_read]) + "\n")  # fmt: skip
+                    pipe.flush()
+        except BaseException:
+            code = 3
+        os._exit(code)
+    os.close(write_fd)
+    t0 = time.monotonic()
+    with os.fdopen(read_fd) as pipe:
+        lines = pipe.read().splitlines()
+    _, status = os.waitpid(pid, 0)
+    outcomes = []
+    for line in lines:
+        command, code, output, seconds, tb, in_output, files_read = json.loads(line)
+        outcomes.append(Outcome(case, command, code, output, seconds, tb, in_output, files_read))
+    if len(outcomes) < len(COMMANDS):  # the child ended mid-command: the watchdog, or a crash
+        command = " ".join(COMMANDS[len(outcomes)])
+        seconds = time.monotonic() - t0 - sum(o.seconds for o in outcomes)
+        code = os.waitstatus_to_exitcode(status)
+        outcomes.append(Outcome(case, command, code, "(process ended by the read watchdog or a crash)", seconds))
+    return outcomes
+
+
 @dataclass
 class Tally:
     cases: int = 0
@@ -686,11 +726,11 @@ def fuzz(
     rng = random.Random(seed)
     tally = Tally()
     work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("LABCTL_READ_TIMEOUT_S", str(READ_TIMEOUT_S))
     for k in range(n):
         case = make_case(rng, rng.choice(bases), work / f"case{k % 8}.h5", canaries)
         tally.cases += 1
-        for args in COMMANDS:
-            outcome = run_in_process(case, canaries, args)
+        for outcome in run_forked(case, canaries):
             tally.add(outcome)
             if on_outcome:
                 on_outcome(outcome)
