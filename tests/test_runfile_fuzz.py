@@ -141,3 +141,35 @@ def test_markup_in_labels_is_shown_as_text(eis_copy: Path) -> None:
         f.attrs["results"] = json.dumps({"[/x]": "[/y]"})
     code, out, err = cli("show", str(eis_copy))
     assert code == 0 and "[/bold] [red]x" in out and '"note": "[/bold]"' in out and "[/y]" in out, err
+
+
+def test_the_read_watchdog_ends_a_hung_read_in_one_line() -> None:
+    """HDF5 can loop forever on damaged metadata while holding the GIL; the
+    watchdog (a C thread) still ends the process with one line and exit 1."""
+    import subprocess
+    import sys
+
+    code = (
+        "from labctl.watchdog import read_deadline\n"
+        "with read_deadline('run.h5', seconds=1):\n"
+        "    while True:\n"
+        "        pass\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={"PYTHONPATH": root}
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == "error: run.h5: reading did not finish in 1 s (damaged HDF5 metadata?)\n"
+
+
+def test_the_read_watchdog_is_silent_when_in_time() -> None:
+    import subprocess
+    import sys
+
+    code = "from labctl.watchdog import read_deadline\nwith read_deadline('run.h5', seconds=60):\n    print('read')\n"
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={"PYTHONPATH": root}
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "read\n", "")
