@@ -23,7 +23,7 @@ from labctl import registry
 from labctl.analysis.arrhenius import fit_arrhenius
 from labctl.analysis.eis_conductivity import ConductivityResult, conductivity_from_spectrum, sigma_from_resistance
 from labctl.params import Param, ParameterError, validate
-from labctl.steps import EndReason, StepResult
+from labctl.steps import EndReason, StepResult, empty_samples
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -47,42 +47,64 @@ def is_run_file(path: Path) -> bool:
         return fh.read(8) == HDF5_SIGNATURE
 
 
-def replay_run(path: Path, overrides: Mapping[str, str]) -> dict[str, Any]:
-    """Re-run the stored run's protocol analysis on its recorded steps."""
-    from labctl.protocol import Cell
-    from labctl.storage import open_run
+class NothingToAnalyse(Exception):
+    """A readable run file that holds nothing its protocol can analyse (an
+    interrupted run whose completed steps are not enough): exit 1, one line."""
 
-    with open_run(path) as run:
-        meta = run.meta
-        records = list(run.steps)
-        protocol = registry.get_protocol(meta["protocol"])
-        stored = dict(meta.get("parameters") or {})
-        given = {**{k: v for k, v in stored.items() if v is not None}, **overrides}
-        values = protocol.validate(given)
-        cell_meta = meta.get("cell") or {}
-        cell = Cell(
-            type=cell_meta.get("type", protocol.cell_type),
-            area_cm2=float(cell_meta["area_cm2"]),
-            thickness_um=float(cell_meta["thickness_um"]),
-            id=cell_meta.get("id", ""),
-            ocv_V=cell_meta.get("ocv_V"),
-        )
-        results = [
-            StepResult(
-                index=rec.index,
-                step=rec.step,
-                end_reason=EndReason(rec.end_reason),
-                t_start=rec.t_start,
-                duration=rec.duration,
-                charge=rec.charge,
-                last={name: float(rec.data[name][-1]) for name in rec.data.dtype.names} if len(rec.data) else {},
-                spectrum=rec.spectrum,
-                data=rec.data,
-                message=rec.message,
-            )
-            for rec in records
-        ]
+
+#: How many unrecorded steps an interrupted run's protocol may still ask for
+#: before the replay gives up (protocols are finite; this bounds a broken one).
+MAX_UNRECORDED_STEPS = 100_000
+
+#: Statuses whose steps may stop short of what the protocol wanted.
+_CUT_SHORT = ("interrupted", "running")
+
+
+def replay_run(path: Path, overrides: Mapping[str, str]) -> dict[str, Any]:
+    """Re-run the stored run's protocol analysis on its recorded steps.
+
+    An interrupted run (or one still running) is analysed from its completed
+    steps: the steps the protocol still asks for are handed back as aborted
+    with no data, so the protocol's own handling of cut-short steps decides
+    what can be said, and the report carries a ``note`` saying so.
+    """
+    from labctl.storage import open_run
+    from labctl.storage.guard import untrusted
+
+    with open_run(path) as run, untrusted(path):
         status = run.status
+        protocol = registry.get_protocol(str(run.meta.get("protocol", "")))
+        values = protocol.validate({**_stored_parameters(run.meta), **overrides})
+        cell = _cell(run.meta, protocol.cell_type)
+        results = _completed_steps(run.steps)
+        n_steps = len(run.steps)
+    cut_short = status in _CUT_SHORT
+    try:
+        out = _drive(protocol, values, cell, results, status, cut_short)
+    except NothingToAnalyse as exc:
+        raise NothingToAnalyse(f"{path}: {exc}") from None
+    report: dict[str, Any] = {
+        "file": str(path),
+        "protocol": protocol.name,
+        "status": status,
+        "parameters": values,
+        "results": out,
+    }
+    if cut_short:
+        report["completed_steps"] = len(results)
+        state = "interrupted after" if status == "interrupted" else "still running; so far up to"
+        report["note"] = (
+            f"run {state} step {results[-1].index}; results from the {len(results)} completed steps"
+            f" (of {n_steps} recorded)"
+        )
+    return report
+
+
+def _drive(
+    protocol: Any, values: Mapping[str, Any], cell: Any, results: list[StepResult], status: str, cut_short: bool
+) -> dict[str, Any]:
+    if cut_short and not results:
+        raise NothingToAnalyse(f"run {status} before its first step completed; nothing to analyse")
     plan = protocol.make_plan(values, cell)
     try:
         step = next(plan)
@@ -93,16 +115,106 @@ def replay_run(path: Path, overrides: Mapping[str, str]) -> dict[str, Any]:
                     f"the file recorded {recorded.step.kind} (a changed parameter alters the steps)"
                 )
             step = plan.send(recorded)
-        raise ValueError(f"the run file ends after {len(results)} steps (status {status}); the protocol wanted more")
+        if not cut_short:
+            raise ValueError(
+                f"the run file ends after {len(results)} steps (status {status}); the protocol wanted more"
+            )
+        _send_unrecorded(plan, step, results)
     except StopIteration as stop:
-        out = dict(stop.value or {})
-    return {
-        "file": str(path),
-        "protocol": protocol.name,
-        "status": status,
-        "parameters": values,
-        "results": out,
-    }
+        return dict(stop.value or {})
+    finally:
+        plan.close()
+    raise AssertionError("unreachable")  # _send_unrecorded ends in StopIteration or raises
+
+
+def _send_unrecorded(plan: Any, step: Any, results: list[StepResult]) -> Any:
+    """Hand the protocol the steps the run never did, as aborted and empty.
+
+    Raises StopIteration with the protocol's results, or NothingToAnalyse if
+    the protocol cannot summarise without them."""
+    last = results[-1]
+    t_end = last.t_start + (last.duration if np.isfinite(last.duration) else 0.0)
+    index = last.index + 1
+    try:
+        for _ in range(MAX_UNRECORDED_STEPS):
+            step = plan.send(
+                StepResult(
+                    index=index,
+                    step=step,
+                    end_reason=EndReason.ABORTED,
+                    t_start=t_end,
+                    duration=0.0,
+                    charge=0.0,
+                    data=empty_samples(),
+                    message="not recorded: the run was interrupted",
+                )
+            )
+            index += 1
+    except StopIteration:
+        raise
+    except Exception as exc:  # the protocol's code on steps it never got: any failure means "cannot say"
+        raise NothingToAnalyse(
+            f"run interrupted after step {last.index}; the {step.kind} steps after it are needed for this "
+            f"analysis ({type(exc).__name__}: {str(exc)[:120]})"
+        ) from exc
+    raise NothingToAnalyse(f"run interrupted after step {last.index}; the protocol asks for endless more steps")
+
+
+def _stored_parameters(meta: Mapping[str, Any]) -> dict[str, Any]:
+    stored = meta.get("parameters") or {}
+    return {str(k): v for k, v in stored.items() if v is not None}
+
+
+def _cell(meta: Mapping[str, Any], default_type: str) -> Any:
+    """The cell from the file's ``cell`` attribute (types checked on opening)."""
+    from labctl.protocol import Cell
+    from labctl.storage.guard import RunFileError
+
+    cell_meta = meta.get("cell") or {}
+    for name in ("area_cm2", "thickness_um"):
+        if cell_meta.get(name) is None:
+            raise RunFileError(f"cell.{name}", "missing: the analysis needs the cell's geometry")
+    return Cell(
+        type=str(cell_meta.get("type") or default_type),
+        area_cm2=float(cell_meta["area_cm2"]),
+        thickness_um=float(cell_meta["thickness_um"]),
+        id=str(cell_meta.get("id") or ""),
+        ocv_V=cell_meta.get("ocv_V"),
+    )
+
+
+def _completed_steps(records: Sequence[Any]) -> list[StepResult]:
+    """StepResults of the steps that ended, up to the first that did not (the
+    step an interruption cut); each step's samples read once."""
+    from labctl.storage.guard import RunFileError
+
+    results = []
+    for rec in records:
+        if rec.running or rec.end_reason is None:
+            break
+        where = f"steps[{rec.position}]"
+        if rec.step is None:
+            kind = str(rec.step_dict.get("kind", rec.kind))[:40]
+            raise RunFileError(f"{where}.step", f"kind {kind!r} with fields this labctl cannot rebuild")
+        if not isinstance(rec.end_reason, EndReason):
+            allowed = ", ".join(r.value for r in EndReason)
+            raise RunFileError(f"{where}.end_reason", f"is {str(rec.end_reason)[:40]!r}; allowed: {allowed}")
+        data = rec.data
+        results.append(
+            StepResult(
+                index=rec.index,
+                step=rec.step,
+                end_reason=rec.end_reason,
+                t_start=rec.t_start,
+                duration=rec.duration,
+                charge=rec.charge,
+                last={name: float(data[name][-1]) for name in data.dtype.names} if len(data) else {},
+                spectrum=rec.spectrum,
+                data=data,
+                message=rec.message,
+            )
+        )
+    return results
 
 
 def analyze_spectrum_file(path: Path, given: Mapping[str, str]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from labctl.jsonable import to_jsonable
 from labctl.logsetup import configure_logging, debug_enabled
 from labctl.numbers import parse_number
 from labctl.params import ParameterError, parse_assignments
+from labctl.watchdog import read_deadline
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -178,20 +179,59 @@ def _print_outcome(console: Console, payload: dict[str, Any]) -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def show_command(path: str, as_json: bool) -> None:
-    """Print a run file's metadata, steps and results (also while it is written)."""
-    from labctl.storage import describe_run
+    """Print a run file's metadata, steps and results (also while it is written).
+
+    Run files are read as untrusted input: a file refused by the checks gets
+    one line naming the field (exit 2); one that cannot be read, exit 1.
+    """
+    from labctl.storage import RunFileError, describe_run
 
     try:
-        summary = describe_run(Path(path))
+        with read_deadline(path):
+            summary = describe_run(Path(path))
+    except RunFileError as exc:
+        _fail_usage(exc)
+        return
     except OSError as exc:
-        click.echo(f"error: cannot read {path}: {exc}", err=True)
+        click.echo(f"error: cannot read {path}: {_one_line(exc)}", err=True)
         sys.exit(EXIT_FAILED)
     if as_json:
         click.echo(json.dumps(to_jsonable(summary)))
         return
     from labctl.progress import print_summary
 
-    print_summary(Console(highlight=False), summary)
+    console = Console(highlight=False)
+    print_summary(console, summary)
+    if summary.get("note"):
+        console.print(f"note: {escape(summary['note'])}")
+
+
+@main.command("recover")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def recover_command(path: str) -> None:
+    """Close the file of a run whose writer was killed, so any HDF5 tool opens it.
+
+    The file is marked interrupted (with the reason) and gets its per-step
+    records. Only done when the writer is certainly gone (its process is gone
+    on this host, or no heartbeat for many minutes); a file already closed is
+    left alone. Exit 2 for a file that is not a labctl run file.
+    """
+    from labctl.storage import RunFileError, recover_run
+
+    try:
+        with read_deadline(path):
+            recovery = recover_run(Path(path))
+    except RunFileError as exc:
+        _fail_usage(exc)
+        return
+    except (RuntimeError, OSError, ValueError) as exc:
+        click.echo(f"error: {_one_line(exc)}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(recovery.summary)
+
+
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
 
 
 @main.command("analyze", context_settings={"ignore_unknown_options": False})
@@ -217,7 +257,13 @@ def analyze_command(
     labctl analyze SPECTRUM.z -p thickness=500 -p area=0.5
     labctl analyze arrhenius F1 F2 ... --temperatures 140,150,... -p thickness=2100 -p area=0.503
     """
-    from labctl.analyze import analyze_arrhenius_files, analyze_spectrum_file, is_run_file, replay_run
+    from labctl.analyze import (
+        NothingToAnalyse,
+        analyze_arrhenius_files,
+        analyze_spectrum_file,
+        is_run_file,
+        replay_run,
+    )
 
     try:
         given = parse_assignments(params, "-p")
@@ -237,16 +283,24 @@ def analyze_command(
                 raise ParameterError("FILE", f"{target} is not a file (or use 'labctl analyze arrhenius FILES...')")
             if files:
                 raise ParameterError("FILE", "give one file (several spectra: 'labctl analyze arrhenius FILES...')")
-            report = replay_run(path, given) if is_run_file(path) else analyze_spectrum_file(path, given)
+            with read_deadline(target):
+                report = replay_run(path, given) if is_run_file(path) else analyze_spectrum_file(path, given)
     except (ParameterError, ValueError) as exc:
         _fail_usage(exc)
         return
+    except NothingToAnalyse as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except OSError as exc:
+        click.echo(f"error: cannot read {target}: {_one_line(exc)}", err=True)
+        sys.exit(EXIT_FAILED)
     if as_json:
         click.echo(json.dumps(to_jsonable(report)))
         return
     console = Console(highlight=False)
     results = report.get("results", {})
-    table = Table("result", "value", title=f"analysis of {report.get('file', ', '.join(report.get('files', [])))}")
+    title = escape(f"analysis of {report.get('file', ', '.join(report.get('files', [])))}")
+    table = Table("result", "value", title=title)
     for key, value in results.items():
         if isinstance(value, (dict, list)):
             text = json.dumps(to_jsonable(value))[:160]
@@ -254,8 +308,10 @@ def analyze_command(
             text = f"{value:.6g}"
         else:
             text = str(value)
-        table.add_row(key, text)
+        table.add_row(escape(str(key)), escape(text))
     console.print(table)
+    if report.get("note"):
+        console.print(f"note: {escape(report['note'])}")
 
 
 @main.command("protocols")

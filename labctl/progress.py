@@ -184,7 +184,7 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     """Human-readable form of ``labctl.storage.describe_run``."""
     status = summary.get("status", "?")
     colour = {"completed": "green", "aborted": "yellow", "running": "cyan"}.get(status, "red")
-    console.print(f"[bold]{summary.get('path', '')}[/]")
+    console.print(Text(str(summary.get("path", "")), style="bold"))
     detail = ""
     heartbeat = summary.get("heartbeat")
     if status == "interrupted" and heartbeat:
@@ -193,19 +193,19 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     head = Table(show_header=False, box=None)
     for key in ("protocol", "protocol_version", "run_id", "started_at", "ended_at", "operator", "error"):
         if summary.get(key):
-            head.add_row(key, str(summary[key]))
+            head.add_row(key, Text(str(summary[key])))  # Text: file contents are never markup
     for key in ("parameters", "cell", "instrument", "simulation"):
         if summary.get(key):
-            head.add_row(key, json.dumps(summary[key])[:300])
+            head.add_row(key, Text(json.dumps(summary[key])[:300]))
     head.add_row("data", f"{summary.get('samples', 0)} samples, {summary.get('spectrum_points', 0)} impedance points")
     console.print(head)
     steps = Table("#", "step", "label", "end reason", "duration", "charge / C", "rows", "points")
     for step in summary.get("steps", []):
         steps.add_row(
             str(step.get("index")),
-            str(step.get("kind")),
-            str(step.get("label") or ""),
-            "(running)" if step.get("running") else str(step.get("end_reason") or ""),
+            Text(str(step.get("kind"))),
+            Text(str(step.get("label") or "")),
+            "(running)" if step.get("running") else Text(str(step.get("end_reason") or "")),
             format_duration(float(step.get("duration") or 0.0)),
             f"{float(step.get('charge') or 0.0):.4g}",
             str(step.get("rows", "")),
@@ -222,5 +222,5 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
                 text = f"{value:.6g}"
             else:
                 text = str(value)
-            table.add_row(key, text[:160])
+            table.add_row(Text(str(key)), Text(text[:160]))
         console.print(table)

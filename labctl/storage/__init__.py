@@ -4,6 +4,7 @@ back by ``open_run``. The layout is described in ``labctl.storage.layout``.
 """
 
 from labctl.storage.finalize import finalize_file
+from labctl.storage.guard import RunFileError
 from labctl.storage.reader import (
     Heartbeat,
     RunFile,
@@ -13,12 +14,14 @@ from labctl.storage.reader import (
     format_description,
     open_run,
 )
-from labctl.storage.recover import recover_file
+from labctl.storage.recover import Recovery, recover_file, recover_run
 from labctl.storage.writer import RunFileWriter
 
 __all__ = [
     "Heartbeat",
+    "Recovery",
     "RunFile",
+    "RunFileError",
     "RunFileWriter",
     "StepRecord",
     "describe_run",
@@ -27,4 +30,5 @@ __all__ = [
     "format_description",
     "open_run",
     "recover_file",
+    "recover_run",
 ]

@@ -6,7 +6,6 @@ onto the flat /samples and /spectra tables, so nothing is stored twice.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -17,10 +16,11 @@ import h5py
 import numpy as np
 
 from labctl.steps import SAMPLE_DTYPE, SAMPLE_UNITS, SPECTRUM_DTYPE, SPECTRUM_UNITS
+from labctl.storage import guard
 from labctl.storage import layout as L
 
 
-def finalize_file(path: str | os.PathLike[str]) -> None:
+def finalize_file(path: str | os.PathLike[str], interrupted_error: str = "") -> None:
     """Finish a closed run file: root attributes status / error / ended_at /
     results, the /results group and the /by_step views, all from the file's
     own end record and step table (so it can be rerun on a file whose first
@@ -33,13 +33,15 @@ def finalize_file(path: str | os.PathLike[str]) -> None:
     writer that just closed the file is its only writer; readers see the final
     state in the heartbeat and reopen. A file left by a killed writer is still
     flagged as open for writing and cannot be opened read-write (OSError).
+    ``interrupted_error`` is the error recorded for a file without an end
+    record (``labctl recover`` says who stopped and when).
     """
     with h5py.File(path, "r+", locking=False) as f:
         end = read_end_record(f)
         if end is None:
             end = {
                 "status": "interrupted",
-                "error": "the writer stopped before the run ended",
+                "error": interrupted_error or "the writer stopped before the run ended",
                 "ended_at": _heartbeat_time(f),
                 "results": {},
             }
@@ -59,20 +61,21 @@ def finalize_file(path: str | os.PathLike[str]) -> None:
 
 
 def read_end_record(f: h5py.File) -> dict[str, Any] | None:
-    """The JSON the writer appended at RunEnded, or None (run not ended)."""
+    """The JSON the writer appended at RunEnded, or None (run not ended).
+
+    Bounded and type-checked (``RunFileError``): the file may be hostile."""
     if L.END not in f or f[L.END].shape[0] == 0:
         if L.FAILURE not in f:
             return None
-        raw = f[L.FAILURE][:].tobytes().rstrip(b"\0")  # the storage failed: the fallback record
-        if not raw:
-            return None
-    else:
-        raw = f[L.END][:].tobytes()
-    try:
-        end = json.loads(raw.decode("utf-8"))
-    except ValueError:
-        return None  # only possible if the write itself was cut short
-    return end if isinstance(end, dict) else None
+        ds = f[L.FAILURE]  # the storage failed: the writer's fallback record
+        if ds.shape[0] > guard.MAX_JSON_BYTES:
+            raise guard.RunFileError("/failure", f"{ds.shape[0]} bytes; at most {guard.MAX_JSON_BYTES}")
+        raw = ds[:].tobytes().rstrip(b"\0")
+        return guard.parse_end_record(raw) if raw else None
+    ds = f[L.END]
+    if ds.shape[0] > guard.MAX_JSON_BYTES:
+        raise guard.RunFileError("/end", f"{ds.shape[0]} bytes; at most {guard.MAX_JSON_BYTES}")
+    return guard.parse_end_record(ds[:].tobytes())
 
 
 def _heartbeat_time(f: h5py.File) -> str:

@@ -31,8 +31,10 @@ import h5py
 import numpy as np
 
 from labctl.steps import SAMPLE_DTYPE, SPECTRUM_DTYPE, EndReason, Step, step_from_dict
+from labctl.storage import guard
 from labctl.storage import layout as L
 from labctl.storage.finalize import read_end_record
+from labctl.storage.h5open import lacks_hdf5_signature, open_swmr_reader
 
 #: A heartbeat older than max(STALE_MIN_S, STALE_FLUSHES * flush_interval)
 #: means the writer is gone.
@@ -115,6 +117,7 @@ class RunFile:
         self._h5: h5py.File | None = h5
         self._closed = False
         self._ident = _file_ident(path)
+        self._checked_tree: int | None = None  # the HDF5 file number whose links were checked
         self.meta: dict[str, Any] = {}
         self.heartbeat: Heartbeat | None = None
         self._end: dict[str, Any] | None = None
@@ -204,22 +207,23 @@ class RunFile:
                 self._h5 = None
 
     def _load(self, f: h5py.File) -> None:
-        if L.text(f.attrs.get("format", "")) != L.FORMAT_NAME:
-            raise ValueError(f"{self.path} is not a labctl run file")
-        meta: dict[str, Any] = {}
-        for key, value in f.attrs.items():
-            if key in L.JSON_ATTRS:
-                meta[key] = L.loads(value)
-            elif isinstance(value, np.generic):
-                meta[key] = value.item()
-            elif isinstance(value, bytes):
-                meta[key] = L.text(value)
-            else:
-                meta[key] = value
-        self.meta = meta
+        # The file is untrusted input: its format attribute first (so any
+        # HDF5 file that is not a run file gets that one answer), then its
+        # structure and sizes before any data is read (labctl.storage.guard).
+        with guard.untrusted(self.path):
+            if L.text(_small_attr(f, "format")) != L.FORMAT_NAME:
+                raise guard.RunFileError("format", f"is not {L.FORMAT_NAME!r}: not a labctl run file")
+            if self._checked_tree != f.id.fileno:
+                guard.check_tree(f)
+                self._checked_tree = f.id.fileno
+            guard.check_tables(f)
+            self._load_checked(f)
+
+    def _load_checked(self, f: h5py.File) -> None:
+        self.meta = guard.read_root_attrs(f)
         self.heartbeat = None
         hb = f[L.HEARTBEAT][:] if L.HEARTBEAT in f else None
-        if hb is not None and len(hb) and hb[0]["wall_time"] > 0:
+        if hb is not None and len(hb) and math.isfinite(hb[0]["wall_time"]) and hb[0]["wall_time"] > 0:
             row = hb[0]
             self.heartbeat = Heartbeat(
                 wall_time=float(row["wall_time"]),
@@ -322,22 +326,32 @@ class RunFile:
             return _read_rows(self._file()[L.SPECTRA], start, stop, SPECTRUM_DTYPE)
 
     def _read_steps(self) -> list[StepRecord]:
+        with guard.untrusted(self.path):
+            return self._read_checked_steps()
+
+    def _read_checked_steps(self) -> list[StepRecord]:
         f = self._file()
-        table = f[L.STEPS][:]
+        ds = f[L.STEPS]
+        n_samples, n_spectra = int(f[L.SAMPLES].shape[0]), int(f[L.SPECTRA].shape[0])
         # The full step JSON where the table's had to be shortened.
         end = self._end if self._end is not None else read_end_record(f)
         full = {int(k): str(v) for k, v in ((end or {}).get("full_steps") or {}).items()}
         records = []
-        for pos, row in enumerate(table):
+        for pos, row in enumerate(_rows_in_slices(ds)):
             step_json = full.get(pos) or L.text(row["step"])
             try:
-                step_dict = json.loads(step_json)
-            except ValueError:
+                step_dict = guard.parse_json(f"steps[{pos}].step", step_json, max_bytes=1 << 20)
+            except guard.RunFileError as exc:
+                if "not valid JSON" not in exc.why:
+                    raise
+                step_dict = {}
+            if not isinstance(step_dict, dict):
                 step_dict = {}
             try:
                 step: Step | None = step_from_dict(step_dict)
-            except (KeyError, TypeError, ValueError):
+            except Exception:  # untrusted input: any refusal means "unknown step"
                 step = None  # a step kind or field this labctl does not know
+            _check_ranges(pos, row, n_samples, n_spectra, strict=self.finalized)
             reason_text = L.text(row["end_reason"])
             reason: EndReason | str | None = None
             if reason_text:
@@ -350,7 +364,7 @@ class RunFile:
                     position=pos,
                     index=int(row["index"]),
                     kind=L.text(row["kind"]),
-                    label=str(step_dict.get("label", L.text(row["label"]))),
+                    label=str(step_dict.get("label", L.text(row["label"])))[: L.MESSAGE_BYTES],
                     step=step,
                     step_dict=step_dict,
                     t_start=float(row["t_start"]),
@@ -403,6 +417,38 @@ def readers_released(path: str | os.PathLike[str]) -> Iterator[None]:
     finally:
         with _registry_lock:
             _finalizing.discard(ident)
+
+
+def _rows_in_slices(ds: h5py.Dataset, rows: int = 1024) -> Iterator[np.void]:
+    """The table's rows, read a slice at a time (a step row is ~4.7 kB)."""
+    n = int(ds.shape[0])
+    for start in range(0, n, rows):
+        yield from ds[start : min(start + rows, n)]
+
+
+def _check_ranges(pos: int, row: np.void, n_samples: int, n_spectra: int, strict: bool) -> None:
+    """A step's row ranges must lie within /samples and /spectra (a live
+    file may list rows not flushed yet, so only finished files are held to
+    the end of the tables)."""
+    for first, last, total in (("row_start", "row_stop", n_samples), ("spec_start", "spec_stop", n_spectra)):
+        start, stop = int(row[first]), int(row[last])
+        if start < 0 or (strict and start > total):
+            raise guard.RunFileError(f"steps[{pos}].{first}", f"is {start}; expected 0..{total}")
+        if stop >= 0 and (stop < start or (strict and stop > total)):
+            raise guard.RunFileError(f"steps[{pos}].{last}", f"is {stop}; expected {start}..{total} (or -1)")
+        if stop < -1:
+            raise guard.RunFileError(f"steps[{pos}].{last}", f"is {stop}; expected {start}..{total} (or -1)")
+
+
+def _small_attr(f: h5py.File, name: str) -> Any:
+    """One root attribute, read only if it is small (the format check runs
+    before the full attribute checks)."""
+    if not h5py.h5a.exists(f.id, name.encode()):
+        return ""
+    attr = h5py.h5a.open(f.id, name.encode())
+    if attr.shape != () or attr.get_storage_size() > 4096 or attr.dtype.kind not in "SOU":
+        return ""
+    return f.attrs[name]
 
 
 def _read_rows(ds: h5py.Dataset, start: int, stop: int | None, dtype: np.dtype) -> np.ndarray:
@@ -475,7 +521,7 @@ def _open_h5(path: Path, timeout: float) -> h5py.File:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return h5py.File(path, "r", swmr=True)
+            return open_swmr_reader(path)
         except FileNotFoundError:
             raise
         except OSError as swmr_error:
@@ -486,7 +532,7 @@ def _open_h5(path: Path, timeout: float) -> h5py.File:
             if time.monotonic() >= deadline:
                 raise OSError(
                     f"{path}: cannot open ({swmr_error}). If the process writing it died, "
-                    "labctl.storage.recover_file() closes it as interrupted."
+                    "'labctl recover FILE' (labctl.storage.recover_file) closes it as interrupted."
                 ) from swmr_error
         time.sleep(0.05)
 
@@ -500,6 +546,8 @@ def open_run(path: str | os.PathLike[str], timeout: float = 2.0) -> RunFile:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no run file at {p}")
+    if lacks_hdf5_signature(p):
+        raise guard.RunFileError("file", "not an HDF5 file (so not a labctl run file)", str(p))
     h5 = _open_h5(p, timeout)
     try:
         return RunFile(p, h5, timeout)
@@ -512,12 +560,16 @@ def open_run(path: str | os.PathLike[str], timeout: float = 2.0) -> RunFile:
 
 
 def describe_run(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A JSON-friendly summary of a run file (what ``labctl show`` prints)."""
-    with open_run(path) as run:
+    """A JSON-friendly summary of a run file (what ``labctl show`` prints).
+
+    Reads only counts and the small tables (steps, events), never samples."""
+    with open_run(path) as run, guard.untrusted(path):
         meta = run.meta
         steps = []
+        status = run.status
         for rec in run.steps:
             reason = rec.end_reason
+            cut = rec.running and status != "running"  # the step the interruption cut
             steps.append(
                 {
                     "index": rec.index,
@@ -526,8 +578,8 @@ def describe_run(path: str | os.PathLike[str]) -> dict[str, Any]:
                     "t_start": _num(rec.t_start),
                     "duration": _num(rec.duration),
                     "charge": _num(rec.charge),
-                    "end_reason": reason.value if isinstance(reason, EndReason) else reason,
-                    "running": rec.running,
+                    "end_reason": "interrupted" if cut else reason.value if isinstance(reason, EndReason) else reason,
+                    "running": rec.running and not cut,
                     "rows": rec.n_rows,
                     "spectrum_points": (run.n_spectra if rec.spec_stop is None else rec.spec_stop) - rec.spec_start,
                     "message": rec.message,
@@ -539,7 +591,7 @@ def describe_run(path: str | os.PathLike[str]) -> dict[str, Any]:
             "run_id": meta.get("run_id", ""),
             "protocol": meta.get("protocol", ""),
             "protocol_version": meta.get("protocol_version", ""),
-            "status": run.status,
+            "status": status,
             "stored_status": run.stored_status,
             "started_at": meta.get("started_at", ""),
             "ended_at": run.ended_at,
@@ -559,7 +611,21 @@ def describe_run(path: str | os.PathLike[str]) -> dict[str, Any]:
             "events": run.events,
             "steps": steps,
             "results": run.results,
+            "note": _interruption_note(run, steps),
         }
+
+
+def _interruption_note(run: RunFile, steps: list[dict[str, Any]]) -> str:
+    """For an interrupted run: how far it got, and (if the file is still
+    flagged open by the dead writer) how to close it for other tools."""
+    if run.status != "interrupted":
+        return ""
+    completed = [s for s in steps if s["end_reason"] not in (None, "interrupted")]
+    where = f"after step {completed[-1]['index']}" if completed else "before its first step completed"
+    note = f"run interrupted {where}; {len(completed)} of {len(steps)} steps completed"
+    if not run.finalized:
+        note += f"; 'labctl recover {run.path}' closes the file so any HDF5 tool opens it"
+    return note
 
 
 def _num(x: float) -> float | None:
