@@ -344,6 +344,8 @@ def _run_options(func: Any) -> Any:
             click.option("--speed", default="max", show_default=True,
                          help="simulated channels: max (virtual time) or N x real time"),
             click.option("--worker-id", default=None, help="stable id of this worker (default: host + lab file)"),
+            click.option("--channels", "only_channels", default=None, metavar="A,B",
+                         help="run only these of its channels (e.g. sim3,sim4)"),
         ]
     ):  # fmt: skip
         func = option(func)
@@ -364,11 +366,12 @@ def run_command(
     runs_dir: str,
     speed: str,
     worker_id: str | None,
+    only_channels: str | None,
     lab_path: str | None,
     store_location: str | None,
 ) -> None:
     """Run the queue on this PC: every channel of the lab file, or simulated channels sim1…simN."""
-    _work(store_location, lab_path, sim_channels, runs_dir, speed, worker_id, until_empty)
+    _work(store_location, lab_path, sim_channels, runs_dir, speed, worker_id, only_channels, until_empty)
 
 
 @queue_group.command("worker")
@@ -378,10 +381,16 @@ def run_command(
 @click.option("--until-empty", is_flag=True, help="exit once nothing is queued or running on its channels")
 @_run_options
 def worker_command(
-    lab_path: str, store_location: str, until_empty: bool, runs_dir: str, speed: str, worker_id: str | None
+    lab_path: str,
+    store_location: str,
+    until_empty: bool,
+    runs_dir: str,
+    speed: str,
+    worker_id: str | None,
+    only_channels: str | None,
 ) -> None:
     """Run the jobs of this PC's lab-file channels from a shared store (one worker per PC)."""
-    _work(store_location, lab_path, 0, runs_dir, speed, worker_id, until_empty)
+    _work(store_location, lab_path, 0, runs_dir, speed, worker_id, only_channels, until_empty)
 
 
 def _work(
@@ -391,6 +400,7 @@ def _work(
     runs_dir: str,
     speed: str,
     worker_id: str | None,
+    only_channels: str | None,
     until_empty: bool,
 ) -> None:
     from labctl.queue.identity import default_worker_id
@@ -404,6 +414,15 @@ def _work(
         channels = tuple(known_channels(lab)) if lab is not None else sim_channels(sim_count)
         if not channels:
             raise ValueError(f"--lab: {lab_path} has no measuring channels")
+        if only_channels is not None:
+            chosen = tuple(c.strip() for c in only_channels.split(",") if c.strip())
+            unknown = [c for c in chosen if c not in channels]
+            if unknown or not chosen:
+                raise ValueError(
+                    f"--channels: {unknown[0] if unknown else only_channels!r} is not one of its channels "
+                    f"(allowed: {', '.join(channels)})"
+                )
+            channels = chosen
         if worker_id is not None and (not worker_id.strip() or "/" in worker_id):
             raise ValueError(f"--worker-id: {worker_id!r} must be non-empty text without '/'")
         settings = WorkerSettings(
