@@ -194,11 +194,12 @@ class SqlJobStore(JobStore):
             raise QueueError(f"channels: must be channel names, got {wanted!r}")
         if not wanted:
             return None
-        now = _now(now)
         for _ in range(CLAIM_ATTEMPTS):
             try:
                 with self._transaction() as tx:
-                    return self._claim(tx, worker, wanted, fits, now)
+                    # The start time is read once the write lock is held, so that it never
+                    # precedes the finish of the channel's previous job.
+                    return self._claim(tx, worker, wanted, fits, _now(now))
             except Exception as exc:
                 if not self._is_conflict(exc):
                     raise
