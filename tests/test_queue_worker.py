@@ -182,10 +182,16 @@ def test_runner_killed_at_random_moments_keeps_the_store_consistent(tmp_path: Pa
     with open_store(store) as s:
         for job in s.list_jobs(states=[JobState.QUEUED])[4:]:
             s.cancel(job.id)  # four are left to show the queue still runs after all this
-        for hold in s.holds():
-            s.ack(hold.channel)
-    final = start_runner(store, runs, "--sim-channels", "2", "--until-empty")
-    assert final.wait(600) == 0
+    final = start_runner(store, runs, "--sim-channels", "2")
+    try:
+        left = list(was_active)
+        wait_for(lambda: not any(j.active and j.id in left for j in jobs(store)), "recovery after the last kill")
+        with open_store(store) as s:
+            for hold in s.holds():
+                s.ack(hold.channel)
+        wait_for(lambda: all_done(store), "the last queued jobs")
+    finally:
+        stop(final)
     _check_consistent(store, runs, was_active, finished_seen, moments)
     assert kills == 20
     states = Counter(j.state for j in jobs(store))
