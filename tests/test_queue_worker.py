@@ -217,7 +217,9 @@ def _check_consistent(store: str, runs: Path, was_active: list[int], seen: dict,
         assert job.state in (JobState.INTERRUPTED, JobState.COMPLETED), (job, context)
         if job.state == JobState.INTERRUPTED and job.file and Path(job.file).exists():
             with open_run(job.file) as run:
-                assert run.status in ("interrupted", "aborted"), (run.status, context)
+                # readable and closed; "completed" when the run ended just as its worker died
+                # (the outcome could not reach the store before the restarted worker interrupted it)
+                assert run.finalized and run.status in ("interrupted", "aborted", "completed"), (run.status, context)
     for job in current.values():
         assert job.state != JobState.QUEUED or job.file is None, (job, context)
         if job.state == JobState.COMPLETED:

@@ -181,17 +181,21 @@ def run_job(args: argparse.Namespace, orphaned: threading.Event) -> int:
         expected = args.expected_seconds
         reporter = JobReporter(store, job.id, args.worker, total, expected, orphaned)
         outcome = prepared.execute(reporter, install_signal_handlers=True)
-        if orphaned.is_set():
+        if orphaned.is_set() and outcome.status != RunState.COMPLETED:
             return 0  # left active: the restarted worker marks it interrupted
         results = to_jsonable(outcome.results) if outcome.results else None
-        store.finish(
-            job.id,
-            args.worker,
-            finish_state(outcome.status, reporter.cancelled),
-            results=results if isinstance(results, dict) else {"value": results},
-            file=str(prepared.path),
-            error=outcome.error or None,
-        )
+        try:
+            store.finish(
+                job.id,
+                args.worker,
+                finish_state(outcome.status, reporter.cancelled),
+                results=results if isinstance(results, dict) else {"value": results},
+                file=str(prepared.path),
+                error=outcome.error or None,
+            )
+        except QueueError as exc:
+            # A restarted worker interrupted the job first (its file still tells the outcome).
+            print(f"job {job.id}: outcome not recorded in the store: {exc}", file=sys.stderr)
         return 0
     finally:
         store.close()
