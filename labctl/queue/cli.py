@@ -195,6 +195,14 @@ def list_command(
         if not follow:
             console.print(render())
             return
+        if not console.is_terminal:  # a pipe or a log: a new table after each change
+            console.print(render())
+            with store.watch() as watcher, contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    if watcher.wait(3600.0) is not None:
+                        console.print(render())
+                        console.file.flush()
+            return
         from rich.live import Live
 
         with store.watch() as watcher, Live(render(), console=console, auto_refresh=False) as live:
