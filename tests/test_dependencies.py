@@ -27,6 +27,8 @@ PACKAGES = ("labctl", "drivers", "protocols", "gui")
 #: labctl's application layer: the only part of labctl that looks drivers and protocols up.
 APPLICATION = frozenset(
     f"labctl.{name}" for name in ("registry", "runner", "config", "instruments", "cli", "analyze", "progress")
+) | frozenset(  # the queue's modules that run jobs the way ``labctl run`` does
+    f"labctl.queue.{name}" for name in ("cli", "job", "batch", "validate", "remaining")
 )
 
 
