@@ -27,11 +27,16 @@ from typing import Any
 from labctl.engine import RunHandle, RunState
 from labctl.events import StateChanged, StepStarted, Subscription
 from labctl.jsonable import to_jsonable
-from labctl.queue import JobState, JobStore, QueueError, Request, open_store
+from labctl.queue import JobState, JobStore, QueueError, Request, StoreUnavailable, open_store
 from labctl.queue.jobparams import instrument_for, split_params
 
 #: Wall seconds between heartbeats (each one also collects a waiting pause/resume/cancel).
 HEARTBEAT_S = 0.25
+#: A step change is reported at once, but not more often than this (thousands of short steps
+#: in virtual time must not become thousands of synchronous store writes).
+MIN_BEAT_S = 0.05
+#: Attempts at recording the outcome while the store is unreachable (one second apart).
+FINISH_ATTEMPTS = 30
 #: Why the run file says the run stopped when its worker died.
 ORPHAN_REASON = "interrupted: the queue worker supervising this job died"
 #: Exit code when the job could not be started or reported (the worker then interrupts it).
@@ -89,7 +94,8 @@ class JobReporter:
                     self._aborting = True
                     handle.abort(ORPHAN_REASON)
                 continue
-            if changed or time.monotonic() - self._last_beat >= HEARTBEAT_S:
+            since = time.monotonic() - self._last_beat
+            if since >= HEARTBEAT_S or (changed and since >= MIN_BEAT_S):
                 self._beat(handle)
 
     def _note(self, event: Any) -> bool:
@@ -184,19 +190,26 @@ def run_job(args: argparse.Namespace, orphaned: threading.Event) -> int:
         if orphaned.is_set() and outcome.status != RunState.COMPLETED:
             return 0  # left active: the restarted worker marks it interrupted
         results = to_jsonable(outcome.results) if outcome.results else None
-        try:
-            store.finish(
-                job.id,
-                args.worker,
-                finish_state(outcome.status, reporter.cancelled),
-                results=results if isinstance(results, dict) else {"value": results},
-                file=str(prepared.path),
-                error=outcome.error or None,
-            )
-        except QueueError as exc:
-            # A restarted worker interrupted the job first (its file still tells the outcome).
-            print(f"job {job.id}: outcome not recorded in the store: {exc}", file=sys.stderr)
-        return 0
+        for attempt in range(FINISH_ATTEMPTS):
+            try:
+                store.finish(
+                    job.id,
+                    args.worker,
+                    finish_state(outcome.status, reporter.cancelled),
+                    results=results if isinstance(results, dict) else {"value": results},
+                    file=str(prepared.path),
+                    error=outcome.error or None,
+                )
+                return 0
+            except StoreUnavailable as exc:  # a network blip must not lose a night's result
+                print(f"job {job.id}: store unreachable ({exc}); retrying", file=sys.stderr)
+                if attempt + 1 < FINISH_ATTEMPTS:
+                    time.sleep(1.0)
+            except QueueError as exc:
+                # A restarted worker interrupted the job first (its file still tells the outcome).
+                print(f"job {job.id}: outcome not recorded in the store: {exc}", file=sys.stderr)
+                return 0
+        return EXIT_BROKEN
     finally:
         store.close()
 

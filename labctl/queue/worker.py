@@ -33,7 +33,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from labctl.queue import ACTIVE_STATES, Job, JobState, JobStore, OnFailure, default_store_path, open_store
+from labctl.queue import (
+    ACTIVE_STATES,
+    Job,
+    JobState,
+    JobStore,
+    OnFailure,
+    StoreUnavailable,
+    default_store_path,
+    open_store,
+)
 from labctl.queue.identity import WorkerLock, owns, slot_id
 
 log = logging.getLogger(__name__)
@@ -127,22 +136,32 @@ class Worker:
             self.recover_previous()
             with self.store.watch() as watcher:
                 while not self.stop_requested.is_set():
-                    self._reap()
-                    if self.stop_requested.is_set():
-                        break
-                    self._claim_free_channels()
-                    if not self.running and not self._work_left():
-                        if self._busy:
-                            self._emit(QueueEvent("queue_complete", "nothing left to run on " + self._names()))
-                            self._busy = False
-                        if until_empty:
+                    try:
+                        if self._step(until_empty):
                             break
-                    watcher.wait(self.poll_s)
+                        watcher.wait(self.poll_s)
+                    except StoreUnavailable as exc:
+                        # The store is away (a network blip): running jobs go on, nothing new starts.
+                        log.warning("queue store unavailable: %s; retrying", exc)
+                        self.stop_requested.wait(max(self.poll_s, 1.0))
         finally:
             self._stop_children()
             self.store.close()
             self._store = None
             lock.release()
+
+    def _step(self, until_empty: bool) -> bool:
+        """One round: reap ended children, start jobs on free channels. True: time to stop."""
+        self._reap()
+        if self.stop_requested.is_set():
+            return True
+        self._claim_free_channels()
+        if not self.running and not self._work_left():
+            if self._busy:
+                self._emit(QueueEvent("queue_complete", "nothing left to run on " + self._names()))
+                self._busy = False
+            return until_empty
+        return False
 
     def install_signal_handlers(self) -> None:
         """SIGTERM, SIGINT and SIGHUP stop the worker (aborting its running jobs)."""
@@ -225,11 +244,11 @@ class Worker:
             code = running.process.poll()
             if code is None:
                 continue
+            job = self.store.get(running.job.id)  # first: if the store is away, reaped next round
             del self.running[channel]
             with contextlib.suppress(OSError):
                 if running.log_file.stat().st_size == 0:
                     running.log_file.unlink()  # a job that said nothing leaves no empty log
-            job = self.store.get(running.job.id)
             if job.state in ACTIVE_STATES and job.worker == running.slot:
                 self._interrupt(running.slot, f"its job process exited with code {code}")
                 continue
