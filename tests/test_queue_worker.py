@@ -317,3 +317,30 @@ def test_job_params_keep_protocol_parameters_and_sim_truth_apart() -> None:
     stored = job_params({"temperatures": [20, 30.5], "form": "sigma"}, {"sigma": 0.001})
     assert split_params(stored) == ({"temperatures": "20,30.5", "form": "sigma"}, {"sigma": "0.001"})
     assert OnFailure("stop") is OnFailure.STOP
+
+
+def test_worker_runs_its_lab_file_channel_on_a_wire_emulator(pg_cluster, tmp_path: Path) -> None:
+    """``queue worker --lab`` on PostgreSQL drives a real driver (EmStat4 over its wire emulator)."""
+    from drivers.sim import SimParams
+    from drivers.sim.wire.emstat import serve_emstat4
+
+    store = pg_cluster.create_database()
+    sigma = float(10 ** np.random.default_rng().uniform(-4, -3))
+    truth = SimParams.from_strings({"sigma": f"{sigma:.6g}", "thickness": "200", "area": "0.5"})
+    with serve_emstat4(truth, speed=1000, cell_type="ss") as server:
+        lab = tmp_path / "lab.toml"
+        lab.write_text(
+            f'[instruments.pstat]\ndriver = "emstat4"\nresource = "{server.resource}"\n'
+            "options = { clock_speed = 1000, timeout = 1.0 }\n"
+            "[instruments.pstat.channels.1]\ncell = { thickness = 200, area = 0.5 }\n"
+        )
+        labctl("queue", "add", "eis", "--cell-id", "wire", "--channel", "pstat", "-p", "r_leads=0.25",
+               "--lab", str(lab), "--store", store)  # fmt: skip
+        result = labctl("queue", "worker", "--lab", str(lab), "--store", store, "--until-empty",
+                        "--runs", str(tmp_path / "runs"), check=False)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert server.device.wait_idle(5.0) and not server.device.cell_on
+    [done] = jobs(store)
+    assert done.state == JobState.COMPLETED, done.error
+    assert done.channel == "pstat" and done.worker is not None and ":lab-lab-" in done.worker
+    assert done.results["sigma_S_cm"] == pytest.approx(sigma, rel=0.02)
