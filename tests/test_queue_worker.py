@@ -344,3 +344,35 @@ def test_worker_runs_its_lab_file_channel_on_a_wire_emulator(pg_cluster, tmp_pat
     assert done.state == JobState.COMPLETED, done.error
     assert done.channel == "pstat" and done.worker is not None and ":lab-lab-" in done.worker
     assert done.results["sigma_S_cm"] == pytest.approx(sigma, rel=0.02)
+
+
+def test_sigkilled_worker_leaves_the_emulated_cell_off(tmp_path: Path) -> None:
+    """The job process notices its worker's death (PR_SET_PDEATHSIG) and switches the cell off;
+    the restarted worker marks the job interrupted and holds the channel."""
+    from drivers.sim import SimParams
+    from drivers.sim.wire.emstat import serve_emstat4
+
+    store = str(tmp_path / "queue.sqlite3")
+    runs = tmp_path / "runs"
+    with serve_emstat4(SimParams(), speed=100, cell_type="li_li") as server:
+        lab = tmp_path / "lab.toml"
+        lab.write_text(
+            f'[instruments.pstat]\ndriver = "emstat4"\nresource = "{server.resource}"\n'
+            "options = { clock_speed = 100, timeout = 1.0 }\n"
+            "[instruments.pstat.channels.1]\ncell = { thickness = 100, area = 1.0 }\n"
+        )
+        labctl("queue", "add", "cycling", "--cell-id", "on", "--channel", "pstat", "-p", "cycles=100",
+               "--lab", str(lab), "--store", store)  # fmt: skip
+        worker = start_runner(store, runs, "--lab", str(lab))
+        wait_for(lambda: any(j.active and j.step for j in jobs(store)) and server.device.cell_on, "the cell driven")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        wait_for(lambda: not server.device.cell_on, "the cell switched off after the worker died", guard=60)
+        back = start_runner(store, runs, "--lab", str(lab), "--until-empty")
+        assert back.wait(600) == 0
+    [job] = jobs(store)
+    assert job.state == JobState.INTERRUPTED
+    with open_store(store) as s:
+        assert [h.channel for h in s.holds()] == ["pstat"]
+    with open_run(job.file) as run:
+        assert run.finalized and "worker supervising this job died" in run.error
