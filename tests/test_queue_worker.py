@@ -319,6 +319,16 @@ def test_job_params_keep_protocol_parameters_and_sim_truth_apart() -> None:
     assert OnFailure("stop") is OnFailure.STOP
 
 
+def test_any_channel_jobs_with_sim_truth_go_only_to_simulated_channels(tmp_path: Path) -> None:
+    from labctl.queue.jobparams import fits_channel
+
+    with open_store(str(tmp_path / "q.sqlite3")) as s:
+        simulated = s.add(eis_spec(None, 1e-3, 1, "s"))
+        plain = s.add(lsv_spec(None, "p"))
+    assert fits_channel("sim3", simulated) and not fits_channel("pstat", simulated)
+    assert fits_channel("pstat", plain) and fits_channel("sim1", plain)
+
+
 def test_worker_runs_its_lab_file_channel_on_a_wire_emulator(pg_cluster, tmp_path: Path) -> None:
     """``queue worker --lab`` on PostgreSQL drives a real driver (EmStat4 over its wire emulator)."""
     from drivers.sim import SimParams

@@ -55,3 +55,9 @@ def split_params(params: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, s
     sim_raw = params.get(SIM_KEY) or {}
     sim = {name: as_text(value) for name, value in dict(sim_raw).items()}
     return protocol, sim
+
+
+def fits_channel(channel: str, job: Any) -> bool:
+    """Whether an "any channel" job may go to ``channel``: one that sets a simulated cell's
+    truth only to a simulated channel (on an instrument its ``--sim`` would be refused)."""
+    return is_sim_channel(channel) or not job.params.get(SIM_KEY)

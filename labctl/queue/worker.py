@@ -44,6 +44,7 @@ from labctl.queue import (
     open_store,
 )
 from labctl.queue.identity import WorkerLock, owns, slot_id
+from labctl.queue.jobparams import fits_channel
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ class Worker:
             if channel in self.running or self.stop_requested.is_set():
                 continue
             slot = slot_id(self.settings.worker_id, channel)
-            job = self.store.claim_next(slot, [channel])
+            job = self.store.claim_next(slot, [channel], fits=fits_channel)
             if job is not None:
                 self._start(job, slot)
 
