@@ -126,13 +126,13 @@ def test_batch_exceeding_a_lab_file_limit_is_rejected_whole(store: str, tmp_path
 
 def test_steering_a_running_queue_from_the_cli(store: str, tmp_path: Path) -> None:
     with open_store(store) as s:
-        long = s.add(JobSpec("cycling", CellInfo("long"), job_params({"cycles": "200", "half_cycle": "0.01"}), "sim1"))
+        long = s.add(JobSpec("cycling", CellInfo("long"), job_params({"cycles": "5000", "half_cycle": "0.01"}), "sim1"))
         b = s.add(JobSpec("lsv", CellInfo("B"), {}, "sim1"))
         c = s.add(JobSpec("lsv", CellInfo("C"), {}, "sim1"))
         # parameters the protocol no longer accepts when the job starts: it fails, and stops its channel
         bad = s.add(JobSpec("eis", CellInfo("bad"), {"bogus": "1"}, "sim2", on_failure=OnFailure.STOP))
         after_bad = s.add(JobSpec("lsv", CellInfo("F"), {}, "sim2"))
-    runner = start_runner(store, tmp_path / "runs", "--sim-channels", "2", "--speed", "50")
+    runner = start_runner(store, tmp_path / "runs", "--sim-channels", "2", "--speed", "1000")
     try:
         wait_for(lambda: (j := job(store, long.id)).state == JobState.RUNNING and j.step, "the long job running")
         labctl("queue", "pause", str(long.id), "--store", store)

@@ -265,10 +265,10 @@ def test_postgres_kill_one_worker_the_other_keeps_its_channels(pg_cluster, tmp_p
 def test_killed_job_process_interrupts_only_its_job_and_holds_its_channel(tmp_path: Path) -> None:
     store = str(tmp_path / "queue.sqlite3")
     with open_store(store) as s:
-        victim = s.add(cycling_spec("sim1", "victim", cycles=50))
+        victim = s.add(cycling_spec("sim1", "victim", cycles=5000))
         other = s.add(cycling_spec("sim2", "other", cycles=1))
         behind = s.add(lsv_spec("sim1", "behind"))
-    runner = start_runner(store, tmp_path / "runs", "--sim-channels", "2", "--speed", "100")
+    runner = start_runner(store, tmp_path / "runs", "--sim-channels", "2", "--speed", "1000")
     try:
         running = wait_for(lambda: _with_file(store, victim.id), "the victim's run file")
         with open_run(running.file) as run:
