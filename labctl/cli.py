@@ -615,5 +615,10 @@ def sim_params_command() -> None:
     Console(highlight=False).print(table)
 
 
+from labctl.queue.cli import queue_group  # noqa: E402 - the queue commands live with the queue
+
+main.add_command(queue_group)
+
+
 if __name__ == "__main__":
     main()

@@ -28,8 +28,9 @@ PACKAGES = ("labctl", "drivers", "protocols", "gui")
 APPLICATION = frozenset(
     f"labctl.{name}"
     for name in (
-        *("registry", "runner", "config", "instruments", "cli", "analyze", "progress"),
-        *("queue.estimate", "queue.estimate_cli", "alerts_cli"),
+        *("registry", "runner", "config", "instruments", "cli", "analyze", "progress", "alerts_cli"),
+        # the queue's modules that run (or dry-run) jobs the way ``labctl run`` does
+        *(f"queue.{name}" for name in ("cli", "job", "batch", "validate", "remaining", "estimate", "estimate_cli")),
     )
 )
 

@@ -194,11 +194,12 @@ class SqlJobStore(JobStore):
             raise QueueError(f"channels: must be channel names, got {wanted!r}")
         if not wanted:
             return None
-        now = _now(now)
         for _ in range(CLAIM_ATTEMPTS):
             try:
                 with self._transaction() as tx:
-                    return self._claim(tx, worker, wanted, fits, now)
+                    # The start time is read once the write lock is held, so that it never
+                    # precedes the finish of the channel's previous job.
+                    return self._claim(tx, worker, wanted, fits, _now(now))
             except Exception as exc:
                 if not self._is_conflict(exc):
                     raise
@@ -281,6 +282,15 @@ class SqlJobStore(JobStore):
             )
             self._notify(tx)
             return job.request
+
+    def attach_file(self, job_id: int, worker: str, file: str) -> Job:
+        if not isinstance(file, str) or not file:
+            raise QueueError(f"file: must be a path, got {file!r}")
+        with self._transaction() as tx:
+            self._owned(tx, job_id, _check_worker(worker))
+            tx.run("UPDATE jobs SET file = ? WHERE id = ?", (file, job_id))
+            self._notify(tx)
+            return get_job(tx, job_id)
 
     def report_paused(self, job_id: int, worker: str, *, now: float | None = None) -> Job:
         now = _now(now)

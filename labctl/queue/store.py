@@ -128,6 +128,11 @@ class JobStore(ABC):
         """Record progress and liveness; returns the request waiting for the worker, if any."""
 
     @abstractmethod
+    def attach_file(self, job_id: int, worker: str, file: str) -> Job:
+        """Record the run file of an active job as soon as it is chosen, so that a job whose
+        process dies still points at its (interrupted) file."""
+
+    @abstractmethod
     def report_paused(self, job_id: int, worker: str, *, now: float | None = None) -> Job:
         """The worker has put the cell on hold (pausing → paused)."""
 
