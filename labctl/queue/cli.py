@@ -441,7 +441,9 @@ def _work(
             lab_path=None if lab_path is None else Path(lab_path).resolve(),
             speed=speed,
         )
-        worker = Worker(settings)
+        from labctl.queue.hooks import alert_hook, job_estimator
+
+        worker = Worker(settings, estimator=job_estimator(lab), on_event=alert_hook(lab))
         with opened(store_location):
             pass  # a bad --store is bad input, reported before anything starts
         worker.install_signal_handlers()
@@ -451,3 +453,15 @@ def _work(
     except (ValueError, ParameterError) as exc:
         fail(exc)
     click.echo(f"worker {settings.worker_id}: stopped after {time.monotonic() - started:.1f} s", err=True)
+
+
+def _register_planning_commands() -> None:
+    """``queue estimate`` (dry-run ETA) and ``queue test-alert`` live in their own modules."""
+    from labctl.alerts_cli import test_alert_command
+    from labctl.queue.estimate_cli import estimate_command
+
+    queue_group.add_command(estimate_command)
+    queue_group.add_command(test_alert_command)
+
+
+_register_planning_commands()

@@ -28,6 +28,7 @@ from typing import Any
 
 from labctl.config import LabConfig
 from labctl.engine import RunState
+from labctl.queue.jobparams import split_params
 from labctl.queue.jobs import FINISHED_STATES, Job, JobSpec, JobState
 
 #: Wall seconds a single dry run may take before it is given up as "unknown" (a hang guard:
@@ -132,7 +133,7 @@ class Estimator:
     def params_for(self, job: JobLike) -> dict[str, str]:
         """The job's parameters as text, with the lab file's cell geometry for its channel where
         the job gives none (what the real run would use)."""
-        params = {name: _text(value) for name, value in dict(job.params).items()}
+        params = {name: _text(value) for name, value in split_params(job.params)[0].items()}
         channel = _requested_channel(job)
         if self.lab is not None and channel:
             try:
@@ -148,8 +149,9 @@ class Estimator:
     def estimate(self, job: JobLike, *, sim: Mapping[str, str] | None = None) -> Estimate:
         """The job's estimate (from the cache when the same recipe was dry-run before)."""
         try:
-            if sim is None and self.sim_of is not None:
-                sim = self.sim_of(job)
+            if sim is None:
+                # the --sim truth the job was queued with (jobparams' reserved key), unless overridden
+                sim = self.sim_of(job) if self.sim_of is not None else split_params(job.params)[1]
             params = self.params_for(job)
             sim_text = {k: _text(v) for k, v in dict(sim or {}).items()}
             key = json.dumps([job.protocol, sorted(params.items()), sorted(sim_text.items())])
