@@ -30,7 +30,10 @@ APPLICATION = frozenset(
     for name in (
         *("registry", "runner", "config", "instruments", "cli", "analyze", "progress", "alerts_cli"),
         # the queue's modules that run (or dry-run) jobs the way ``labctl run`` does
-        *(f"queue.{name}" for name in ("cli", "job", "batch", "validate", "remaining", "estimate", "estimate_cli", "hooks")),
+        *(
+            f"queue.{name}"
+            for name in ("cli", "job", "batch", "validate", "remaining", "estimate", "estimate_cli", "hooks")
+        ),
     )
 )
 
