@@ -592,21 +592,25 @@ def test_default_location_is_the_user_data_folder(monkeypatch: pytest.MonkeyPatc
 # ---- several processes -------------------------------------------------------------------------
 
 
-def _claim_loop(location: str, worker: str, channels: list[str], log: Any, seq: Any, lock: Any) -> None:
-    """A worker process: claim and finish until no job is queued; log claims and finishes."""
+def _claim_loop(location: str, worker: str, channels: list[str], log: Any, seq: Any, lock: Any, cap: int) -> None:
+    """A worker process: claim and finish until no job is queued or it has claimed ``cap``
+    jobs (so that, however the OS schedules the processes, several of them must claim);
+    log claims and finishes."""
 
     def record(kind: str, job_id: int, channel: str) -> None:
         with lock:
             log.put((seq.value, kind, job_id, channel, worker))
             seq.value += 1
 
+    claimed = 0
     with open_store(location) as store:
-        while True:
+        while claimed < cap:
             job = store.claim_next(worker, channels)
             if job is None:
                 if not store.list_jobs(states=[JobState.QUEUED]):
                     return
                 continue
+            claimed += 1
             record("claim", job.id, str(job.channel))
             store.heartbeat(job.id, worker, fraction=0.5)
             record("finish", job.id, str(job.channel))
@@ -622,7 +626,8 @@ def test_concurrent_claimers(backend: str, workers: int, jobs: int, request: pyt
     with open_store(location) as store:
         added = store.add_batch([spec(channels[i % 8], cell=f"c{i}") for i in range(jobs)])
     log, seq, lock = SPAWN.Queue(), SPAWN.Value("q", 0, lock=False), SPAWN.Lock()
-    procs = [SPAWN.Process(target=_claim_loop, args=(location, f"w{i}", channels, log, seq, lock))
+    cap = 2 * jobs // workers  # no worker may take more than twice its share: they must contend
+    procs = [SPAWN.Process(target=_claim_loop, args=(location, f"w{i}", channels, log, seq, lock, cap))
              for i in range(workers)]
     for p in procs:
         p.start()
