@@ -314,12 +314,12 @@ class RunFile:
     def samples(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows ``[start, stop)`` of the run's samples (all by default)."""
         with self._lock:
-            return _read_rows(self._file()[L.SAMPLES], start, stop, SAMPLE_DTYPE)
+            return read_rows(self._file()[L.SAMPLES], start, stop, SAMPLE_DTYPE)
 
     def spectra(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows ``[start, stop)`` of the run's impedance points (all by default)."""
         with self._lock:
-            return _read_rows(self._file()[L.SPECTRA], start, stop, SPECTRUM_DTYPE)
+            return read_rows(self._file()[L.SPECTRA], start, stop, SPECTRUM_DTYPE)
 
     def _read_steps(self) -> list[StepRecord]:
         f = self._file()
@@ -405,7 +405,8 @@ def readers_released(path: str | os.PathLike[str]) -> Iterator[None]:
             _finalizing.discard(ident)
 
 
-def _read_rows(ds: h5py.Dataset, start: int, stop: int | None, dtype: np.dtype) -> np.ndarray:
+def read_rows(ds: h5py.Dataset, start: int, stop: int | None, dtype: np.dtype) -> np.ndarray:
+    """Rows ``[start, stop)`` of a 1-D dataset (clipped to its extent), in one read."""
     n = ds.shape[0]
     stop = n if stop is None else min(stop, n)
     start = min(max(start, 0), stop)
