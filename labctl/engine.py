@@ -583,7 +583,7 @@ class Engine:
         else:
             data = self._row_source(index)
             if data is not None and len(data) != samples.stats.n:
-                raise RuntimeError(f"step {index}: the run file holds {len(data)} rows, {samples.stats.n} were acquired")
+                raise RuntimeError(f"step {index}: the run file has {len(data)} rows, {samples.stats.n} were acquired")
         stats = samples.stats.stats()
         result = StepResult(
             index=index,

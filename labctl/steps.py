@@ -476,9 +476,11 @@ def _as_float_table(block: np.ndarray) -> np.ndarray:
     if block.dtype == SAMPLE_DTYPE and block.flags.c_contiguous:
         return block.view("<f8").reshape(len(block), len(SAMPLE_DTYPE.names))
     names = block.dtype.names or ()
-    return np.column_stack(
-        [np.asarray(block[name], dtype="<f8") if name in names else np.full(len(block), np.nan) for name in SAMPLE_DTYPE.names]
-    )
+    columns = [
+        np.asarray(block[name], dtype="<f8") if name in names else np.full(len(block), np.nan)
+        for name in SAMPLE_DTYPE.names
+    ]
+    return np.column_stack(columns)
 
 
 def _row_dict(values: np.ndarray | None) -> dict[str, float]:
@@ -500,7 +502,7 @@ class StepRows:
     thousand StepResults keeps no samples.
     """
 
-    __slots__ = ("start", "stop", "_read", "_cached", "__weakref__")
+    __slots__ = ("__weakref__", "_cached", "_read", "start", "stop")
 
     def __init__(self, start: int, stop: int, read: RowReader) -> None:
         if stop < start:

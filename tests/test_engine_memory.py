@@ -215,7 +215,7 @@ def _retained_bytes(n_samples: int, out: Path) -> tuple[int, int]:
     assert len(kept) == len(outcome.steps) == n_samples // 10_000
     with open_run(out) as run:
         stored = run.n_samples
-    del engine, outcome, kept
+
     return retained, stored
 
 
