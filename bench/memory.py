@@ -1,14 +1,18 @@
 """Resident memory over a long simulated run: does it stay flat?
 
 Runs the physics simulator in virtual time through the engine and the run
-file writer (the path ``labctl run`` takes) for ``--samples`` points: a chain
-of galvanostatic half-cycles of alternating sign with a short rest between
-them, sampled every 10 ms, so every point goes through the engine, the run
-file and a protocol that reads each step's result. RSS is read from
-/proc/self/status (VmRSS now, VmHWM the peak) before the run, at every tenth
-of it, and after it; the growth is what the run kept.
+file writer for ``--samples`` points. RSS is read from /proc/self/status
+(VmRSS now, VmHWM the peak) before the run, at every tenth of it, and after
+it; the growth is what the run kept.
 
-    python bench/memory.py [--samples 1e7] [--json]
+``--protocol steps`` (default): half-cycles of 10⁵ points of alternating sign
+sampled every 10 ms, each followed by a one-point rest, in a plan that keeps
+every StepResult and reads the first step's data. ``--protocol cycling``: the
+real symmetric cycling protocol through ``prepare_run`` (the path of
+``labctl run``, end-of-run analysis of every half-cycle included), 1 h
+half-cycles sampled every 0.36 s.
+
+    python bench/memory.py [--samples 1e7] [--protocol steps|cycling] [--json]
 
 The issue's target: less than 50 MB of growth over 10⁷ samples.
 """
@@ -28,8 +32,10 @@ from typing import Any
 from drivers.sim import SimChannel, SimParams
 from labctl.clock import VirtualClock
 from labctl.engine import Engine
+from labctl.events import StepEnded
 from labctl.params import Param
 from labctl.protocol import Cell, Protocol
+from labctl.runner import prepare_run
 from labctl.steps import ConstantCurrent, Limits, Rest
 from labctl.storage import RunFileWriter, open_run
 
@@ -86,29 +92,65 @@ def cycling_protocol(total_samples: int, on_step: Callable[[int], None]) -> Prot
     )
 
 
-def measure(total_samples: int, out_dir: Path) -> dict[str, Any]:
-    gc.collect()
-    rss_before = proc_status_kb("VmRSS")
-    trace: list[tuple[int, int]] = []
-    next_mark = [total_samples // 10]
+class RssTrace:
+    """VmRSS at every tenth of the run (called at each step end)."""
 
-    def on_step(asked: int) -> None:
-        if asked >= next_mark[0]:
-            trace.append((asked, proc_status_kb("VmRSS")))
-            next_mark[0] += total_samples // 10
+    def __init__(self, total_samples: int) -> None:
+        self.total = total_samples
+        self.marks: list[tuple[int, int]] = []
+        self._next = total_samples // 10
 
-    path = out_dir / "memory.h5"
+    def at(self, samples_so_far: int) -> None:
+        if samples_so_far >= self._next:
+            self.marks.append((samples_so_far, proc_status_kb("VmRSS")))
+            self._next += self.total // 10
+
+    def watch(self, subscription: Any, handle: Any) -> None:
+        """A runner watcher: follows the step ends until the run is done."""
+        samples = 0
+        while not handle.done:
+            event = subscription.get(timeout=0.5)
+            if isinstance(event, StepEnded):
+                result = event.result
+                # (len(data) for the engine before StepResult.n_samples, to compare with it)
+                samples += result.n_samples if hasattr(result, "n_samples") else len(result.data)
+                self.at(samples)
+
+
+def run_steps(total_samples: int, path: Path, trace: RssTrace) -> Any:
     channel = SimChannel(SimParams(), "li_li", VirtualClock())
     engine = Engine(channel, sinks=[RunFileWriter(path, fsync=False)])
     cell = Cell(type="li_li", area_cm2=1.0, thickness_um=100.0)
+    return engine.run(cycling_protocol(total_samples, trace.at), {"x": 1.0}, cell)
+
+
+CYCLING_PERIOD = 0.36  # s: 10⁴ points per 1 h half-cycle
+
+
+def run_cycling(total_samples: int, path: Path, trace: RssTrace) -> Any:
+    half_cycle_points = round(3600 / CYCLING_PERIOD)
+    cycles = max(1, round(total_samples / (2 * half_cycle_points)))
+    params = {"cycles": str(cycles), "half_cycle": "1", "sample_period": str(CYCLING_PERIOD), "rates": "0.1"}
+    prepared = prepare_run("cycling", params=params, instrument="sim", speed="max", path=path)
+    return prepared.execute(trace)
+
+
+def measure(total_samples: int, out_dir: Path, protocol: str = "steps") -> dict[str, Any]:
+    gc.collect()
+    rss_before = proc_status_kb("VmRSS")
+    tracer = RssTrace(total_samples)
+    path = out_dir / "memory.h5"
     t0 = time.perf_counter()
-    outcome = engine.run(cycling_protocol(total_samples, on_step), {"x": 1.0}, cell)
+    run = run_cycling if protocol == "cycling" else run_steps
+    outcome = run(total_samples, path, tracer)
     wall = time.perf_counter() - t0
+    trace = tracer.marks
     rss_end = proc_status_kb("VmRSS")
     peak = proc_status_kb("VmHWM")
     with open_run(path) as run:
         stored = run.n_samples
     return {
+        "protocol": protocol,
         "status": outcome.status.value,
         "error": outcome.error,
         "samples_stored": stored,
@@ -126,13 +168,14 @@ def measure(total_samples: int, out_dir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=float, default=1e7, help="points to acquire (default 1e7)")
+    parser.add_argument("--protocol", choices=("steps", "cycling"), default="steps", help="what to run (see above)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     total = int(args.samples)
     if total < 10:
         parser.error("--samples must be at least 10")
     with tempfile.TemporaryDirectory() as tmp:
-        report = measure(total, Path(tmp))
+        report = measure(total, Path(tmp), args.protocol)
     if args.json:
         print(json.dumps(report))
     else:

@@ -23,7 +23,7 @@ from labctl import registry
 from labctl.analysis.arrhenius import fit_arrhenius
 from labctl.analysis.eis_conductivity import ConductivityResult, conductivity_from_spectrum, sigma_from_resistance
 from labctl.params import Param, ParameterError, validate
-from labctl.steps import EndReason, StepResult
+from labctl.steps import EndReason, StepResult, StepRows
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -51,7 +51,9 @@ def replay_run(path: Path, overrides: Mapping[str, str]) -> dict[str, Any]:
     """Re-run the stored run's protocol analysis on its recorded steps."""
     from labctl.protocol import Cell
     from labctl.storage import open_run
+    from labctl.storage.reader import SampleRowsFromFile
 
+    rows_from_file = SampleRowsFromFile(path)
     with open_run(path) as run:
         meta = run.meta
         records = list(run.steps)
@@ -75,9 +77,10 @@ def replay_run(path: Path, overrides: Mapping[str, str]) -> dict[str, Any]:
                 t_start=rec.t_start,
                 duration=rec.duration,
                 charge=rec.charge,
-                last={name: float(rec.data[name][-1]) for name in rec.data.dtype.names} if len(rec.data) else {},
+                last=_last_row(run, rec),
                 spectrum=rec.spectrum,
-                data=rec.data,
+                # Read back when the protocol asks (a long run's samples are not all loaded).
+                data=StepRows(rec.row_start, rec.row_start + rec.n_rows, rows_from_file),
                 message=rec.message,
             )
             for rec in records
@@ -103,6 +106,15 @@ def replay_run(path: Path, overrides: Mapping[str, str]) -> dict[str, Any]:
         "parameters": values,
         "results": out,
     }
+
+
+def _last_row(run: Any, record: Any) -> dict[str, float]:
+    """A recorded step's last sample as a dict (only that row is read)."""
+    n = record.n_rows
+    if not n:
+        return {}
+    row = run.samples(record.row_start + n - 1, record.row_start + n)
+    return {name: float(row[name][0]) for name in row.dtype.names}
 
 
 def analyze_spectrum_file(path: Path, given: Mapping[str, str]) -> dict[str, Any]:

@@ -405,6 +405,19 @@ def readers_released(path: str | os.PathLike[str]) -> Iterator[None]:
             _finalizing.discard(ident)
 
 
+class SampleRowsFromFile:
+    """Reads rows ``[start, stop)`` of the run file's /samples, opening the
+    file for each read: the reader behind a ``StepRows`` view that outlives
+    the handle it came from (a finished run, a replayed file)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __call__(self, start: int, stop: int) -> np.ndarray:
+        with open_run(self.path) as run:
+            return run.samples(start, stop)
+
+
 def read_rows(ds: h5py.Dataset, start: int, stop: int | None, dtype: np.dtype) -> np.ndarray:
     """Rows ``[start, stop)`` of a 1-D dataset (clipped to its extent), in one read."""
     n = ds.shape[0]

@@ -62,7 +62,7 @@ from labctl.steps import SAMPLE_DTYPE, SAMPLE_UNITS, SPECTRUM_DTYPE, SPECTRUM_UN
 from labctl.storage import layout as L
 from labctl.storage.appender import Appender, write_rows
 from labctl.storage.finalize import finalize_file
-from labctl.storage.reader import open_run, read_rows, readers_released
+from labctl.storage.reader import SampleRowsFromFile, read_rows, readers_released
 from labctl.storage.recover import clear_status_flags
 from labctl.storage.syncer import Syncer, sync_path
 
@@ -570,19 +570,18 @@ class RunFileWriter:
 
 class _SampleRows:
     """Reads rows of a run's /samples for ``StepRows``: through the writer
-    while it writes (in its thread), through ``open_run`` otherwise."""
+    while it writes (in its thread), by opening the file otherwise."""
 
     def __init__(self, writer: RunFileWriter) -> None:
         self._writer = weakref.ref(writer)
-        self._path = writer.path
+        self._from_file = SampleRowsFromFile(writer.path)
 
     def __call__(self, start: int, stop: int) -> np.ndarray:
         writer = self._writer()
         rows = writer.own_rows(start, stop) if writer is not None else None
         if rows is not None:
             return rows
-        with open_run(self._path) as run:
-            return run.samples(start, stop)
+        return self._from_file(start, stop)
 
 
 def _step_json(step: Step) -> tuple[bytes, str | None]:
