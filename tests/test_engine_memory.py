@@ -227,3 +227,25 @@ def test_retained_memory_does_not_grow_with_the_samples(tmp_path: Path):
     # 90 more steps keep 90 more small StepResults (a few kB each), never their samples.
     assert large - small < 2_000_000, f"retained {small} B at 1e5 samples, {large} B at 1e6"
     assert large - small < sample_bytes / 15
+
+
+def test_a_watcher_that_stops_reading_holds_a_bounded_number_of_rows():
+    """The bus bounds a subscription by queued sample rows, not only by events:
+    a watcher that never reads must not end up holding the run's samples."""
+    steps = 6
+
+    def plan(params, cell):
+        for _ in range(steps):
+            yield Rest(duration=20_000.0, sample_period=1.0)
+        return {}
+
+    engine = Engine(ResistorChannel(chunk=1000))
+    idle = engine.bus.subscribe(max_rows=5_000)  # never read during the run
+    outcome = engine.run(make_protocol(plan), {"x": 1.0}, CELL)
+    assert outcome.status == RunState.COMPLETED
+    events = idle.drain()
+    held = sum(len(e.block) for e in events if isinstance(e, Samples))
+    assert 0 < held <= 5_000 and idle.queued_rows == 0
+    assert idle.dropped >= (steps * 20_000 - 5_000) // 1000
+    # Control events are never dropped for data.
+    assert sum(isinstance(e, StepEnded) for e in events) == steps
