@@ -12,7 +12,11 @@ real symmetric cycling protocol through ``prepare_run`` (the path of
 ``labctl run``, end-of-run analysis of every half-cycle included), 1 h
 half-cycles sampled every 0.36 s.
 
-    python bench/memory.py [--samples 1e7] [--protocol steps|cycling] [--json]
+``--runs N`` runs it N times in the same process, as a queue worker would,
+and reports RSS after each run: what one run leaves behind (HDF5 keeps the
+memory it used finalizing a file in its free lists) is reused by the next.
+
+    python bench/memory.py [--samples 1e7] [--protocol steps|cycling] [--runs 1] [--json]
 
 The issue's target: less than 50 MB of growth over 10⁷ samples.
 """
@@ -169,13 +173,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=float, default=1e7, help="points to acquire (default 1e7)")
     parser.add_argument("--protocol", choices=("steps", "cycling"), default="steps", help="what to run (see above)")
+    parser.add_argument("--runs", type=int, default=1, help="runs in sequence in this process (default 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     total = int(args.samples)
     if total < 10:
         parser.error("--samples must be at least 10")
-    with tempfile.TemporaryDirectory() as tmp:
-        report = measure(total, Path(tmp), args.protocol)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    gc.collect()
+    rss_start = proc_status_kb("VmRSS")
+    after_each: list[float] = []
+    for _ in range(args.runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            report = measure(total, Path(tmp), args.protocol)
+        after_each.append(report["rss_after_MB"])
+        if report["status"] != "completed":
+            break
+    report["rss_after_each_run_MB"] = after_each
+    report["growth_over_all_runs_MB"] = after_each[-1] - rss_start / 1024
     if args.json:
         print(json.dumps(report))
     else:
@@ -188,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         for n, mb in report["rss_trace_MB"]:
             print(f"  after {n:>12,} samples: RSS {mb:8.1f} MB")
+        if len(after_each) > 1:
+            runs = ", ".join(f"{mb:.1f}" for mb in after_each)
+            print(f"RSS after each of {len(after_each)} runs: {runs} MB")
     return 0 if report["status"] == "completed" else 1
 
 
