@@ -23,7 +23,7 @@ from labctl import registry
 from labctl.analysis.arrhenius import fit_arrhenius
 from labctl.analysis.eis_conductivity import ConductivityResult, conductivity_from_spectrum, sigma_from_resistance
 from labctl.params import Param, ParameterError, validate
-from labctl.steps import EndReason, StepResult, empty_samples
+from labctl.steps import EndReason, StepResult, StepRows, empty_samples
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -70,13 +70,14 @@ def replay_run(path: Path, overrides: Mapping[str, str]) -> dict[str, Any]:
     """
     from labctl.storage import open_run
     from labctl.storage.guard import untrusted
+    from labctl.storage.reader import SampleRowsFromFile
 
     with open_run(path) as run, untrusted(path):
         status = run.status
         protocol = registry.get_protocol(str(run.meta.get("protocol", "")))
         values = protocol.validate({**_stored_parameters(run.meta), **overrides})
         cell = _cell(run.meta, protocol.cell_type)
-        results = _completed_steps(run.steps)
+        results = _completed_steps(run, SampleRowsFromFile(path))
         n_steps = len(run.steps)
     cut_short = status in _CUT_SHORT
     try:
@@ -183,13 +184,14 @@ def _cell(meta: Mapping[str, Any], default_type: str) -> Any:
     )
 
 
-def _completed_steps(records: Sequence[Any]) -> list[StepResult]:
+def _completed_steps(run: Any, rows_from_file: Any) -> list[StepResult]:
     """StepResults of the steps that ended, up to the first that did not (the
-    step an interruption cut); each step's samples read once."""
+    step an interruption cut); a step's samples are read back when the protocol
+    asks for them (a long run's samples are never all loaded)."""
     from labctl.storage.guard import RunFileError
 
     results = []
-    for rec in records:
+    for rec in run.steps:
         if rec.running or rec.end_reason is None:
             break
         where = f"steps[{rec.position}]"
@@ -199,7 +201,6 @@ def _completed_steps(records: Sequence[Any]) -> list[StepResult]:
         if not isinstance(rec.end_reason, EndReason):
             allowed = ", ".join(r.value for r in EndReason)
             raise RunFileError(f"{where}.end_reason", f"is {str(rec.end_reason)[:40]!r}; allowed: {allowed}")
-        data = rec.data
         results.append(
             StepResult(
                 index=rec.index,
@@ -208,13 +209,22 @@ def _completed_steps(records: Sequence[Any]) -> list[StepResult]:
                 t_start=rec.t_start,
                 duration=rec.duration,
                 charge=rec.charge,
-                last={name: float(data[name][-1]) for name in data.dtype.names} if len(data) else {},
+                last=_last_row(run, rec),
                 spectrum=rec.spectrum,
-                data=data,
+                data=StepRows(rec.row_start, rec.row_start + rec.n_rows, rows_from_file),
                 message=rec.message,
             )
         )
     return results
+
+
+def _last_row(run: Any, record: Any) -> dict[str, float]:
+    """A recorded step's last sample as a dict (only that row is read)."""
+    n = record.n_rows
+    if not n:
+        return {}
+    row = run.samples(record.row_start + n - 1, record.row_start + n)
+    return {name: float(row[name][0]) for name in row.dtype.names}
 
 
 def analyze_spectrum_file(path: Path, given: Mapping[str, str]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,9 +54,11 @@ from labctl.steps import (
     SAMPLE_DTYPE,
     SPECTRUM_DTYPE,
     EndReason,
+    SampleAccumulator,
     Step,
     StepProgress,
     StepResult,
+    StepRows,
 )
 
 log = logging.getLogger(__name__)
@@ -208,6 +210,15 @@ class Engine:
     number of watchers without ever blocking acquisition. The engine thread
     owns its sinks: after the run's last event it calls their ``close()``,
     then sets ``done``.
+
+    The engine keeps no samples: per step it keeps a running summary
+    (``SampleAccumulator``: count, first/last row, extremes), which is also
+    all a paused step needs to continue. A StepResult's ``data`` is a
+    ``StepRows`` view that a sink able to read rows back (``step_rows(index)``,
+    the run-file writer) provides. ``keep_samples`` keeps each step's samples
+    in memory instead (the default, None, does so only when no sink can read
+    rows back: runs without a file, as in tests); a step's kept samples are
+    released when the protocol drops its StepResult.
     """
 
     def __init__(
@@ -217,12 +228,21 @@ class Engine:
         sinks: Sequence[Any] = (),
         bus: EventBus | None = None,
         safety: SafetyLimits | None = None,
+        keep_samples: bool | None = None,
     ) -> None:
         self.channel = channel
         self.clock = channel.clock
         self.bus = bus or EventBus()
         self.sinks = [*sinks, self.bus]
         self.safety = safety or SafetyLimits()
+        #: Where StepResult.data comes from: a sink's rows read back, or None (kept in memory).
+        self._row_source: Callable[[int], StepRows | None] | None = None
+        if not keep_samples:
+            self._row_source = next(
+                (src for src in (getattr(s, "step_rows", None) for s in sinks) if callable(src)), None
+            )
+            if keep_samples is False and self._row_source is None:
+                raise ValueError("keep_samples=False needs a sink that reads rows back (a RunFileWriter)")
         self.outcome: RunOutcome | None = None
         #: Set after the last sink call of the run: the one "it has ended" signal.
         self.done = threading.Event()
@@ -515,8 +535,8 @@ class Engine:
             raise InstrumentError(f"step {index} ({step.kind}): {refusal}")
         t_start = self._run_time()
         self._emit(StepStarted(index, step, t_start))
-        samples: list[np.ndarray] = []
-        spectrum: list[np.ndarray] = []
+        samples = _StepSamples(keep=self._row_source is None)
+        spectrum: list[np.ndarray] = []  # a spectrum is at most a few hundred points: kept
         charge_before = 0.0  # charge of earlier segments (pause splits a step)
         active = 0.0  # time spent executing the step, pauses excluded
         segment: Step | None = step
@@ -527,7 +547,7 @@ class Engine:
                 outcome, message = self._run_segment(index, segment, samples, spectrum, charge_before)
                 if outcome is None:  # paused
                     active += self._run_time() - t_segment
-                    charge_before = float(samples[-1]["Q"][-1]) if samples and len(samples[-1]) else charge_before
+                    charge_before = samples.charge(charge_before)
                     self._hold_until_resumed()
                     segment = step.remaining(_progress(active, charge_before, samples, spectrum))
                     if segment is None:
@@ -551,26 +571,32 @@ class Engine:
         index: int,
         step: Step,
         t_start: float,
-        samples: list[np.ndarray],
+        samples: _StepSamples,
         spectrum: list[np.ndarray],
         end_reason: EndReason,
         message: str,
     ) -> StepResult:
-        data = np.concatenate(samples) if samples else np.empty(0, SAMPLE_DTYPE)
         spec = np.concatenate(spectrum) if spectrum else None
-        last = {name: float(data[name][-1]) for name in SAMPLE_DTYPE.names} if len(data) else {}
-        charge = float(data["Q"][-1]) if len(data) else 0.0
+        data: np.ndarray | StepRows | None
+        if self._row_source is None:
+            data = samples.kept_rows()
+        else:
+            data = self._row_source(index)
+            if data is not None and len(data) != samples.stats.n:
+                raise RuntimeError(f"step {index}: the run file has {len(data)} rows, {samples.stats.n} were acquired")
+        stats = samples.stats.stats()
         result = StepResult(
             index=index,
             step=step,
             end_reason=end_reason,
             t_start=t_start,
             duration=self._run_time() - t_start,
-            charge=charge,
-            last=last,
+            charge=stats.last.get("Q", 0.0),
+            last=stats.last,
             spectrum=spec,
             data=data,
             message=message,
+            stats=stats,
         )
         self._emit(StepEnded(result))
         self._tick(force=True)
@@ -580,7 +606,7 @@ class Engine:
         self,
         index: int,
         step: Step,
-        samples: list[np.ndarray],
+        samples: _StepSamples,
         spectrum: list[np.ndarray],
         charge_before: float,
     ) -> tuple[EndReason | None, str]:
@@ -604,7 +630,7 @@ class Engine:
                         block = block.copy()
                         block["Q"] += charge_before
                     breach = self.safety.breach(block)
-                    samples.append(block)
+                    samples.add(block)
                     self._emit(Samples(index, block))
                     if breach:
                         self.channel.safe_state()
@@ -640,13 +666,39 @@ class Engine:
         self._flush_state_events()
 
 
-def _progress(active: float, charge: float, samples: list[np.ndarray], spectrum: list[np.ndarray]) -> StepProgress:
+class _StepSamples:
+    """What the engine keeps of a running step's samples: their summary
+    (bounded, whatever the step's length) and, only when the run has no
+    sink that can read rows back, the blocks themselves."""
+
+    def __init__(self, keep: bool) -> None:
+        self.stats = SampleAccumulator()
+        self._kept: list[np.ndarray] | None = [] if keep else None
+
+    def add(self, block: np.ndarray) -> None:
+        self.stats.add(block)
+        if self._kept is not None:
+            self._kept.append(block)
+
+    def charge(self, default: float) -> float:
+        """The charge at the latest sample (``default`` before any)."""
+        return self.stats.last_row.get("Q", default) if self.stats.n else default
+
+    def kept_rows(self) -> np.ndarray:
+        if not self._kept:
+            return np.empty(0, SAMPLE_DTYPE)
+        rows = np.concatenate(self._kept)
+        self._kept = [rows]
+        return rows
+
+
+def _progress(active: float, charge: float, samples: _StepSamples, spectrum: list[np.ndarray]) -> StepProgress:
     """What a paused step has done so far, for ``Step.remaining``."""
-    measured = [b for b in samples if len(b)]
+    measured = samples.stats.n > 0
     return StepProgress(
         elapsed=active,
         charge=charge,
         points_done=sum(len(b) for b in spectrum),
-        first_potential=float(measured[0]["E"][0]) if measured else None,
-        last_potential=float(measured[-1]["E"][-1]) if measured else None,
+        first_potential=samples.stats.first_row["E"] if measured else None,
+        last_potential=samples.stats.last_row["E"] if measured else None,
     )

@@ -120,47 +120,87 @@ class Sink(Protocol):
     def handle(self, event: Event) -> None: ...
 
 
-class Subscription:
-    """A bounded queue of events for one consumer thread."""
+#: Sample/spectrum rows a subscription holds at most (~4 MB of samples):
+#: bounding the event count alone would let a watcher that stopped reading
+#: hold 10⁴ blocks of thousands of rows each, i.e. a whole run's samples.
+MAX_QUEUED_ROWS = 100_000
 
-    def __init__(self, bus: EventBus, maxsize: int) -> None:
+
+class Subscription:
+    """A bounded queue of events for one consumer thread.
+
+    Bounded twice: ``maxsize`` events, and ``max_rows`` sample/spectrum rows
+    in the queued data blocks. Data blocks beyond either bound are dropped
+    (``dropped`` counts them; the run file has them).
+    """
+
+    def __init__(self, bus: EventBus, maxsize: int, max_rows: int = MAX_QUEUED_ROWS) -> None:
         self._bus = bus
         self._queue: queue.Queue[Event] = queue.Queue(maxsize)
+        self.max_rows = max_rows
+        self._rows = 0  # rows in the queued data blocks
+        self._rows_lock = threading.Lock()
         self.dropped = 0
 
+    @property
+    def queued_rows(self) -> int:
+        return self._rows
+
     def offer(self, event: Event) -> None:
+        rows = _rows_in(event)
+        if rows:
+            with self._rows_lock:
+                if self._rows + rows > self.max_rows:
+                    self.dropped += 1
+                    return
+                self._rows += rows
         try:
             self._queue.put_nowait(event)
             return
         except queue.Full:
-            pass
+            self._taken(event)
         if isinstance(event, (Samples, SpectrumPoints, Tick)):
             self.dropped += 1  # data blocks are expendable for watchers; the file has them
             return
         # A control event must get through: make room by dropping the oldest.
         try:
-            self._queue.get_nowait()
+            self._taken(self._queue.get_nowait())
             self.dropped += 1
         except queue.Empty:
             pass
         self._queue.put_nowait(event)
 
+    def _taken(self, event: Event) -> None:
+        """``event`` left the queue (or never entered it): release its rows."""
+        rows = _rows_in(event)
+        if rows:
+            with self._rows_lock:
+                self._rows -= rows
+
     def get(self, timeout: float | None = None) -> Event | None:
         try:
-            return self._queue.get(timeout=timeout)
+            event = self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
+        self._taken(event)
+        return event
 
     def drain(self) -> list[Event]:
         events = []
         while True:
             try:
-                events.append(self._queue.get_nowait())
+                event = self._queue.get_nowait()
             except queue.Empty:
                 return events
+            self._taken(event)
+            events.append(event)
 
     def close(self) -> None:
         self._bus.unsubscribe(self)
+
+
+def _rows_in(event: Event) -> int:
+    return len(event.block) if isinstance(event, (Samples, SpectrumPoints)) else 0
 
 
 class EventBus:
@@ -170,8 +210,8 @@ class EventBus:
         self._subs: list[Subscription] = []
         self._lock = threading.Lock()
 
-    def subscribe(self, maxsize: int = 10_000) -> Subscription:
-        sub = Subscription(self, maxsize)
+    def subscribe(self, maxsize: int = 10_000, max_rows: int = MAX_QUEUED_ROWS) -> Subscription:
+        sub = Subscription(self, maxsize, max_rows)
         with self._lock:
             self._subs.append(sub)
         return sub

@@ -14,6 +14,8 @@ import dataclasses
 import enum
 import json
 import math
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
@@ -397,13 +399,172 @@ def step_from_dict(data: dict[str, Any]) -> Step:
 
 
 @dataclass(frozen=True)
+class SampleStats:
+    """A step's samples in a few numbers, kept instead of the samples.
+
+    ``first``/``last`` are the first and last rows, ``minimum``/``maximum``
+    each field's extremes (NaN when no sample had a value), all as
+    ``{field: value}``. A protocol that only needs these never reads the
+    step's rows back from the run file.
+    """
+
+    n: int = 0
+    first: dict[str, float] = field(default_factory=dict)
+    last: dict[str, float] = field(default_factory=dict)
+    minimum: dict[str, float] = field(default_factory=dict)
+    maximum: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, rows: np.ndarray) -> SampleStats:
+        """The statistics of an array of SAMPLE_DTYPE rows."""
+        acc = SampleAccumulator()
+        acc.add(rows)
+        return acc.stats()
+
+
+class SampleAccumulator:
+    """Builds a SampleStats block by block, in O(fields) memory.
+
+    The engine feeds it every block it streams, so a step's extremes are known
+    without keeping its samples. One vectorised reduction per block: blocks are
+    viewed as an (n, fields) float array.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._first: np.ndarray | None = None
+        self._last: np.ndarray | None = None
+        self._min: np.ndarray | None = None
+        self._max: np.ndarray | None = None
+
+    def add(self, block: np.ndarray) -> None:
+        if not len(block):
+            return
+        table = _as_float_table(block)
+        low = np.fmin.reduce(table, axis=0)  # fmin: NaN only where a whole column is NaN
+        high = np.fmax.reduce(table, axis=0)
+        if self._first is None:
+            self._first = table[0].copy()
+            self._min, self._max = low, high
+        else:
+            assert self._min is not None and self._max is not None
+            self._min = np.fmin(self._min, low)
+            self._max = np.fmax(self._max, high)
+        self._last = table[-1].copy()
+        self.n += len(block)
+
+    @property
+    def last_row(self) -> dict[str, float]:
+        return _row_dict(self._last)
+
+    @property
+    def first_row(self) -> dict[str, float]:
+        return _row_dict(self._first)
+
+    def stats(self) -> SampleStats:
+        return SampleStats(
+            n=self.n,
+            first=_row_dict(self._first),
+            last=_row_dict(self._last),
+            minimum=_row_dict(self._min),
+            maximum=_row_dict(self._max),
+        )
+
+
+def _as_float_table(block: np.ndarray) -> np.ndarray:
+    """A SAMPLE_DTYPE block as an (n, 5) float64 array (a view when it can be)."""
+    if block.dtype == SAMPLE_DTYPE and block.flags.c_contiguous:
+        return block.view("<f8").reshape(len(block), len(SAMPLE_DTYPE.names))
+    names = block.dtype.names or ()
+    columns = [
+        np.asarray(block[name], dtype="<f8") if name in names else np.full(len(block), np.nan)
+        for name in SAMPLE_DTYPE.names
+    ]
+    return np.column_stack(columns)
+
+
+def _row_dict(values: np.ndarray | None) -> dict[str, float]:
+    if values is None:
+        return {}
+    return {name: float(v) for name, v in zip(SAMPLE_DTYPE.names, values, strict=True)}
+
+
+class StepRows:
+    """A finished step's samples, read back from the run file when asked for.
+
+    Behaves like the SAMPLE_DTYPE array it stands for where protocols use one
+    (``len``, ``rows["E"]``, ``rows[-1]``, ``np.asarray(rows)``, ``.dtype``),
+    but holds no samples itself: the first access reads rows ``[start, stop)``
+    through ``read`` (the run-file writer's, which works mid-run in SWMR mode
+    and after the file is closed). The array read is cached only weakly: as
+    long as a caller holds it (or a field view of it) further accesses reuse
+    it; once dropped, the memory is given back, so a protocol that keeps a
+    thousand StepResults keeps no samples.
+    """
+
+    __slots__ = ("__weakref__", "_cached", "_read", "start", "stop")
+
+    def __init__(self, start: int, stop: int, read: RowReader) -> None:
+        if stop < start:
+            raise ValueError(f"StepRows: stop ({stop}) before start ({start})")
+        self.start = start
+        self.stop = stop
+        self._read = read
+        self._cached: weakref.ref[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def dtype(self) -> np.dtype:
+        return SAMPLE_DTYPE
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self),)
+
+    def read(self) -> np.ndarray:
+        """The rows as an array (read now unless a caller still holds them)."""
+        rows = self._cached() if self._cached is not None else None
+        if rows is None:
+            rows = self._read(self.start, self.stop)
+            if len(rows) != len(self):
+                raise RuntimeError(f"step rows {self.start}..{self.stop}: {len(rows)} rows read back")
+            self._cached = weakref.ref(rows)
+        return rows
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.read()[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.read())
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        rows = self.read()
+        return rows if dtype is None else rows.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"StepRows(rows {self.start}..{self.stop} of the run file)"
+
+
+#: Reads rows ``[start, stop)`` of a run's samples.
+RowReader = Callable[[int, int], np.ndarray]
+
+
+@dataclass(frozen=True)
 class StepResult:
     """What a step did, handed back to the protocol generator.
 
-    ``last`` is the final sample (a SAMPLE_DTYPE row as a dict) and
-    ``spectrum`` the impedance data for Impedance steps. ``data`` holds the
-    step's samples when the engine keeps them for the protocol (it does for
-    every step; protocols that only need the summary can ignore it).
+    ``last`` is the final sample (a SAMPLE_DTYPE row as a dict), ``stats``
+    the step's sample statistics (count, first, last, extremes) and
+    ``spectrum`` the impedance data for Impedance steps (a spectrum is at most
+    a few hundred points, so it is kept).
+
+    ``data`` holds the step's samples: a ``StepRows`` view that reads them
+    back from the run file on first access when the run has one (the engine
+    keeps no samples then), or an in-memory array for runs without a file
+    (tests) and results rebuilt from a file (``labctl analyze``). Protocols
+    that only need a summary should use ``last``/``charge``/``stats``.
     """
 
     index: int
@@ -414,12 +575,20 @@ class StepResult:
     charge: float
     last: dict[str, float] = field(default_factory=dict)
     spectrum: np.ndarray | None = None
-    data: np.ndarray | None = None
+    data: np.ndarray | StepRows | None = None
     message: str = ""
+    stats: SampleStats | None = None
 
     @property
     def ended_by_fault(self) -> bool:
         return self.end_reason.is_fault
+
+    @property
+    def n_samples(self) -> int:
+        """How many samples the step recorded (no read of the data)."""
+        if self.stats is not None:
+            return self.stats.n
+        return 0 if self.data is None else len(self.data)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly digest for the run file and the event stream."""

@@ -10,8 +10,9 @@ negative current plates lithium on the working electrode, positive strips it
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from labctl.steps import (
     ConstantCurrent,
@@ -27,6 +28,36 @@ from labctl.steps import (
 from labctl.units import mv_to_v
 
 SubPlan = Generator[Step, StepResult, StepResult]
+
+
+class OnDemand(Mapping[str, Any]):
+    """A record whose values are computed when looked up, not before.
+
+    Analyses take records such as ``{"t": ..., "V": ..., "I_A": ...}``; built
+    from a StepResult with getters that read ``result.data``, a protocol can
+    hand over every step of a long run while the analysis reads one step at a
+    time from the run file (the engine keeps no samples in memory).
+    """
+
+    def __init__(self, **getters: Callable[[], Any]) -> None:
+        self._getters = getters
+
+    def __getitem__(self, key: str) -> Any:
+        return self._getters[key]()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._getters  # without computing the value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._getters)
+
+    def __len__(self) -> int:
+        return len(self._getters)
+
+
+def step_trace(result: StepResult) -> OnDemand:
+    """A step's (t, V, I_A) trace, read from its data when looked up."""
+    return OnDemand(t=lambda: result.data["t"], V=lambda: result.data["E"], I_A=lambda: result.data["I"])
 
 #: A charge-limited half-cycle is stopped after this many times its nominal
 #: duration, so a cell that cannot pass the charge (a leak, a dead contact)

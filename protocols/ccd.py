@@ -10,6 +10,7 @@ but is not a short.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,9 @@ from labctl.analysis.ccd import CCDThresholds, HalfCycle, classify_half_cycle, c
 from labctl.params import Param, ParameterError
 from labctl.protocol import GEOMETRY_PARAMS, Cell, GeometryValues, Plan, Protocol, largest_current_step
 from labctl.safety import Demand
-from labctl.steps import Limits
+from labctl.steps import Limits, StepResult
 from labctl.units import areal_capacity_to_c, current_density_to_a
-from protocols._steps import constant_current, rest
+from protocols._steps import OnDemand, constant_current, rest
 
 # The seed papers' ladder: from 0.1 mA/cm² in 0.1 mA/cm² steps, 0.5 h per half-cycle.
 START_MA_CM2 = 0.1
@@ -103,21 +104,32 @@ def half_cycle_limits(p: CcdValues, j: float, cell: Cell) -> Limits:
 
 
 def plan(p: CcdValues, cell: Cell) -> Plan:
-    half_cycles: list[HalfCycle] = []
+    half_cycles: list[OnDemand] = []
     for j in current_densities(p):
         for sign, name in ((-1, "plate"), (1, "strip")):
             current = sign * current_density_to_a(j, cell.area_cm2)
             step = yield from constant_current(
                 current, half_cycle_limits(p, j, cell), p.sample_period, f"{name} {j:g} mA/cm²"
             )
-            half_cycles.append(HalfCycle(j, step.data["t"] - step.t_start, step.data["E"], step.end_reason.value))
+            half_cycles.append(half_cycle_record(j, step))
             if classify_half_cycle(half_cycles[-1], len(half_cycles) - 1).kind != "normal":
                 return analyse_ccd(p, half_cycles)
             yield from rest(p.rest)
     return analyse_ccd(p, half_cycles)
 
 
-def analyse_ccd(p: CcdValues, half_cycles: list[HalfCycle]) -> dict[str, Any]:
+def half_cycle_record(j: float, step: StepResult) -> OnDemand:
+    """A half-cycle for the CCD analysis that reads its trace from the step's
+    data when classified: the plan keeps every half-cycle, never their samples."""
+    return OnDemand(
+        current_density_mA_cm2=lambda: j,
+        t=lambda: step.data["t"] - step.t_start,
+        V=lambda: step.data["E"],
+        end_reason=lambda: step.end_reason.value,
+    )
+
+
+def analyse_ccd(p: CcdValues, half_cycles: Sequence[HalfCycle | Mapping[str, Any]]) -> dict[str, Any]:
     """The CCD (or why there is none) from the half-cycles run, in order."""
     result = critical_current_density(half_cycles)
     out = result.as_dict()

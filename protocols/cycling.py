@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from labctl.analysis.cycling import Segment, full_cell_cycling_summary, symmetric_cycling_summary
+from labctl.analysis.cycling import full_cell_cycling_summary, symmetric_cycling_summary
 from labctl.params import Param, ParameterError
 from labctl.protocol import GEOMETRY_PARAMS, Cell, GeometryValues, Plan, Protocol, largest_current_step
 from labctl.safety import Demand
 from labctl.steps import EndReason, Limits, StepResult
 from labctl.units import current_density_to_a
-from protocols._steps import constant_current, rest
+from protocols._steps import constant_current, rest, step_trace
 
 #: A symmetric cell that reaches its voltage cutoff stops cycling.
 CUTOFF_REASONS = (EndReason.VOLTAGE_ABOVE, EndReason.VOLTAGE_BELOW)
@@ -104,7 +104,7 @@ def plan(p: CyclingValues, cell: Cell) -> Plan:
 def analyse_cycling(p: CyclingValues, cell: Cell, steps: list[StepResult], stopped: str) -> dict[str, Any]:
     """Per-cycle overpotential and hysteresis (symmetric) or capacity, CE and retention (full cell)."""
     # A half-cycle cut at its first reading (contact loss) has nothing to summarise.
-    segments = [Segment(r.data["t"], r.data["E"], r.data["I"]) for r in steps if len(r.data) >= 2]
+    segments = [step_trace(r) for r in steps if r.n_samples >= 2]
     if not segments:
         return {"mode": p.mode, "cycles_completed": 0, "stopped": stopped or "no data"}
     if p.mode == "symmetric":

@@ -103,23 +103,39 @@ def group_half_cycles(
     A step is a rest when its median |I| is at most ``rest_current_A`` (default: 1e-3 of the
     largest median |I| of all steps).
     """
-    segs = [_coerce(s, i) for i, s in enumerate(steps)]
-    if not segs:
+    return [(sign, _segments(steps, members)) for sign, members in _half_cycle_indices(steps, rest_current_A)]
+
+
+def _half_cycle_indices(
+    steps: Sequence[Segment | Mapping[str, Any]], rest_current_A: float | None
+) -> list[tuple[int, list[int]]]:
+    """``group_half_cycles`` as indices into ``steps``.
+
+    Each step is read (and checked) once here and let go, and the summaries
+    read one half-cycle's steps at a time: a long run's traces, when ``steps``
+    reads them on demand (StepResult data kept in the run file), never all
+    sit in memory together.
+    """
+    if len(steps) == 0:
         raise ValueError("steps is empty")
-    med = np.array([float(np.median(s.I_A)) for s in segs])
+    med = np.array([float(np.median(_coerce(s, i).I_A)) for i, s in enumerate(steps)])
     limit = 1e-3 * float(np.max(np.abs(med))) if rest_current_A is None else float(rest_current_A)
-    groups: list[tuple[int, list[Segment]]] = []
-    for s, m in zip(segs, med, strict=True):
+    groups: list[tuple[int, list[int]]] = []
+    for i, m in enumerate(med):
         if abs(m) <= limit:
             continue
         sign = 1 if m > 0 else -1
         if groups and groups[-1][0] == sign:
-            groups[-1][1].append(s)
+            groups[-1][1].append(i)
         else:
-            groups.append((sign, [s]))
+            groups.append((sign, [i]))
     if not groups:
         raise ValueError("steps contains no step with a non-zero current (all rests?)")
     return groups
+
+
+def _segments(steps: Sequence[Segment | Mapping[str, Any]], members: list[int]) -> list[Segment]:
+    return [_coerce(steps[i], i) for i in members]
 
 
 def symmetric_cycling_summary(
@@ -129,8 +145,10 @@ def symmetric_cycling_summary(
     end_window_fraction: float = 0.05,
 ) -> SymmetricCyclingResult:
     """Per-half-cycle overpotentials and per-cycle hysteresis of a symmetric Li|Li cell."""
-    groups = group_half_cycles(steps, rest_current_A=rest_current_A)
-    halves = tuple(_summarize(i, sign, segs, end_window_fraction) for i, (sign, segs) in enumerate(groups))
+    groups = _half_cycle_indices(steps, rest_current_A)
+    halves = tuple(
+        _summarize(i, sign, _segments(steps, members), end_window_fraction) for i, (sign, members) in enumerate(groups)
+    )
     hyst = []
     for k in range(len(halves) // 2):
         a, b = halves[2 * k], halves[2 * k + 1]
@@ -165,7 +183,7 @@ def full_cell_cycling_summary(
         raise ValueError(f"first must be 'charge' or 'discharge', got {first!r}")
     if charge_sign not in (1, -1):
         raise ValueError(f"charge_sign must be +1 or -1, got {charge_sign!r}")
-    groups = group_half_cycles(steps, rest_current_A=rest_current_A)
+    groups = _half_cycle_indices(steps, rest_current_A)
     first_sign = charge_sign if first == "charge" else -charge_sign
     # Drop leading half-cycles of the wrong kind (e.g. a formation discharge before the first charge).
     dropped = 0
@@ -175,7 +193,7 @@ def full_cell_cycling_summary(
     if not groups:
         raise ValueError(f"no {first} half-cycle found in steps (check charge_sign)")
 
-    halves = [_summarize(i, sign, segs, 0.05) for i, (sign, segs) in enumerate(groups)]
+    halves = [_summarize(i, sign, _segments(steps, members), 0.05) for i, (sign, members) in enumerate(groups)]
     rows = _cycle_rows(halves, first)
     if not 0 <= reference_cycle < len(rows):
         raise ValueError(f"reference_cycle {reference_cycle} is outside the {len(rows)} cycles found")

@@ -318,12 +318,12 @@ class RunFile:
     def samples(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows ``[start, stop)`` of the run's samples (all by default)."""
         with self._lock:
-            return _read_rows(self._file()[L.SAMPLES], start, stop, SAMPLE_DTYPE)
+            return read_rows(self._file()[L.SAMPLES], start, stop, SAMPLE_DTYPE)
 
     def spectra(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows ``[start, stop)`` of the run's impedance points (all by default)."""
         with self._lock:
-            return _read_rows(self._file()[L.SPECTRA], start, stop, SPECTRUM_DTYPE)
+            return read_rows(self._file()[L.SPECTRA], start, stop, SPECTRUM_DTYPE)
 
     def _read_steps(self) -> list[StepRecord]:
         with guard.untrusted(self.path):
@@ -451,7 +451,21 @@ def _small_attr(f: h5py.File, name: str) -> Any:
     return f.attrs[name]
 
 
-def _read_rows(ds: h5py.Dataset, start: int, stop: int | None, dtype: np.dtype) -> np.ndarray:
+class SampleRowsFromFile:
+    """Reads rows ``[start, stop)`` of the run file's /samples, opening the
+    file for each read: the reader behind a ``StepRows`` view that outlives
+    the handle it came from (a finished run, a replayed file)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __call__(self, start: int, stop: int) -> np.ndarray:
+        with open_run(self.path) as run:
+            return run.samples(start, stop)
+
+
+def read_rows(ds: h5py.Dataset, start: int, stop: int | None, dtype: np.dtype) -> np.ndarray:
+    """Rows ``[start, stop)`` of a 1-D dataset (clipped to its extent), in one read."""
     n = ds.shape[0]
     stop = n if stop is None else min(stop, n)
     start = min(max(start, 0), stop)

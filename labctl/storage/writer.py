@@ -35,6 +35,7 @@ import re
 import socket
 import threading
 import time
+import weakref
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -57,11 +58,11 @@ from labctl.events import (
     StepStarted,
     Tick,
 )
-from labctl.steps import SAMPLE_DTYPE, SAMPLE_UNITS, SPECTRUM_DTYPE, SPECTRUM_UNITS, Step, StepResult
+from labctl.steps import SAMPLE_DTYPE, SAMPLE_UNITS, SPECTRUM_DTYPE, SPECTRUM_UNITS, Step, StepResult, StepRows
 from labctl.storage import layout as L
 from labctl.storage.appender import Appender, write_rows
 from labctl.storage.finalize import finalize_file
-from labctl.storage.reader import readers_released
+from labctl.storage.reader import SampleRowsFromFile, read_rows, readers_released
 from labctl.storage.recover import clear_status_flags
 from labctl.storage.syncer import Syncer, sync_path
 
@@ -215,6 +216,29 @@ class RunFileWriter:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    def step_rows(self, index: int) -> StepRows | None:
+        """A lazy view of the samples of step ``index``, which must be the
+        step now running (the engine asks just before it ends the step).
+
+        The view reads the rows back when first used: through this writer's
+        own handle in the engine thread while the run goes (SWMR allows the
+        writer to read), through a reader otherwise (another thread, or after
+        the file was closed). It holds the writer only weakly.
+        """
+        row = self._open_row
+        if self._phase != "running" or self._samples is None or row is None or int(row["index"][0]) != index:
+            return None
+        return StepRows(int(row["row_start"][0]), self._samples.total, _SampleRows(self))
+
+    def own_rows(self, start: int, stop: int) -> np.ndarray | None:
+        """Rows ``[start, stop)`` of /samples read through this writer's
+        handle, or None unless called in the writing thread of a running file
+        (HDF5 handles are not for sharing between threads)."""
+        if self._phase != "running" or self._samples is None or self._owner != threading.get_ident():
+            return None
+        self._samples.drain()
+        return read_rows(self._samples.ds, start, stop, SAMPLE_DTYPE)
 
     @property
     def rows_flushed(self) -> int:
@@ -421,6 +445,9 @@ class RunFileWriter:
         row["message"] = L.fixed_bytes(result.message, L.MESSAGE_BYTES)
         self._write_step_row()
         self._open_row, self._open_pos = None, -1
+        # A finished step's rows go into the dataset now (not only at the next
+        # flush), so a reader in another thread of this process finds them.
+        self._samples.drain()
 
     def _write_step_row(self) -> None:
         assert self._steps_ds is not None and self._open_row is not None
@@ -539,6 +566,22 @@ class RunFileWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class _SampleRows:
+    """Reads rows of a run's /samples for ``StepRows``: through the writer
+    while it writes (in its thread), by opening the file otherwise."""
+
+    def __init__(self, writer: RunFileWriter) -> None:
+        self._writer = weakref.ref(writer)
+        self._from_file = SampleRowsFromFile(writer.path)
+
+    def __call__(self, start: int, stop: int) -> np.ndarray:
+        writer = self._writer()
+        rows = writer.own_rows(start, stop) if writer is not None else None
+        if rows is not None:
+            return rows
+        return self._from_file(start, stop)
 
 
 def _step_json(step: Step) -> tuple[bytes, str | None]:
