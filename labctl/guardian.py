@@ -188,15 +188,16 @@ class Guardian:
         root = str(Path(__file__).resolve().parents[1])  # labctl/ and drivers/ live here
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "labctl.guardian"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # a terminal's Ctrl-C / hang-up is the parent's business
-                close_fds=True,
-            )
+            with log_path_for(run_file).open("ab") as errors:  # a guardian's own crash lands in its log
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "labctl.guardian"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=errors,
+                    env=env,
+                    start_new_session=True,  # a terminal's Ctrl-C / hang-up is the parent's business
+                    close_fds=True,
+                )
         except OSError as exc:
             raise GuardianError(f"cannot start the guardian process: {exc}") from exc
         guardian = cls(process)

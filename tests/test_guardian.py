@@ -168,10 +168,9 @@ def test_sigkill_of_the_driving_process_leaves_the_output_off_within_5_s(bench: 
     assert not bench.output_on()
 
 
-def test_without_a_guardian_a_killed_run_leaves_the_smu_on(tmp_path: Path) -> None:
+def test_without_a_guardian_a_killed_run_leaves_the_cell_powered(bench: Bench) -> None:
     """The control: the same kill with the guardian left out leaves the 2450 sourcing
-    (what the issue reports), so the test above can fail."""
-    bench = serve_bench("keithley2450", tmp_path)
+    (what the issue reports) and the EmStat's cell on mid-step, so the test above can fail."""
     script = (
         "import sys; from pathlib import Path\n"
         "from labctl.config import load_lab\nfrom labctl.runner import prepare_run\n"
@@ -185,13 +184,12 @@ def test_without_a_guardian_a_killed_run_leaves_the_smu_on(tmp_path: Path) -> No
         wait_for(lambda: writer_pid_mid_step(bench), "a step driving the cell", proc)
         proc.kill()
         proc.wait(HANG_GUARD_S)
-        assert bench.output_on(), "nothing else switches a Keithley off when its host dies"
+        assert bench.output_on(), "nothing else switches the cell off when its host dies"
         assert guardian_log(bench) == ""
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        bench.server.stop()
 
 
 # --- a normal end, an abort, a dead guardian ------------------------------------------------------
@@ -331,3 +329,74 @@ def test_the_simulator_has_no_guardian_and_hardware_runs_have_one(tmp_path: Path
         GuardedInstrument("dev", "keithley2450", "TCPIP::127.0.0.1::1::SOCKET", {"compliance_voltage": 5}, "1"),
         GuardedInstrument("oven", "espec", "tcp://127.0.0.1:1", {}, None),
     )
+
+
+# --- the guardian process on its own ----------------------------------------------------------------
+def _guarded_2450(bench: Bench) -> GuardedInstrument:
+    return GuardedInstrument("dev", "keithley2450", bench.server.resource, {"timeout_ms": 3000}, "1")
+
+
+def test_a_parent_whose_pipe_end_lives_on_in_a_fork_is_still_noticed(tmp_path: Path) -> None:
+    """A parent that forked after arming leaves a copy of the pipe's write end in the
+    child: no end-of-file at its death. The pid watch (pidfd) notices it instead."""
+    bench = serve_bench("keithley2450", tmp_path)
+    run_file_path = tmp_path / "run.h5"
+    script = (
+        "import os, sys, time\nfrom pathlib import Path\nfrom labctl.guardian import Guardian, GuardedInstrument\n"
+        f"item = GuardedInstrument.from_dict({_guarded_2450(bench).as_dict()!r})\n"
+        f"g = Guardian.start((item,), Path({str(run_file_path)!r}))\n"
+        "child = os.fork()\n"
+        "if child == 0:\n    time.sleep(120)\n    os._exit(0)\n"
+        "print(child, flush=True)\ntime.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], env=_env(), stdout=subprocess.PIPE, text=True)
+    child = 0
+    try:
+        assert proc.stdout is not None
+        child = int(proc.stdout.readline())
+        _switch_on(bench)
+        proc.kill()
+        killed = time.monotonic()
+        proc.wait()
+        while bench.output_on() and time.monotonic() - killed < SAFE_WITHIN_S:
+            time.sleep(0.01)
+        assert not bench.output_on(), "the guardian missed a parent whose pipe end survived in a fork"
+        log = wait_for(lambda: (t := run_file_path.with_name("run.h5" + LOG_SUFFIX).read_text())
+                       and "safe state applied" in t and t, "the guardian's record")
+        assert f"parent pid {proc.pid} exited (pidfd)" in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if child:
+            os.kill(child, signal.SIGKILL)
+        bench.server.stop()
+
+
+def test_an_unconfirmed_safe_state_is_retried_by_the_guardian(tmp_path: Path) -> None:
+    """The engine reports "unsafe" (its own safe state failed): the sink asks the guardian
+    to apply it on a fresh connection."""
+    from labctl.events import StatusChanged
+    from labctl.guardian import Guardian, GuardianSink
+
+    bench = serve_bench("keithley2450", tmp_path)
+    try:
+        guardian = Guardian.start((_guarded_2450(bench),), tmp_path / "run.h5")
+        _switch_on(bench)
+        sink = GuardianSink(guardian)
+        sink.handle(StatusChanged("unsafe", 1.0, "safe state failed: no reply"))
+        sink.close()
+        assert guardian.process.wait(HANG_GUARD_S) == 0
+        assert not bench.output_on()
+        log = (tmp_path / ("run.h5" + LOG_SUFFIX)).read_text()
+        assert "could not confirm its safe state" in log and "safe state applied: dev:1: output off" in log
+    finally:
+        bench.server.stop()
+
+
+def test_a_guardian_that_cannot_build_its_driver_refuses_to_arm(tmp_path: Path) -> None:
+    from labctl.guardian import Guardian, GuardianError
+
+    bad = GuardedInstrument("dev", "keithley2450", "TCPIP::127.0.0.1::1::SOCKET", {"nplc": 99}, "1")
+    with pytest.raises(GuardianError, match=r"did not arm: cannot build dev:1.*nplc"):
+        Guardian.start((bad,), tmp_path / "run.h5")
