@@ -27,7 +27,7 @@ PACKAGES = ("labctl", "drivers", "protocols", "gui")
 #: labctl's application layer: the only part of labctl that looks drivers and protocols up.
 APPLICATION = frozenset(
     f"labctl.{name}" for name in ("registry", "runner", "config", "instruments", "cli", "analyze", "progress")
-)
+) | {"labctl.guardian"}  # builds the run's drivers in its own process
 
 
 def module_name(path: Path) -> str:
