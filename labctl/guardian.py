@@ -389,8 +389,8 @@ def guard(plan: Mapping[str, Any], pending: bytes = b"", *, retry_s: float = SAF
         return 2
     names = ", ".join(i.label() for i in instruments)
     log.line(f"armed for run file {plan['run_file']} driven by pid {parent_pid}: {names}")
-    print("armed", flush=True)
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # a parent that died meanwhile is noticed below
+        print("armed", flush=True)
         sys.stdout.close()
     verdict = _wait_for_verdict(parent_pid, pending)
     try:
