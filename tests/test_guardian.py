@@ -409,3 +409,35 @@ def test_a_guardian_that_cannot_build_its_driver_refuses_to_arm(tmp_path: Path) 
     bad = GuardedInstrument("dev", "keithley2450", "TCPIP::127.0.0.1::1::SOCKET", {"nplc": 99}, "1")
     with pytest.raises(GuardianError, match=r"did not arm: cannot build dev:1.*nplc"):
         Guardian.start((bad,), tmp_path / "run.h5")
+
+
+def test_a_killed_run_leaves_the_chamber_in_standby_too(tmp_path: Path) -> None:
+    """Every instrument the run drove: the EmStat's cell off and its chamber out of
+    constant operation (standby) within 5 s of the kill."""
+    pstat = serve_bench("emstat4", tmp_path)
+    oven = emulator_factory("espec")(SimParams(), speed=SPEED)
+    try:
+        with pstat.lab.open("a") as lab:
+            lab.write(f'[instruments.dev.channels.1]\nchamber = "oven"\n\n'
+                      f'[instruments.oven]\ndriver = "espec"\nresource = "{oven.resource}"\n')
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "labctl.cli", "run", "arrhenius", "-i", "dev", "--lab", str(pstat.lab),
+             "--out", str(pstat.out), "-q", "-p", "temperatures=40,60"],
+            env=_env(), stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            wait_for(lambda: oven.mode == "CONSTANT" and run_file(pstat), "the chamber in constant operation", proc)
+            os.kill(proc.pid, signal.SIGKILL)
+            killed = time.monotonic()
+            while (oven.mode == "CONSTANT" or pstat.output_on()) and time.monotonic() - killed < SAFE_WITHIN_S:
+                time.sleep(0.01)
+            assert oven.mode == "STANDBY" and not pstat.output_on()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        log = wait_for(lambda: "oven: standby" in guardian_log(pstat) and guardian_log(pstat), "the guardian's record")
+        assert "dev:1: output off" in log
+    finally:
+        oven.stop()
+        pstat.server.stop()
