@@ -468,6 +468,37 @@ def instruments_identify(name: str, lab_path: str, as_json: bool) -> None:
         click.echo(f"{key:10s} {value}")
 
 
+@instruments_group.command("safe")
+@click.argument("name")
+@click.option(
+    "--lab", "lab_path", envvar="LABCTL_LAB", required=True, type=click.Path(dir_okay=False), help="lab file (TOML)"
+)
+def instruments_safe(name: str, lab_path: str) -> None:
+    """Apply the safe state to NAME (instrument[:channel]) and its chamber by hand:
+    output off / cell off, chamber standby (what the guardian does after a crash)."""
+    from labctl.channel import InstrumentError
+    from labctl.config import LabConfigError
+    from labctl.guardian import guarded_instruments, make_safe
+
+    try:
+        lab = _load_lab(lab_path)
+        targets = guarded_instruments(lab, name)
+    except (LabConfigError, ParameterError, ValueError) as exc:
+        _fail_usage(exc)
+        return
+    failed = False
+    for target in targets:
+        try:
+            click.echo(make_safe(target.config(), target.channel))
+        except (InstrumentError, OSError) as exc:
+            click.echo(f"error: {target.label()}: {' '.join(str(exc).split())}", err=True)
+            failed = True
+        except (ParameterError, ValueError) as exc:
+            _fail_usage(exc)
+    if failed:
+        sys.exit(EXIT_FAILED)
+
+
 def _option_value(text: str) -> int | float | bool | str:
     """Command-line option values: numbers (strict grammar) and true/false as such,
     the rest as text, so ``1_0`` reaches the emulator as the text it is, not as 10."""

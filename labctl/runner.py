@@ -33,6 +33,7 @@ from labctl.channel import Channel
 from labctl.config import LabConfig
 from labctl.engine import Engine, RunHandle, RunOutcome, new_run_id
 from labctl.events import Subscription
+from labctl.guardian import GuardedInstrument, Guardian, GuardianSink, guarded_instruments
 from labctl.instruments import ChannelSpec, resolve_target
 from labctl.protocol import Cell, Protocol
 from labctl.safety import SafetyLimits
@@ -134,26 +135,41 @@ class PreparedRun:
     run_id: str
     operator: str = ""
     safety: SafetyLimits = field(default_factory=SafetyLimits)
+    #: The hardware the run drives, for the dead-man guardian (empty on the simulator:
+    #: there is no cell to leave powered).
+    guarded: tuple[GuardedInstrument, ...] = ()
 
     def start(self) -> tuple[RunHandle, Subscription]:
         """Create the run file and start the engine thread.
 
         The engine owns the run file: it closes it when the run ends, before
         ``handle.wait`` returns. A caller that starts a run and exits is
-        covered by the exit handler (abort, then wait for the end).
+        covered by the exit handler (abort, then wait for the end). A
+        process killed outright is covered by the guardian (``labctl.guardian``),
+        armed here before the engine first touches the instrument and stood
+        down by the engine's last sink call, after its own safe state.
         """
         from labctl.storage import RunFileWriter
 
-        engine = Engine(self.channel, sinks=[RunFileWriter(self.path)], safety=self.safety)
-        subscription = engine.bus.subscribe()
-        handle = engine.start(
-            self.protocol,
-            self.values,
-            self.cell,
-            operator=self.operator,
-            simulation=self.simulation,
-            run_id=self.run_id,
-        )
+        guardian = Guardian.start(self.guarded, self.path) if self.guarded else None
+        try:
+            sinks: list[Any] = [RunFileWriter(self.path)]
+            if guardian is not None:
+                sinks.append(GuardianSink(guardian))
+            engine = Engine(self.channel, sinks=sinks, safety=self.safety)
+            subscription = engine.bus.subscribe()
+            handle = engine.start(
+                self.protocol,
+                self.values,
+                self.cell,
+                operator=self.operator,
+                simulation=self.simulation,
+                run_id=self.run_id,
+            )
+        except BaseException:
+            if guardian is not None:
+                guardian.stand_down()  # the engine never ran: the instrument was not touched
+            raise
         with _active_lock:
             _active.difference_update([h for h in _active if h.done])  # runs that ended need no exit handling
             _active.add(handle)
@@ -246,7 +262,8 @@ def prepare_run(
     if path.exists():
         raise ValueError(f"run file {path} already exists")
     check_output_dir(path.parent)
-    return PreparedRun(protocol, values, channel, cell, simulation, path, run_id, operator, target.safety)
+    guarded = () if target.simulated or lab is None else guarded_instruments(lab, instrument)
+    return PreparedRun(protocol, values, channel, cell, simulation, path, run_id, operator, target.safety, guarded)
 
 
 def default_run_path(out_dir: Path, protocol_name: str, run_id: str) -> Path:

@@ -29,6 +29,7 @@ APPLICATION = frozenset(
     f"labctl.{name}"
     for name in (
         *("registry", "runner", "config", "instruments", "cli", "analyze", "progress", "alerts_cli"),
+        "guardian",  # builds the run's drivers in its own process
         # the queue's modules that run (or dry-run) jobs the way ``labctl run`` does
         *(
             f"queue.{name}"
