@@ -33,7 +33,7 @@ APPLICATION = frozenset(
         # the queue's modules that run (or dry-run) jobs the way ``labctl run`` does
         *(
             f"queue.{name}"
-            for name in ("cli", "job", "batch", "validate", "remaining", "estimate", "estimate_cli", "hooks")
+            for name in ("cli", "job", "batch", "validate", "remaining", "estimate", "estimate_cli", "hooks", "worker")
         ),
     )
 )

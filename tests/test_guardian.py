@@ -441,3 +441,45 @@ def test_a_killed_run_leaves_the_chamber_in_standby_too(tmp_path: Path) -> None:
     finally:
         oven.stop()
         pstat.server.stop()
+
+
+def _start_up_worker(lab: Path, tmp_path: Path) -> Any:
+    from labctl.queue.worker import Worker, WorkerSettings
+
+    settings = WorkerSettings(
+        worker_id="test-pc:lab", channels=("dev",), store=str(tmp_path / "q.sqlite3"),
+        runs_dir=tmp_path / "runs", lab_path=lab,
+    )
+    Worker(settings).run(until_empty=True)  # nothing queued: start-up, then it stops
+    return settings
+
+
+def test_a_queue_worker_makes_its_channels_safe_before_claiming(bench: Bench, tmp_path: Path) -> None:
+    """Whatever a crashed predecessor left on is switched off when a worker starts."""
+    from labctl.queue import open_store
+
+    _switch_on(bench)
+    settings = _start_up_worker(bench.lab, tmp_path)
+    assert not bench.output_on()
+    with open_store(settings.store) as store:
+        assert store.holds() == []
+
+
+def test_a_channel_that_cannot_be_made_safe_is_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from labctl.queue import open_store
+    from labctl.queue import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "SAFE_RETRY_S", 0.0)
+    with socket.socket() as free:  # a port nobody listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    lab = tmp_path / "lab.toml"
+    lab.write_text(
+        f'[instruments.dev]\ndriver = "keithley2450"\nresource = "TCPIP::127.0.0.1::{port}::SOCKET"\n'
+        "options = { timeout_ms = 500, safe_timeout_ms = 500 }\n"
+    )
+    settings = _start_up_worker(lab, tmp_path)
+    with open_store(settings.store) as store:
+        holds = store.holds()
+    assert [hold.channel for hold in holds] == ["dev"]
+    assert "could not apply the safe state at start-up" in holds[0].reason

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from labctl.queue import (
     ACTIVE_STATES,
@@ -56,6 +57,10 @@ SHUTDOWN_WAIT_S = 120.0
 
 #: ``estimator(job) -> expected seconds`` (branch "estimate" provides one).
 Estimator = Callable[[Job], float]
+
+
+#: Wait before a second start-up safe-state attempt (a guardian's own retries take seconds).
+SAFE_RETRY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,7 @@ class Worker:
         try:
             self.settings.runs_dir.mkdir(parents=True, exist_ok=True)
             self.recover_previous()
+            self.make_channels_safe()
             with self.store.watch() as watcher:
                 while not self.stop_requested.is_set():
                     try:
@@ -182,6 +188,25 @@ class Worker:
         for slot in sorted(s for s in slots if s is not None):
             interrupted += self._interrupt(slot, "the worker restarted after it stopped unexpectedly")
         return interrupted
+
+    def make_channels_safe(self) -> None:
+        """Before claiming anything, every instrument this worker drives is put in its safe
+        state on a connection of its own (whatever a crashed predecessor left on). A channel
+        that cannot be made safe is held: no job starts on it until a technician has looked."""
+        if self.settings.lab_path is None:
+            return  # simulated channels: there is no cell to switch off
+        from labctl.config import load_lab
+        from labctl.guardian import guarded_instruments, make_safe
+
+        lab = load_lab(self.settings.lab_path)
+        for channel in self.settings.channels:
+            for guarded in guarded_instruments(lab, channel):
+                try:
+                    log.info("%s", _make_safe_with_retry(make_safe, guarded))
+                except Exception as exc:  # any failure: the channel must not take a job
+                    reason = f"could not apply the safe state at start-up: {exc}"
+                    self.store.hold(channel, reason)
+                    self._emit(QueueEvent("held", f"channel {channel} held: {reason}", None, channel))
 
     def _interrupt(self, slot: str, reason: str) -> list[Job]:
         jobs = self.store.recover_worker(slot, reason=reason)
@@ -293,6 +318,16 @@ class Worker:
                 self.on_event(event)
             except Exception as exc:  # an alert that fails must not stop the queue
                 log.warning("queue event hook failed: %s", exc)
+
+
+def _make_safe_with_retry(make_safe: Callable[..., str], guarded: Any) -> str:
+    """A crashed job's guardian may still hold a one-connection port (a serial EmStat) for
+    a few seconds while it retries: one more attempt after it has had time to let go."""
+    try:
+        return make_safe(guarded.config(), guarded.channel)
+    except Exception:
+        time.sleep(SAFE_RETRY_S)
+        return make_safe(guarded.config(), guarded.channel)
 
 
 def close_interrupted_file(path: Path, wait_s: float = FILE_RECOVERY_S) -> str | None:
