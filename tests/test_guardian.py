@@ -300,8 +300,9 @@ def test_an_unknown_instrument_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert proc.stderr.count("\n") == 1 and "no instrument named 'nosuch'" in proc.stderr and "dev" in proc.stderr
 
 
-def test_an_unreachable_instrument_fails_with_one_line(tmp_path: Path) -> None:
-    with socket.socket() as free:  # a port nobody listens on
+def unreachable_lab(tmp_path: Path) -> Path:
+    """A lab file naming a 2450 at a port nobody listens on."""
+    with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     lab = tmp_path / "lab.toml"
@@ -309,6 +310,11 @@ def test_an_unreachable_instrument_fails_with_one_line(tmp_path: Path) -> None:
         f'[instruments.dev]\ndriver = "keithley2450"\nresource = "TCPIP::127.0.0.1::{port}::SOCKET"\n'
         "options = { timeout_ms = 500, safe_timeout_ms = 500 }\n"
     )
+    return lab
+
+
+def test_an_unreachable_instrument_fails_with_one_line(tmp_path: Path) -> None:
+    lab = unreachable_lab(tmp_path)
     proc = subprocess.run(
         [sys.executable, "-m", "labctl.cli", "instruments", "safe", "dev", "--lab", str(lab)],
         env=_env(), capture_output=True, text=True, timeout=HANG_GUARD_S,
@@ -470,15 +476,7 @@ def test_a_channel_that_cannot_be_made_safe_is_held(tmp_path: Path, monkeypatch:
     from labctl.queue import worker as worker_module
 
     monkeypatch.setattr(worker_module, "SAFE_RETRY_S", 0.0)
-    with socket.socket() as free:  # a port nobody listens on
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    lab = tmp_path / "lab.toml"
-    lab.write_text(
-        f'[instruments.dev]\ndriver = "keithley2450"\nresource = "TCPIP::127.0.0.1::{port}::SOCKET"\n'
-        "options = { timeout_ms = 500, safe_timeout_ms = 500 }\n"
-    )
-    settings = _start_up_worker(lab, tmp_path)
+    settings = _start_up_worker(unreachable_lab(tmp_path), tmp_path)
     with open_store(settings.store) as store:
         holds = store.holds()
     assert [hold.channel for hold in holds] == ["dev"]
