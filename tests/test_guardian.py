@@ -481,3 +481,42 @@ def test_a_channel_that_cannot_be_made_safe_is_held(tmp_path: Path, monkeypatch:
         holds = store.holds()
     assert [hold.channel for hold in holds] == ["dev"]
     assert "could not apply the safe state at start-up" in holds[0].reason
+
+
+def test_sigkill_of_a_queue_jobs_process_leaves_the_output_off_within_5_s(bench: Bench, tmp_path: Path) -> None:
+    """The queue runs each job through the same runner, so its job process is guarded too:
+    SIGKILL of the process that drives the instrument (the run file's writer_pid), not of the
+    worker, and the output is off within 5 s; the worker marks the job interrupted."""
+    from labctl.queue import JobState, open_store
+
+    store = str(tmp_path / "q.sqlite3")
+    queue = [sys.executable, "-m", "labctl.cli", "queue"]
+    added = subprocess.run(
+        [*queue, "add", "cycling", "--cell-id", "K1", "--channel", "dev", "--lab", str(bench.lab), "--store", store,
+         "-p", "sample_period=1", "-p", "half_cycle=1"],
+        env=_env(), capture_output=True, text=True, timeout=HANG_GUARD_S,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    worker = subprocess.Popen(
+        [*queue, "run", "--lab", str(bench.lab), "--store", store, "--runs", str(bench.out)],
+        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        pid = wait_for(lambda: writer_pid_mid_step(bench), "a queue job driving the cell", worker)
+        assert pid != worker.pid, "the job runs in a process of its own"
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        while bench.output_on() and time.monotonic() - killed < SAFE_WITHIN_S:
+            time.sleep(0.01)
+        off_after = time.monotonic() - killed
+        assert not bench.output_on(), f"{bench.model}: output still on {off_after:.2f} s after SIGKILL"
+
+        def interrupted() -> bool:
+            with open_store(store) as s:
+                return [job.state for job in s.list_jobs()] == [JobState.INTERRUPTED]
+
+        wait_for(interrupted, "the worker to mark the job interrupted", worker)
+    finally:
+        worker.terminate()
+        worker.wait(HANG_GUARD_S)
+    assert not bench.output_on()
