@@ -26,8 +26,8 @@ def model() -> EspecModel:
 def test_emulator_speaks_the_controller_protocol(model):
     assert model.execute("TEMP?") == "25.0,25.0,185.0,-80.0"
     assert model.execute("MON?") == "25.0,,STANDBY,0"
-    assert model.execute("TEMP, S60.0") == "OK:TEMP,S60.0"
-    assert model.execute("MODE, CONSTANT") == "OK:MODE,CONSTANT"
+    assert model.execute("TEMP, S60.0") == "OK:TEMP, S60.0"  # echoed as sent, blank included
+    assert model.execute("MODE, CONSTANT") == "OK:MODE, CONSTANT"
     assert model.execute("MODE?") == "CONSTANT"
     assert model.execute("TEMP,S70 H90.0 L-10") == "OK:TEMP,S70 H90.0 L-10"
     assert model.execute("TEMP?") == "25.0,70.0,90.0,-10.0"

@@ -86,9 +86,12 @@ class _Node:
     long: str
     optional: bool
     suffix: bool  # an optional numeric suffix (SOURce1) is accepted
+    number: str = ""  # a required numeric suffix (CALCulate3 is not CALCulate)
 
     def matches(self, token: tuple[str, str]) -> bool:
         name, digits = token
+        if self.number:
+            return digits == self.number and name in (self.short, self.long)
         if digits and not (self.suffix and digits == "1"):
             return False
         return name in (self.short, self.long)
@@ -116,8 +119,11 @@ def _compile(pattern: str) -> tuple[_Node, ...]:
         suffix = text.endswith("[1]")
         if suffix:
             text = text[:-3]
+        fixed = _TOKEN.fullmatch(text)
+        number = fixed.group(2) if fixed is not None else ""
+        text = text[: len(text) - len(number)]
         short = "".join(ch for ch in text if ch.isupper() or ch.isdigit())
-        nodes.append(_Node(short=short, long=text.upper(), optional=optional, suffix=suffix))
+        nodes.append(_Node(short=short, long=text.upper(), optional=optional, suffix=suffix, number=number))
     return tuple(nodes)
 
 
@@ -128,6 +134,15 @@ def _match(nodes: tuple[_Node, ...], tokens: tuple[tuple[str, str], ...]) -> boo
     if tokens and head.matches(tokens[0]) and _match(rest, tokens[1:]):
         return True
     return head.optional and _match(rest, tokens)
+
+
+class Response(str):
+    """What a *command* (not a query) puts in the output queue.
+
+    Some instruments answer a command: the E4980A's ``*TRG`` triggers a measurement and
+    then places its result in the output buffer (E4980A/AL User's Guide, "*TRG"). A setter
+    returns ``Response(text)`` to say so; any other return value of a setter is discarded.
+    """
 
 
 Setter = Callable[[list[str]], None]
@@ -400,7 +415,9 @@ class CommandTree:
     @staticmethod
     def _call(handler: Setter | Getter, params: list[str], is_query: bool) -> str | None:
         result = handler(params)
-        return str(result) if is_query else None
+        if is_query:
+            return str(result)
+        return str(result) if isinstance(result, Response) else None
 
     def add_common(self, identity: Callable[[], str], reset: Callable[[], None]) -> None:
         """The IEEE 488.2 common commands every SCPI instrument answers."""

@@ -7,9 +7,17 @@ SCPI command reference):
 
 * identification and IEEE 488.2 common commands: ``*IDN?``, ``*RST``,
   ``*CLS``, ``*OPC?``, ``*OPC``, ``*WAI``, ``*ESR?``, ``*STB?``, ``*OPT?``,
-  ``*TRG`` (trigger, then return the data like ``:FETC?``);
+  ``*ESE``/``*ESE?``, ``*SRE``/``*SRE?``, and ``*TRG`` — a command, not a query:
+  with the trigger source BUS it triggers a measurement and places the result
+  in the output buffer, read like ``:FETC?`` (User's Guide, "*TRG"); ``*TRG?``
+  is an undefined header. ``*STB?`` follows IEEE 488.2: bit 2 error queue
+  not empty, bit 5 (ESB) only when ``*ESR`` & ``*ESE`` ≠ 0, bit 7 operation
+  status summary (``:STAT:OPER`` & ``:STAT:OPER:ENAB``), bit 6 (MSS) when
+  the other bits & ``*SRE`` ≠ 0;
 * measurement set-up: ``:FUNC:IMP[:TYPE]`` (all 20 parameter pairs, CPD …
-  YTR), ``:FUNC:IMP:RANG:AUTO``, ``:VOLT[:LEV]``, ``:FREQ[:CW]``,
+  YTR), ``:FUNC:IMP:RANG:AUTO``, ``:VOLT[:LEV]`` or ``:CURR[:LEV]`` (the
+  test signal as a voltage, 0–2 Vrms, or a current, 0–20 mArms; setting one
+  selects it), ``:FREQ[:CW]``,
   ``:APER {SHOR|MED|LONG}[,n]``, ``:BIAS:STAT``, ``:BIAS:VOLT[:LEV]``,
   ``:FORM[:DATA] ASC``, ``:FORM:ASC:LONG``, ``:DISP:PAGE``;
 * list sweep: ``:LIST:FREQ f1,…,fn`` (≤ 201 points), ``:LIST:MODE
@@ -168,6 +176,9 @@ class _Settings:
     function: str = "CPD"
     auto_range: bool = True
     level: float = 1.0
+    #: Test signal as a current (``:CURR``), Arms; ``signal`` says which level is in force.
+    current_level: float = 0.0
+    signal: str = "VOLT"
     frequency: float = 1000.0
     aperture: str = "MED"
     averages: int = 1
@@ -456,9 +467,10 @@ def _set_format(m: E4980AModel, arg: str) -> None:
         raise ScpiError(-224, "Only ASCII data is emulated")
 
 
-def _trg(m: E4980AModel, arg: str) -> str:
+def _trg(m: E4980AModel, arg: str) -> scpi.Response:
     m.trigger(from_bus=True)
-    return m.fetch()
+    m.wait_done()
+    return scpi.Response(m.fetch())
 
 
 def _immediate(m: E4980AModel, arg: str) -> None:
@@ -493,9 +505,32 @@ def _wai(m: E4980AModel, arg: str) -> None:
 
 def _stb(m: E4980AModel, arg: str) -> str:
     with m.lock:
-        stb = (0x04 if m.status.queue else 0) | (0x20 if m.status.esr else 0)
+        stb = m.status.stb() & ~0x40  # EAV (bit 2), ESB (bit 5) only through *ESE
         stb |= 0x80 if m.oper_event & m.oper_enable else 0
+        if stb & m.status.sre & ~0x40:
+            stb |= 0x40  # MSS: a summary bit enabled by *SRE
     return str(stb)
+
+
+def _enable_register(name: str) -> Callable[[E4980AModel, str], None]:
+    """``*ESE``/``*SRE``: an 8-bit enable mask, 0–255 (IEEE 488.2 §10.10, §10.34)."""
+
+    def put(m: E4980AModel, arg: str) -> None:
+        value = _number(arg, minimum=0, maximum=255)
+        with m.lock:
+            setattr(m.status, name, int(round(value)))
+
+    return put
+
+
+def _set_current_level(m: E4980AModel, arg: str) -> None:
+    m.settings.current_level = _number(arg, minimum=0.0, maximum=0.02)
+    m.settings.signal = "CURR"
+
+
+def _set_voltage_level(m: E4980AModel, arg: str) -> None:
+    _set_level(m, arg)
+    m.settings.signal = "VOLT"
 
 
 def _list_query(m: E4980AModel, arg: str) -> str:
@@ -525,14 +560,17 @@ COMMANDS: list[tuple[str, Callable[[E4980AModel, str], Any] | None, Callable[[E4
     ("*WAI", _wai, None),
     ("*ESR", None, _esr),
     ("*STB", None, _stb),
-    ("*TRG", None, _trg),
+    ("*TRG", _trg, None),
+    ("*ESE", _enable_register("ese"), lambda m, a: str(m.status.ese)),
+    ("*SRE", _enable_register("sre"), lambda m, a: str(m.status.sre)),
     ("[:SENSe]:FUNCtion:IMPedance[:TYPE]", _set_function, lambda m, a: m.settings.function),
     (
         "[:SENSe]:FUNCtion:IMPedance:RANGe:AUTO",
         lambda m, a: setattr(m.settings, "auto_range", scpi.boolean(a)),
         lambda m, a: _flag(m.settings.auto_range),
     ),
-    ("[:SOURce]:VOLTage[:LEVel]", _set_level, _numeric("level")),
+    ("[:SOURce]:VOLTage[:LEVel]", _set_voltage_level, _numeric("level")),
+    ("[:SOURce]:CURRent[:LEVel]", _set_current_level, _numeric("current_level")),
     (
         "[:SOURce]:FREQuency[:CW]",
         _set_frequency,

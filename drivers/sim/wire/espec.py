@@ -10,9 +10,14 @@ lines end in CR LF, queries end in ``?``, settings are acknowledged with
 
 * ``TEMP?`` -> ``<present>,<set point>,<upper alarm>,<lower alarm>`` (°C, 0.1 °C)
 * ``TEMP, S<v>`` (set point), ``TEMP, H<v>`` / ``TEMP, L<v>`` (absolute alarm
-  limits), several in one line: ``TEMP, S25.0 H40.0``
-* ``MODE?`` -> ``OFF`` | ``STANDBY`` | ``CONSTANT``;
+  limits), several in one line: ``TEMP, S25.0 H40.0``; a blank may stand
+  between the letter and the value (``TEMP, H 60.0``)
+* ``MODE?`` and ``MODE?,DETAIL`` -> ``OFF`` | ``STANDBY`` | ``CONSTANT``;
   ``MODE, CONSTANT`` / ``MODE, STANDBY`` / ``MODE, OFF``
+* ``POWER, ON`` (start constant operation) / ``POWER, OFF`` (controller off)
+* ``CONSTANT SET?,TEMP`` -> ``<set point>,ON``
+* a setting's reply echoes the command exactly as sent: ``TEMP, S30.0`` ->
+  ``OK:TEMP, S30.0``
 * ``MON?`` -> ``<temp>,<humidity>,<mode>,<number of alarms>`` (humidity empty:
   a temperature-only chamber)
 * ``ALARM?`` -> ``<n>[,<code>…]``; ``TYPE?`` -> ``T,<controller>,<max °C>``;
@@ -134,60 +139,77 @@ class EspecModel:
         text = line.strip()
         head, sep, rest = text.partition(",")
         head = head.strip().upper()
+        if head.endswith("?"):
+            return self._query(head, rest.strip().upper() if sep else "")
         if not sep:
-            return self._query(head)
+            return "NA:CMD ERR"
         return self._setting(head, rest.strip(), text)
 
-    def _query(self, head: str) -> str:
+    def _query(self, head: str, argument: str) -> str:
         p = self.plant
-        if head == "TEMP?":
+        if head == "TEMP?" and not argument:
             return f"{p.air():.1f},{p.setpoint:.1f},{self.upper:.1f},{self.lower:.1f}"
-        if head == "MODE?":
-            return self.mode
-        if head == "MON?":
+        if head == "MODE?" and argument in ("", "DETAIL"):
+            return self.mode  # DETAIL adds RUN PAUSE etc., states of program runs (not emulated)
+        if head == "MON?" and argument in ("", "DETAIL"):
             return f"{p.air():.1f},,{self.mode},{len(self.alarms)}"
-        if head == "ALARM?":
+        if head == "ALARM?" and not argument:
             return ",".join(str(x) for x in [len(self.alarms), *self.alarms])
-        if head == "TYPE?":
+        if head == "TYPE?" and not argument:
             return f"T,{CONTROLLER},{T_MAX:.1f}"
-        if head == "ROM?":
+        if head == "ROM?" and not argument:
             return ROM
+        if head == "CONSTANT SET?":
+            if argument == "TEMP":
+                return f"{p.setpoint:.1f},ON"
+            return "NA:PARA ERR"
         return "NA:CMD ERR"
 
     def _setting(self, head: str, rest: str, text: str) -> str:
-        echo = "OK:" + re.sub(r"\s*,\s*", ",", text.strip())
+        echo = "OK:" + text  # the controller echoes the command as it was sent, blanks included
         if head == "TEMP":
-            items = rest.upper().split()
-            if not items:
-                return "NA:PARA ERR"
-            updates: dict[str, float] = {}
-            for item in items:
-                key, value = item[:1], item[1:]
-                if key not in "SHL" or not re.fullmatch(r"[-+]?\d+(\.\d*)?", value):
-                    return "NA:PARA ERR"
-                updates[key] = float(value)
-            if "S" in updates and not T_MIN <= updates["S"] <= T_MAX:
-                return "NA:DATA OUT OF RANGE"
-            upper, lower = updates.get("H", self.upper), updates.get("L", self.lower)
-            if lower >= upper:
-                return "NA:DATA OUT OF RANGE"
-            self.upper, self.lower = upper, lower
-            if "S" in updates:
-                self.plant.change_setpoint(updates["S"])
-            return echo
+            return self._set_temperature(rest, echo)
         if head == "MODE":
-            mode = rest.upper()
-            if mode not in ("CONSTANT", "STANDBY", "OFF"):
+            return self._set_mode(rest.upper(), echo)
+        if head == "POWER":
+            power = rest.upper()
+            if power not in ("ON", "OFF"):
                 return "NA:PARA ERR"
-            if mode == "CONSTANT":
-                if self.alarms:
-                    return "NA:CHB NOT READY"
-                self.plant.run()
-            else:
-                self.plant.stop()
-            self.mode = mode
-            return echo
+            # POWER,ON starts constant operation (constant set 1); POWER,OFF turns the controller off
+            return self._set_mode("CONSTANT" if power == "ON" else "OFF", echo)
         return "NA:CMD ERR"
+
+    def _set_temperature(self, rest: str, echo: str) -> str:
+        """``TEMP, S25.0 H40.0 L-10.0``: S/H/L items, a blank allowed before each value."""
+        items = re.findall(r"([A-Z])\s*([-+]?\d+(?:\.\d*)?)?", rest.upper())
+        if not items or re.sub(r"([A-Z])\s*([-+]?\d+(?:\.\d*)?)?|\s", "", rest.upper()):
+            return "NA:PARA ERR"
+        updates: dict[str, float] = {}
+        for key, value in items:
+            if key not in "SHL" or not value:
+                return "NA:PARA ERR"
+            updates[key] = float(value)
+        if "S" in updates and not T_MIN <= updates["S"] <= T_MAX:
+            return "NA:DATA OUT OF RANGE"
+        upper, lower = updates.get("H", self.upper), updates.get("L", self.lower)
+        if lower >= upper:
+            return "NA:DATA OUT OF RANGE"
+        self.upper, self.lower = upper, lower
+        if "S" in updates:
+            self.plant.change_setpoint(updates["S"])
+        return echo
+
+    def _set_mode(self, mode: str, echo: str) -> str:
+        if mode not in ("CONSTANT", "STANDBY", "OFF"):
+            return "NA:PARA ERR"
+        if mode == "CONSTANT":
+            if self.alarms:
+                return "NA:CHB NOT READY"
+            self.plant.run()
+        else:
+            self.plant.stop()
+        self.mode = mode
+        return echo
 
     def raise_alarm(self, code: int) -> None:
         """An alarm: operation stops, the chamber is in standby until cleared."""

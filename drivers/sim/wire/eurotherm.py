@@ -10,10 +10,14 @@ scaled by the configured decimal places (one: 25.0 °C = 250).
 addr  name     meaning
 ====  =======  ===========================================================
 1     PV.IN    process value (chamber temperature), read only
-2     TG.SP    target set point
+2     TG.SP    target set point: the selected one of SP1/SP2 (writing it
+               writes that one)
 3     MAN.OP   manual output (%)
 4     WRK.OP   working output (%), read only
 5     WKG.SP   working set point, read only
+15    SP.SEL   set point select: 0 SP1, 1 SP2
+24    SP1      set point 1
+25    SP2      set point 2
 75    SW       status word: bit 0..3 alarm 1..4, bit 4 manual, bit 5 sensor
                break, bit 6 loop break (read only)
 107   —        instrument version (hex, 0x0213 = 2.13), read only
@@ -27,6 +31,11 @@ addr  name     meaning
 
 Writes outside the set-point limits answer Modbus exception 3 (illegal data
 value); writes to read-only registers exception 2 (illegal address).
+
+The controller answers only its own device address (``unit``, 1 by default,
+1–247): a request to any other address gets no reply at all, as on an RS-485
+bus where that address is nobody's (and through a TCP gateway, which then
+times out); the client sees a timeout, not an answer from the wrong unit.
 Physics: the ``ChamberPlant`` shared with the Espec emulator — operating in
 auto drives the air to TG.SP; standby (IM = 1) or manual mode stops
 control and the air relaxes to the room.
@@ -66,6 +75,8 @@ from drivers.sim.wire.transport import DROP_LINK, GARBLED, NO_REPLY, EmulatorSer
 log = logging.getLogger(__name__)
 
 PV, TG_SP, MAN_OP, WRK_OP, WKG_SP = 1, 2, 3, 4, 5
+SP_SEL, SP1, SP2 = 15, 24, 25
+SETPOINTS = (SP1, SP2)
 STATUS, VERSION, SP_HI, SP_LO, INST_TYPE, INST_MODE, AUTO_MAN = 75, 107, 111, 112, 122, 199, 273
 READ_ONLY = {PV, WRK_OP, WKG_SP, STATUS, VERSION, INST_TYPE}
 SENSOR_BREAK = 0x20
@@ -95,6 +106,8 @@ class EurothermModel:
         self.lock = threading.Lock()
         self.regs = [0] * REGISTERS
         self.regs[TG_SP] = encode(plant.setpoint)
+        self.regs[SP1] = self.regs[SP2] = self.regs[TG_SP]
+        self.regs[SP_SEL] = 0
         self.regs[SP_HI] = encode(200.0)
         self.regs[SP_LO] = encode(-80.0)
         self.regs[VERSION] = 0x0213
@@ -112,8 +125,13 @@ class EurothermModel:
     def _controlling(self) -> bool:
         return self.regs[INST_MODE] == 0 and self.regs[AUTO_MAN] == 0
 
+    def _selected(self) -> int:
+        """The register of the set point in force (SP.SEL)."""
+        return SETPOINTS[self.regs[SP_SEL]]
+
     def _apply(self) -> None:
         """Drive the plant from the present registers."""
+        self.regs[TG_SP] = self.regs[self._selected()]
         if self._controlling():
             self.plant.run(decode(self.regs[TG_SP]))
         else:
@@ -135,15 +153,19 @@ class EurothermModel:
                 addr = address + k
                 if addr in READ_ONLY:
                     return ExcCodes.ILLEGAL_ADDRESS
-                if addr == TG_SP and not decode(self.regs[SP_LO]) <= decode(word) <= decode(self.regs[SP_HI]):
+                in_limits = decode(self.regs[SP_LO]) <= decode(word) <= decode(self.regs[SP_HI])
+                if addr in (TG_SP, *SETPOINTS) and not in_limits:
+                    return ExcCodes.ILLEGAL_VALUE
+                if addr == SP_SEL and word not in (0, 1):
                     return ExcCodes.ILLEGAL_VALUE
                 if addr == INST_MODE and word not in (0, 1, 2):
                     return ExcCodes.ILLEGAL_VALUE
                 if addr == AUTO_MAN and word not in (0, 1):
                     return ExcCodes.ILLEGAL_VALUE
             for k, word in enumerate(values):
-                self.regs[address + k] = word
-                self.writes.append((address + k, word))
+                addr = address + k
+                self.regs[self._selected() if addr == TG_SP else addr] = word
+                self.writes.append((addr, word))
             self._apply()
             regs[:] = self.regs
         return None
@@ -192,9 +214,14 @@ class EurothermServer(EmulatorServer):
     """A running controller emulator: Modbus TCP (``modbus-tcp://127.0.0.1:<port>``)
     or Modbus RTU on a pseudo-terminal (``modbus-rtu:///dev/pts/N?unit=1``)."""
 
-    def __init__(self, model: EurothermModel, port: int = 0, transport: str = "tcp", baudrate: int = 9600) -> None:
+    def __init__(
+        self, model: EurothermModel, port: int = 0, transport: str = "tcp", baudrate: int = 9600, unit: int = 1
+    ) -> None:
         if transport not in ("tcp", "rtu"):
             raise ValueError(f"Eurotherm emulator transport must be tcp or rtu, got {transport!r}")
+        if not 1 <= unit <= 247:
+            raise ValueError(f"Eurotherm emulator unit must be 1..247, got {unit}")
+        self.unit = unit
         self.model = model
         self.faults = Faults()
         self.faults.cell_time = model.plant.now
@@ -211,9 +238,9 @@ class EurothermServer(EmulatorServer):
         if not self._ready.wait(10.0) or self._error is not None:
             raise RuntimeError(f"Eurotherm emulator did not start: {self._error}")
         if self.modem is not None:
-            self.resource = f"modbus-rtu://{self.modem.client_path}?unit=1&baudrate={baudrate}"
+            self.resource = f"modbus-rtu://{self.modem.client_path}?unit={unit}&baudrate={baudrate}"
         else:
-            self.resource = f"modbus-tcp://127.0.0.1:{self.port}"
+            self.resource = f"modbus-tcp://127.0.0.1:{self.port}?unit={unit}"
 
     # -- pymodbus side (its own event loop, in its own thread) ------------------------------
     async def _action(
@@ -231,9 +258,9 @@ class EurothermServer(EmulatorServer):
         return self.model.write(address, [int(v) for v in set_values], registers)
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
-        """Transport faults on the outgoing frames."""
+        """Requests to another device address vanish; transport faults on the outgoing frames."""
         if not sending:
-            return data
+            return data if self._addressed_to_us(data) else b""
         action = self.faults.next_action()
         if action == NO_REPLY:
             return b""
@@ -241,6 +268,13 @@ class EurothermServer(EmulatorServer):
             self._loop.call_soon(self._drop_connections)
             return b""
         return garble(data) if action == GARBLED else data
+
+    def _addressed_to_us(self, frame: bytes) -> bool:
+        """The device address of a request: byte 6 of a Modbus TCP frame (after the MBAP
+        header), byte 0 of an RTU frame (Modbus Application Protocol v1.1b3 §4.1; Modbus
+        over serial line v1.02 §2.3). Broadcasts (address 0) are not emulated."""
+        index = 6 if self.transport == "tcp" else 0
+        return len(frame) > index and frame[index] == self.unit
 
     def _drop_connections(self) -> None:
         if self._server is not None:
@@ -252,7 +286,7 @@ class EurothermServer(EmulatorServer):
         asyncio.set_event_loop(self._loop)
         try:
             device = SimDevice(
-                id=0,
+                id=self.unit,
                 simdata=[SimData(0, count=REGISTERS, values=0, datatype=DataType.REGISTERS)],
                 action=self._action,
             )
@@ -267,7 +301,10 @@ class EurothermServer(EmulatorServer):
     async def _start(self, device: SimDevice, port: int) -> None:
         if self.modem is not None:
             self._server = ModbusSerialServer(
-                device, port=self.modem.server_path, baudrate=self.baudrate, trace_packet=self._trace
+                device,
+                port=self.modem.server_path,
+                baudrate=self.baudrate,
+                trace_packet=self._trace,
             )
             await self._server.serve_forever(background=True)
             return
@@ -332,6 +369,7 @@ def serve(
     ambient: float | None = None,
     transport: str = "tcp",
     baudrate: int = 9600,
+    unit: int = 1,
     **options: Any,
 ) -> EurothermServer:
     """Start the controller emulator: Modbus TCP on 127.0.0.1:``port`` (0 = a
@@ -339,4 +377,4 @@ def serve(
     ``cell``: a SimChannel shared with another emulator (the cell in this chamber)."""
     sim = cell if cell is not None else own_cell(params, cell_type, speed)
     model = EurothermModel(ChamberPlant(sim, ambient))
-    return EurothermServer(model, port=int(port), transport=str(transport), baudrate=int(baudrate))
+    return EurothermServer(model, port=int(port), transport=str(transport), baudrate=int(baudrate), unit=int(unit))

@@ -125,9 +125,27 @@ class SmuEmulator:
                 source = VoltageSource(0.0, 0.005 * st.current_range)
         self.cell.set_source(source)
 
+    def reading_cost(self) -> float:
+        """Cell seconds one reading takes: the dialect's source and trigger delays, and its
+        integration time (NPLC / line frequency per function measured, × the repeat
+        filter's count). The instrument answers only when the measurement is done."""
+        return 0.0
+
+    def setting_value(self, key: str, default: float) -> float:
+        """A stored numeric setting (``state.settings`` keeps the text the client sent)."""
+        text = self.state.settings.get(key)
+        if text is None:
+            return default
+        try:
+            return float(text)
+        except ValueError:
+            return default
+
     def reading(self) -> Reading:
-        """One measurement; with the output relay open the meter sees nothing."""
-        r = self.cell.read(self.settle)
+        """One measurement, answered when it is done; with the output relay open the
+        meter sees nothing."""
+        r = self.cell.read(self.settle, integrate=self.reading_cost())
+        self.cell.clock.sleep_until(r.t)
         st = self.state
         if not st.output and st.off_mode[st.source] == "HIMP":
             return Reading(t=r.t, E=0.0, I=0.0, T=r.T, limited=False)
@@ -163,17 +181,48 @@ class SmuEmulator:
 
         self.tree.add(pattern, set=put, query=lambda _: self.state.settings.get(key, default))
 
-    def level_commands(self, prefix: str, function: str, low: float, high: float) -> None:
+    def bounded(self, params: list[str], value: float, low: float, high: float, default: float) -> float:
+        """A numeric query's answer: the value, or with a ``MINimum``/``MAXimum``/``DEFault``
+        argument the setting's bound or default (SCPI 1999 vol. 1 §7.2.1.1)."""
+        if not params or not params[0].strip():
+            return value
+        if one(params).strip().upper() not in ("MIN", "MINIMUM", "MAX", "MAXIMUM", "DEF", "DEFAULT"):
+            raise scpi.ScpiError(-224, "Illegal parameter value; a query takes MIN, MAX or DEF")
+        return number(one(params), default=default, low=low, high=high)
+
+    def numeric_setting(
+        self, pattern: str, key: str, default: float, low: float, high: float, on_set: str | None = None
+    ) -> None:
+        """A numeric setting with its range (MIN/MAX/DEF as values and query arguments);
+        ``on_set``: a boolean setting that turns off when this is set (an explicit source
+        delay ends the auto delay)."""
+
+        def put(params: list[str]) -> None:
+            self.state.settings[key] = repr(number(one(params), default=default, low=low, high=high))
+            if on_set is not None:
+                self.state.settings[on_set] = "0"
+
+        self.tree.add(
+            pattern,
+            set=put,
+            query=lambda p: self.fmt(self.bounded(p, self.setting_value(key, default), low, high, default)),
+        )
+
+    def level_commands(self, prefix: str, function: str, low: float, high: float, bounds_query: bool = False) -> None:
         def put(params: list[str]) -> None:
             self.state.level[function] = number(one(params), default=0.0, low=low, high=high)
             self.apply()
+
+        def get(params: list[str]) -> str:
+            value = self.state.level[function]
+            return self.fmt(self.bounded(params, value, low, high, 0.0) if bounds_query else value)
 
         self.tree.add(
             f"{prefix} {function}ent [LEVel] [IMMediate] [AMPLitude]"
             if function == "CURR"
             else f"{prefix} {function}age [LEVel] [IMMediate] [AMPLitude]",
             set=put,
-            query=lambda _: self.fmt(self.state.level[function]),
+            query=get,
         )
 
     def output_commands(self) -> None:

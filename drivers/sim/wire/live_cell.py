@@ -103,6 +103,8 @@ class LiveCell:
         self._t = self._virtual.now()
         self._t_changed = self._t
         self._instant: float | None = None
+        #: End of the last reading: the next one starts no earlier (one A/D converter).
+        self._busy_until = self._t
         self._last = self._measure_now()
 
     # --- what the instrument does -------------------------------------------------
@@ -144,13 +146,16 @@ class LiveCell:
                 self._t_changed = self._t
             self._source = source
 
-    def read(self, settle: float = 1e-6) -> Reading:
+    def read(self, settle: float = 1e-6, integrate: float = 0.0) -> Reading:
         """A reading taken now, or ``settle`` s after the last change of source if that is
         later (a meter integrates after the source settles, so a reading in the same
-        message as a level change sees the new level); clears the 'limited since the
-        last reading' flag."""
+        message as a level change sees the new level), and no earlier than the end of the
+        previous reading; it lasts ``integrate`` s (aperture × averaging) and is stamped
+        at its end. Clears the 'limited since the last reading' flag."""
         with self._lock:
-            self._advance(max(self.now(), self._t_changed + settle))
+            start = max(self.now(), self._t_changed + settle, self._busy_until)
+            self._busy_until = start + max(integrate, 0.0)
+            self._advance(self._busy_until)
             last = self._last
             limited = self._limited or self._clamp is not None or self._forced
             self._limited = False
