@@ -518,7 +518,7 @@ def _enable_register(name: str) -> Callable[[E4980AModel, str], None]:
     def put(m: E4980AModel, arg: str) -> None:
         value = _number(arg, minimum=0, maximum=255)
         with m.lock:
-            setattr(m.status, name, int(round(value)))
+            setattr(m.status, name, round(value))
 
     return put
 
