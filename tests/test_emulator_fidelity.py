@@ -226,3 +226,44 @@ def test_2400_a_reading_takes_its_integration_time(smu2400, nplc):
     client.query(":READ?")
     assert clock.now() - start == pytest.approx(4 * nplc / 50.0, rel=1e-6)
     client.send(":OUTP OFF")
+
+
+# --- Keithley 2400 over RS-232 (2400S-900-01 §10) -------------------------------------------------
+def test_2400_rs232_pty_is_paced_at_the_baud_rate():
+    """A serial line carries 10 bits a byte: 12 readings (~900 bytes) at 9600 baud cannot
+    arrive in less than 0.9 s (a lower bound: a slow host only makes it later)."""
+    import time
+
+    import serial
+
+    with serve_2400(SimParams(seed=5), transport="pty", baudrate=9600, clock=VirtualClock()) as server:
+        port = serial.Serial(server.resource.removeprefix("ASRL").removesuffix("::INSTR"), 9600, timeout=10)
+        port.write(b":SOUR:FUNC VOLT;:SOUR:VOLT 0;:OUTP ON;:TRIG:COUN 12\r")
+        start = time.monotonic()
+        port.write(b":READ?\r")
+        reply = port.read_until(b"\r")
+        elapsed = time.monotonic() - start
+        port.write(b":OUTP OFF\r")
+        port.close()
+    assert reply.endswith(b"\r") and reply.count(b",") == 12 * 5 - 1
+    assert elapsed >= len(reply) * 10 / 9600
+
+
+def test_2400_driver_runs_a_protocol_over_rs232(tmp_path):
+    """The driver over an ASRL resource (pyvisa-py serial, CR terminator, 57600 baud)
+    runs an LSV staircase end to end and finds the emulated onset."""
+    from tests.test_keithley_e2e import run_on_emulator
+
+    params = {"upper": "4.2", "rate": "5", "resolution": "10", "rest": "5"}
+    run = run_on_emulator(
+        "keithley2400",
+        "lsv",
+        params,
+        tmp_path,
+        sim={"esw": 4.0, "ocv_bare": 3.5},
+        options={"baudrate": "57600"},
+        transport_options={"transport": "pty", "baudrate": 57600},
+    )
+    assert run.outcome.status.value == "completed", run.outcome.error
+    assert abs(run.outcome.results["onset_V"] - 4.0) < 0.05
+    assert not run.output_on

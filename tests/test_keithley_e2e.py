@@ -66,6 +66,7 @@ def run_on_emulator(
     sinks: Sequence[Any] = (),
     inject: Any = None,
     faults: Sequence[str] = (),
+    transport_options: Mapping[str, Any] | None = None,
 ) -> WireRun:
     """Serve the model's emulator, connect its driver, run the protocol with a run file.
 
@@ -89,7 +90,8 @@ def run_on_emulator(
     path = tmp_path / f"{proto.name}-{model}.h5"
     clock = VirtualClock() if speed is None else RealClock()
     timing: dict[str, Any] = {"clock": clock} if speed is None else {"speed": speed}
-    with emulator_factory(model)(sim_params, cell_type=kind, off_mode="HIMP", **timing) as server:
+    serving = {**timing, **(transport_options or {})}
+    with emulator_factory(model)(sim_params, cell_type=kind, off_mode="HIMP", **serving) as server:
         install(server, [FaultPlan.parse(text) for text in faults], model)
         opts = {"timeout_ms": 2000, **({} if speed is None else {"clock_speed": speed}), **(options or {})}
         channel = driver_factory(model)(server.resource, opts, clock)

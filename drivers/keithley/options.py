@@ -3,8 +3,11 @@
 Every option has a default a lab can run with; a typo or an out-of-range value is
 refused when the lab file is loaded, naming the option and what it may be.
 Limits from the 2450 Reference Manual 2450-901-01 and the 2400 User's Manual
-2400S-900-01 (NPLC 0.01..10, voltage limit ≥ 0.2 V on the 2400, current limit
-≤ 1.05 A).
+2400S-900-01 (NPLC 0.01..10, current limit ≤ 1.05 A). The instruments accept any
+voltage limit up to 210 V; this driver's floor of 0.2 V is its own (the 200 mV range,
+the lowest both models have, so a cell's polarity never trips the clamp at rest).
+The 2400's RS-232 port (2400S-900-01 §10): ``ASRL…::INSTR`` resources, at ``baudrate``
+with ``terminator`` as set on the instrument's front panel (CR by default).
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ from typing import ClassVar
 
 from drivers.kit.options import DriverOptions, option
 
-#: Smallest voltage limit both models accept (2400: 0.2 V; 2450: 0.02 V).
+#: This driver's smallest voltage limit: the 200 mV range, the lowest both models have.
 MIN_VOLTAGE_LIMIT = 0.2
+#: What the 2400's RS-232 port can be set to (2400S-900-01 §10, "RS-232 interface").
+BAUD_RATES = ("300", "600", "1200", "2400", "4800", "9600", "19200", "38400", "57600")
+TERMINATORS = {"CR": "\r", "LF": "\n", "CRLF": "\r\n", "LFCR": "\n\r"}
 
 
 @dataclass(frozen=True)
@@ -45,4 +51,8 @@ class SmuOptions(DriverOptions):
     )
     reset: bool = option(True, "bool", "*RST before the first step of a run")
     channel: str = option("1", "choice", "the lab file's channel name: these SMUs have one", choices=("1",))
+    baudrate: str = option("9600", "choice", "RS-232 baud rate (ASRL resources only)", choices=BAUD_RATES)
+    terminator: str = option(
+        "CR", "choice", "RS-232 line terminator set on the instrument (ASRL only)", choices=tuple(TERMINATORS)
+    )
 

@@ -56,7 +56,7 @@ import numpy as np
 
 from drivers.keithley.acquisition import Acquisition
 from drivers.keithley.instruments import Point, SmuDialect, open_dialect
-from drivers.keithley.options import MIN_VOLTAGE_LIMIT, SmuOptions
+from drivers.keithley.options import MIN_VOLTAGE_LIMIT, TERMINATORS, SmuOptions
 from drivers.keithley.timebase import Timebase
 from drivers.kit.pacing import wait_until
 from drivers.kit.visa import enable_nodelay, typed_errors
@@ -165,13 +165,19 @@ class KeithleySmuChannel(Channel):
             return self._open_dialect(timeout_ms)
 
     def _open_visa(self, timeout_ms: float) -> SmuDialect:
+        serial: dict[str, Any] = {}
+        termination = "\n"
+        if self.resource.upper().startswith("ASRL"):
+            termination = TERMINATORS[self.options.terminator]
+            serial = {"baud_rate": int(self.options.baudrate)}
         dev = open_dialect(
             self.driver,
             self.resource,
             visa_library=self.options.visa_library,
-            read_termination="\n",
-            write_termination="\n",
+            read_termination=termination,
+            write_termination=termination,
             timeout=timeout_ms,
+            **serial,
         )
         if "SOCKET" in self.resource.upper():
             enable_nodelay(dev.instrument.adapter.connection)

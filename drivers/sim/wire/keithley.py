@@ -53,7 +53,7 @@ from drivers.sim.wire.keithley_2400 import Keithley2400Emulator
 from drivers.sim.wire.keithley_2450 import Keithley2450Emulator
 from drivers.sim.wire.keithley_smu import SmuEmulator
 from drivers.sim.wire.live_cell import LiveCell
-from drivers.sim.wire.transport import LineHandler, Session, TcpServer
+from drivers.sim.wire.transport import LineHandler, PtyServer, Session, TcpServer
 
 
 class _Handler(LineHandler):
@@ -66,22 +66,34 @@ class _Handler(LineHandler):
     def on_line(self, line: bytes) -> None:
         reply = self.instrument.handle(line)
         if reply is not None:
-            self.session.send(reply.encode("ascii") + b"\n")
+            self.session.send(reply.encode("ascii") + self.session.terminator)
 
 
 class SmuEmulatorServer:
     """A running SMU emulator: ``resource`` for VISA, ``faults``, ``stop()``, a context manager."""
 
-    def __init__(self, instrument: SmuEmulator, port: int = 0) -> None:
+    def __init__(self, instrument: SmuEmulator, port: int = 0, transport: str = "tcp", baudrate: int = 9600) -> None:
         self.instrument = instrument
-        self.server = TcpServer(lambda session: _Handler(session, instrument), port=port)
+        self.server: TcpServer | PtyServer
+        if transport == "tcp":
+            self.server = TcpServer(lambda session: _Handler(session, instrument), port=port)
+            self.resource = f"TCPIP::{self.server.host}::{self.server.port}::SOCKET"
+        elif transport == "pty":
+            # RS-232 (2400S-900-01 §10): CR terminates replies by default; CR, LF or CR LF end commands.
+            self.server = PtyServer(
+                lambda session: _Handler(session, instrument), terminators=(b"\r", b"\n"), baudrate=baudrate
+            )
+            self.resource = f"ASRL{self.server.path}::INSTR"
+        else:
+            raise ValueError(f"Keithley emulator transport must be tcp or pty, got {transport!r}")
         self.faults = self.server.faults
         self.faults.cell_time = instrument.cell.now
-        self.resource = f"TCPIP::{self.server.host}::{self.server.port}::SOCKET"
         self._started = False
 
     @property
     def port(self) -> int:
+        if not isinstance(self.server, TcpServer):
+            raise AttributeError("a serial (pty) emulator has no port: use resource")
         return self.server.port
 
     @property
@@ -119,7 +131,10 @@ class SmuEmulatorServer:
 
     def drop(self) -> None:
         """Pull the cable now (the instrument keeps its output as it was, as real ones do)."""
-        self.server.drop_all()
+        if isinstance(self.server, TcpServer):
+            self.server.drop_all()
+        else:
+            self.server.session.close()
 
     def truth(self) -> dict[str, Any]:
         return self.cell.truth()
@@ -151,6 +166,10 @@ def _serve(
     options: dict[str, Any],
 ) -> SmuEmulatorServer:
     clock = options.pop("clock", None)  # a Clock the caller controls (lockstep tests), else N× real time
+    transport = str(options.pop("transport", "tcp"))
+    baudrate = int(options.pop("baudrate", 9600))
+    if transport == "pty" and cls.model != "2400":
+        raise ValueError("only the 2400 has an RS-232 port (transport=pty); the 2450 is LAN/USB/GPIB")
     known = {"serial", "firmware", "off_mode"}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -158,7 +177,7 @@ def _serve(
             f"unknown Keithley emulator option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
         )
     cell = LiveCell(params, cell_type, speed=speed, clock=clock)
-    return SmuEmulatorServer(cls(cell, **options), port=port).start()
+    return SmuEmulatorServer(cls(cell, **options), port=port, transport=transport, baudrate=baudrate).start()
 
 
 def serve_2450(

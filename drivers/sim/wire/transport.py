@@ -23,6 +23,7 @@ import os
 import select
 import socket
 import threading
+import time
 import tty
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -303,15 +304,26 @@ class TcpServer:
         self.stop()
 
 
+def line_time(n_bytes: int, baudrate: int | None) -> float:
+    """Seconds a UART needs for ``n_bytes`` at ``baudrate`` (10 bits a byte: start, 8 data,
+    stop); 0 for an unpaced link."""
+    return 0.0 if not baudrate else n_bytes * 10.0 / baudrate
+
+
 class _PtySession(Session):
-    def __init__(self, master_fd: int, faults: Faults, terminator: bytes) -> None:
+    def __init__(self, master_fd: int, faults: Faults, terminator: bytes, baudrate: int | None = None) -> None:
         super().__init__(faults, terminator)
         self.master_fd = master_fd
+        self.baudrate = baudrate
 
     def _write(self, data: bytes) -> None:
+        """Out at the line's pace: a reply of 100 bytes at 9600 baud takes 0.1 s."""
+        chunk = max(1, (self.baudrate or 0) // 100) if self.baudrate else len(data)  # ~10 ms pieces
         view = memoryview(data)
         while view:
-            written = os.write(self.master_fd, view)
+            piece = view[:chunk]
+            time.sleep(line_time(len(piece), self.baudrate))  # the bytes are on the wire until then
+            written = os.write(self.master_fd, piece)
             view = view[written:]
 
     def close(self) -> None:
@@ -321,16 +333,21 @@ class _PtySession(Session):
 class PtyServer:
     """Serves an emulator on a pseudo-terminal: ``path`` is the serial port to open."""
 
-    def __init__(self, handler: Handler, terminators: tuple[bytes, ...] = (b"\n",)) -> None:
+    def __init__(
+        self, handler: Handler, terminators: tuple[bytes, ...] = (b"\n",), baudrate: int | None = None
+    ) -> None:
+        """``baudrate``: pace both directions as a serial line at that rate would (a line
+        received is handled only once its bytes could have arrived); None: unpaced."""
         self.handler = handler
         self.terminators = terminators
+        self.baudrate = baudrate
         self.faults = Faults()
         self.master_fd, slave_fd = os.openpty()
         tty.setraw(slave_fd)  # no echo, no line discipline: bytes as a UART would carry them
         self.path = os.ttyname(slave_fd)
         self._slave_fd = slave_fd  # kept open so the pty survives client reconnects
         self._stop = threading.Event()
-        self.session = _PtySession(self.master_fd, self.faults, terminators[0])
+        self.session = _PtySession(self.master_fd, self.faults, terminators[0], baudrate)
         self._thread = threading.Thread(target=self._serve, name="emulator-pty", daemon=True)
 
     def start(self) -> PtyServer:
@@ -353,6 +370,8 @@ class PtyServer:
                     # A "dropped" serial link: discard input until reconnected.
                     continue
                 buffer += chunk
+                if self.baudrate:
+                    time.sleep(line_time(len(chunk), self.baudrate))
                 for line in _split_lines(buffer, self.terminators):
                     handler.on_line(line)
         except Exception:
