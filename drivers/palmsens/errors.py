@@ -1,8 +1,10 @@
 """MethodSCRIPT error replies: ``!XXXX`` codes and where they came from.
 
 The instrument answers a failed command with ``<command letter>!XXXX``, a
-script it cannot load with ``!XXXX: Line L, Col C`` and a script that fails
-while running with ``!XXXX: Line L`` (MethodSCRIPT manual v1.8 §"Errors" and
+script it cannot load with ``<e or l>!XXXX: Line L, Col C`` (the reply to the
+``e``/``l`` that sent it) and a script that fails while running with
+``!XXXX: Line L``. The vendor's own client matches any text before the ``!``;
+so does ``parse_error``, which takes the load error with or without its letter (MethodSCRIPT manual v1.8 §"Errors" and
 appendix A; EmStat4 communication protocol v1.3). Only the codes below are
 used by this package; the descriptions are ours, written so a run file's error
 says what to do. Any other code is reported as an unknown instrument error

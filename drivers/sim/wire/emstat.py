@@ -3,11 +3,20 @@
 The emulator speaks the instrument's serial protocol (EmStat4 communication
 protocol v1.3 / EmStat Pico v1.6: ``t``, ``i``, ``v``, ``l``/``r``/``e`` +
 script + empty line, ``Z``; errors ``<letter>!XXXX``) and really interprets
-the scripts it is sent (MethodSCRIPT manual v1.8): they are parsed with
-``drivers.palmsens.syntax`` (a bad script is answered ``!4001: Line L, Col C``
-as the instrument would), then executed statement by statement: variables,
-arithmetic, ``if``/``elseif``/``else``, ``loop``/``breakloop``, timers,
-``pck_*`` packets, cell on/off, and the measurement loops.
+the scripts it is sent (MethodSCRIPT manual v1.8). Everything it knows of the
+language and the wire -- the script reader, literals, data packages, error
+codes, the device table -- is its own (``mscript_lang``), written from the
+manual independently of the driver, so a mistake in ``drivers/palmsens`` is
+not mirrored here. A script it cannot load is answered
+``<letter>!XXXX: Line L, Col C``; statements: variables and arrays
+(``array``, ``array_set``/``array_get``, ``name[i]``), arithmetic,
+``float_to_int``, ``if``/``elseif``/``else``, ``loop``/``breakloop``, timers,
+``pck_*`` packets, ``send_string``, cell on/off, and the measurement loops
+``meas_loop_ocp``/``ca``/``cp``/``lsv``/``eis``/``geis`` (below) and
+``cv`` (with ``nscans(n)``), ``swv``, ``dpv``, ``npv``, ``acv``, ``lsp``,
+``pad`` (``mscript_techniques``: several simulator steps per loop). A model
+refuses the loops it does not have (the Pico: CP, LSP, GEIS, ACV) with
+``!001B`` when the script loads.
 
 Each measurement loop becomes one step on an embedded ``SimChannel`` (the same
 physics as ``--instrument sim``), run on a clock ``speed`` times real time:
@@ -58,11 +67,10 @@ from typing import Any
 
 import numpy as np
 
-from drivers.palmsens import errors as E
-from drivers.palmsens.encoding import STATUS_OVERLOAD, PacketVar, encode_packet, parse_literal
-from drivers.palmsens.models import EMSTAT4_HR, EMSTAT4_LR, EMSTAT_PICO, NEXUS, ModelSpec
-from drivers.palmsens.syntax import Block, Command, Node, Program, ScriptSyntaxError, is_literal, parse_script
 from drivers.sim import SimChannel, SimParams
+from drivers.sim.wire import mscript_lang as L
+from drivers.sim.wire import mscript_techniques as T
+from drivers.sim.wire.mscript_lang import Block, Device, LoadError, Node, Script, Statement
 from drivers.sim.wire.transport import LineHandler, PtyServer, Session
 from labctl.channel import StepContext
 from labctl.clock import Clock, ScaledClock
@@ -73,7 +81,6 @@ log = logging.getLogger(__name__)
 #: Technique numbers in the ``MXXXX`` loop-start line (manual v1.8 §"Measurement loop output";
 #: LSV 0, CA 7, OCP 11, EIS 13 as documented; CP and GEIS as this emulator numbers them).
 TECHNIQUES = {"lsv": 0x0000, "ca": 0x0007, "cp": 0x000A, "ocp": 0x000B, "eis": 0x000D, "geis": 0x000E}
-GALVANOSTATIC_LOOPS = ("meas_loop_cp", "meas_loop_geis")
 #: How much of the conversation a device keeps for inspection (tests, debugging).
 _KEEP_LINES = 20000
 _KEEP_SCRIPTS = 200
@@ -149,7 +156,7 @@ class EmStatDevice:
 
     def __init__(
         self,
-        model: ModelSpec,
+        model: Device,
         params: SimParams,
         cell_type: str = "auto",
         speed: float = 1.0,
@@ -164,7 +171,7 @@ class EmStatDevice:
         #: never depends on how fast the host is).
         self.clock: Clock = clock if clock is not None else ScaledClock(self.speed)
         self.sim = SimChannel(params, kind, self.clock)
-        self.serial = serial or f"SIM{model.firmware_id.upper().replace('_', '')}{params.seed:05d}"
+        self.serial = serial or f"SIM{model.firmware[:6].upper().replace('_', '')}{params.seed:05d}"
         self.cell_on = False
         self.faults = InstrumentFaults()
         self.received: list[str] = []
@@ -176,7 +183,7 @@ class EmStatDevice:
         self.pgstat_mode = 0
         self._loading: list[str] | None = None
         self._loading_cmd = ""
-        self._loaded: Program | None = None
+        self._loaded: Script | None = None
         self._runner: threading.Thread | None = None
         self._busy = False  # a script is running (cleared before its last line is sent)
         self._abort = threading.Event()
@@ -196,7 +203,7 @@ class EmStatDevice:
             runner.join(timeout)
         return runner is None or not runner.is_alive()
 
-    def inject_error(self, code: int = E.CODE_OVERLOAD, after_packets: int = 0) -> None:
+    def inject_error(self, code: int = L.OVERLOAD, after_packets: int = 0) -> None:
         """The next measurement loop fails with ``!code: Line L`` after that many more packets."""
         self.faults = dataclasses.replace(
             self.faults, error_code=code, error_after=after_packets, armed_at=self.packets_sent
@@ -241,16 +248,15 @@ class EmStatDevice:
                 self._send(session, "Z")
                 self._abort.set()
             elif text:
-                self._send(session, f"{text[0]}!{E.CODE_WRONG_STATE:04X}")
+                self._send(session, f"{text[0]}!{L.WRONG_STATE:04X}")
             return
         if not text:
             return
         letter, rest = text[0], text[1:]
         if rest:
-            self._send(session, f"{letter}!{E.CODE_UNKNOWN_COMMAND:04X}")
+            self._send(session, f"{letter}!{L.UNKNOWN_COMMAND:04X}")
         elif letter == "t":
-            version = self.model.firmware_version.replace(".", "")
-            self._send(session, f"t{self.model.firmware_id}{version}#Mar 12 2024 10:00:00")
+            self._send(session, f"t{self.model.firmware}#Mar 12 2024 10:00:00")
             self._send(session, "R*")
         elif letter == "i":
             self._send(session, f"i{self.serial}")
@@ -260,15 +266,15 @@ class EmStatDevice:
             self._loading, self._loading_cmd = [], letter
         elif letter == "r":
             if self._loaded is None:
-                self._send(session, f"r!{E.CODE_WRONG_STATE:04X}")
+                self._send(session, f"r!{L.WRONG_STATE:04X}")
             else:
                 self._busy = True
                 self._send(session, "r")
                 self._start(session, self._loaded)
         elif letter == "Z":
-            self._send(session, f"Z!{E.CODE_WRONG_STATE:04X}")
+            self._send(session, f"Z!{L.WRONG_STATE:04X}")
         else:
-            self._send(session, f"{letter}!{E.CODE_UNKNOWN_COMMAND:04X}")
+            self._send(session, f"{letter}!{L.UNKNOWN_COMMAND:04X}")
 
     def _loaded_script(self, session: Session) -> None:
         lines, letter = self._loading or [], self._loading_cmd
@@ -277,9 +283,9 @@ class EmStatDevice:
         if len(self.scripts) > _KEEP_SCRIPTS:
             del self.scripts[0]
         try:
-            program = parse_script(lines)
+            program = L.read_script(lines)
             self._check_device(program)
-        except ScriptSyntaxError as exc:
+        except LoadError as exc:
             log.info("emulator rejected a script: %s", exc)
             self._send(session, f"{letter}!{exc.code:04X}: Line {exc.line}, Col {exc.column}")
             return
@@ -291,22 +297,20 @@ class EmStatDevice:
             self._send(session, letter)
             self._start(session, program)
 
-    def _check_device(self, program: Program) -> None:
-        """What this model's firmware refuses while loading."""
-        if self.model.galvanostatic:
-            return
+    def _check_device(self, program: Script) -> None:
+        """What this model's firmware refuses while loading: the loops it does not have."""
         for node in _walk(program.main + program.on_finished):
             head = node.head if isinstance(node, Block) else node
-            if head.name in GALVANOSTATIC_LOOPS:
-                raise ScriptSyntaxError(f"{head.name} is not available", head.line, head.column, E.CODE_UNSUPPORTED)
+            if head.name in L.LOOPS and head.name.removeprefix("meas_loop_") not in self.model.loops:
+                raise LoadError(f"{head.name} is not available", head.line, head.column, L.NOT_SUPPORTED)
 
-    def _start(self, session: Session, program: Program) -> None:
+    def _start(self, session: Session, program: Script) -> None:
         self._busy = True
         self._abort.clear()
         self._runner = threading.Thread(target=self._run, args=(session, program), name="emstat-script", daemon=True)
         self._runner.start()
 
-    def _run(self, session: Session, program: Program) -> None:
+    def _run(self, session: Session, program: Script) -> None:
         interp = _Interpreter(self, session)
         last = ""
         try:
@@ -321,7 +325,7 @@ class EmStatDevice:
             last = f"!{fault.code:04X}: Line {fault.line}"
         except Exception:  # an emulator bug: say so on the wire rather than hang the driver
             log.exception("emulator script engine failed")
-            last = f"!{E.CODE_SYNTAX:04X}: Line 1"
+            last = f"!{L.SCRIPT_SYNTAX:04X}: Line 1"
         finally:
             self._sample_time = None
             self._busy = False
@@ -398,12 +402,12 @@ class _Cutoffs:
         )
 
 
-def _if_chain(node: Node) -> list[Command] | None:
+def _if_chain(node: Node) -> list[Statement] | None:
     """The conditions of nested ifs (no else) whose innermost body breaks the loop."""
     if not isinstance(node, Block) or node.head.name != "if" or node.branches:
         return None
     blocks = [n for n in node.body if isinstance(n, Block)]
-    breaks = any(isinstance(n, Command) and n.name == "breakloop" for n in node.body)
+    breaks = any(isinstance(n, Statement) and n.name == "breakloop" for n in node.body)
     if breaks and not blocks:
         return [node.head]
     if not breaks and len(blocks) == 1:
@@ -423,26 +427,48 @@ class _Interpreter:
         self.device = device
         self.session = session
         self.vars: dict[str, Value] = {}
+        self.arrays: dict[str, list[Value]] = {}
         self.timer0 = device.now()
         self.packet: list[Value] | None = None
 
     # -- helpers -----------------------------------------------------------------------------
-    def value(self, text: str, cmd: Command) -> Value:
+    def value(self, text: str, cmd: Statement) -> Value:
         if text in self.vars:
             return self.vars[text]
-        if is_literal(text):
-            number, integer = parse_literal(text)
+        if L.is_number(text):
+            number, integer = L.literal(text)
             return Value(number, integer)
-        raise RuntimeFault(E.CODE_SYNTAX, cmd.line)
+        name, index = self._element(text, cmd)
+        return self.arrays[name][index]
 
-    def number(self, text: str, cmd: Command) -> float:
+    def _element(self, text: str, cmd: Statement) -> tuple[str, int]:
+        """``name[i]`` -> (array, index), bounds checked (a runtime error otherwise)."""
+        name, _, rest = text.partition("[")
+        if name not in self.arrays or not rest.endswith("]"):
+            raise RuntimeFault(L.SCRIPT_SYNTAX, cmd.line)
+        return name, self._index(name, rest[:-1], cmd)
+
+    def _index(self, name: str, text: str, cmd: Statement) -> int:
+        index = int(self.number(text, cmd))
+        if not 0 <= index < len(self.arrays[name]):
+            raise RuntimeFault(L.ARRAY_BOUNDS, cmd.line)
+        return index
+
+    def assign(self, target: str, value: Value, cmd: Statement) -> None:
+        if "[" in target:
+            name, index = self._element(target, cmd)
+            self.arrays[name][index] = value
+        else:
+            self.vars[target] = value
+
+    def number(self, text: str, cmd: Statement) -> float:
         return self.value(text, cmd).value
 
     def check_abort(self) -> None:
         if self.device._abort.is_set() or self.session.closed.is_set():
             raise _Abort
 
-    def condition(self, cmd: Command) -> bool:
+    def condition(self, cmd: Statement) -> bool:
         a = self.number(cmd.args[0], cmd)
         b = self.number(cmd.args[2], cmd)
         op = cmd.args[1]
@@ -487,20 +513,36 @@ class _Interpreter:
             return
         self.measurement(block)
 
-    def command(self, cmd: Command) -> None:
+    def command(self, cmd: Statement) -> None:
         dev, args, name = self.device, cmd.args, cmd.name
         if name == "var":
             self.vars[args[0]] = Value()
+        elif name == "array":
+            self.arrays[args[0]] = [Value() for _ in range(max(0, int(self.number(args[1], cmd))))]
+        elif name == "array_set":
+            self.arrays[args[0]][self._index(args[0], args[1], cmd)] = dataclasses.replace(self.value(args[2], cmd))
+        elif name == "array_get":
+            element = self.arrays[args[0]][self._index(args[0], args[1], cmd)]
+            self.assign(args[2], dataclasses.replace(element), cmd)
         elif name == "store_var":
-            number, integer = parse_literal(args[1]) if is_literal(args[1]) else (self.number(args[1], cmd), False)
-            self.vars[args[0]] = Value(number, integer, args[2] if len(args) > 2 else "aa")
+            number, integer = L.literal(args[1]) if L.is_number(args[1]) else (self.number(args[1], cmd), False)
+            self.assign(args[0], Value(number, integer, args[2] if len(args) > 2 else "aa"), cmd)
         elif name == "copy_var":
-            self.vars[args[1]] = dataclasses.replace(self.vars[args[0]])
+            self.assign(args[1], dataclasses.replace(self.value(args[0], cmd)), cmd)
+        elif name in ("float_to_int", "int_to_float"):
+            target = self.value(args[0], cmd)
+            target.integer = name == "float_to_int"
+            target.value = float(math.floor(target.value)) if target.integer else target.value
+        elif name == "send_string":
+            self.send("T" + args[0].removeprefix("f")[1:-1])
+        elif name in ("set_gpio_cfg", "set_gpio"):
+            for arg in args:
+                self.number(arg, cmd)
         elif name in ("add_var", "sub_var", "mul_var", "div_var"):
-            target = self.vars[args[0]]
+            target = self.value(args[0], cmd)
             operand = self.number(args[1], cmd)
             if name == "div_var" and operand == 0:
-                raise RuntimeFault(E.CODE_DIVISION_BY_ZERO, cmd.line)
+                raise RuntimeFault(L.DIVISION_BY_ZERO, cmd.line)
             target.value = {
                 "add_var": target.value + operand,
                 "sub_var": target.value - operand,
@@ -509,8 +551,8 @@ class _Interpreter:
             }[name]
         elif name == "set_pgstat_mode":
             mode = int(self.number(args[0], cmd))
-            if mode not in dev.model.pgstat_modes.values() and mode != 0:
-                raise RuntimeFault(E.CODE_UNSUPPORTED, cmd.line)
+            if mode not in dev.model.pgstat_modes and mode != 0:
+                raise RuntimeFault(L.NOT_SUPPORTED, cmd.line)
             dev.pgstat_mode = mode
         elif name in ("set_pgstat_chan", "set_max_bandwidth"):
             self.number(args[0], cmd)
@@ -533,7 +575,7 @@ class _Interpreter:
         elif name == "timer_start":
             self.timer0 = dev.now()
         elif name == "timer_get":
-            self.vars[args[0]] = Value(dev.now() - self.timer0, False, "eb")
+            self.assign(args[0], Value(dev.now() - self.timer0, False, "eb"), cmd)
         elif name == "wait":
             if not dev.clock.sleep(max(self.number(args[0], cmd), 0.0), dev._abort):
                 raise _Abort
@@ -541,21 +583,21 @@ class _Interpreter:
             self.packet = []
         elif name == "pck_add":
             if self.packet is None:
-                raise RuntimeFault(E.CODE_SYNTAX, cmd.line)
-            self.packet.append(dataclasses.replace(self.vars[args[0]]))
+                raise RuntimeFault(L.SCRIPT_SYNTAX, cmd.line)
+            self.packet.append(dataclasses.replace(self.value(args[0], cmd)))
         elif name == "pck_end":
             if self.packet is None:
-                raise RuntimeFault(E.CODE_SYNTAX, cmd.line)
-            packet = [(PacketVar(v.type, v.value, v.status, v.range), v.integer) for v in self.packet]
+                raise RuntimeFault(L.SCRIPT_SYNTAX, cmd.line)
+            items = [L.packet_item(v.type, v.value, v.integer, v.status, v.range) for v in self.packet]
             self.packet = None
-            self.send(encode_packet(packet))
+            self.send("P" + ";".join(items))
             dev.packets_sent += 1
         elif name == "breakloop":
             raise _Break
         elif name == "abort":
             raise _Abort
         else:  # the parser only lets known commands through
-            raise RuntimeFault(E.CODE_UNKNOWN_COMMAND, cmd.line)
+            raise RuntimeFault(L.UNKNOWN_COMMAND, cmd.line)
 
     # -- measurement loops -------------------------------------------------------------------
     def _cutoffs(self, block: Block, technique: str) -> _Cutoffs:
@@ -563,14 +605,14 @@ class _Interpreter:
         outputs = block.head.args[: len(OUTPUT_TYPES[technique])]
         potential = outputs[0] if technique not in ("eis", "geis") else None
         current = outputs[1] if technique in ("ca", "cp", "lsv") else None
-        timers = {n.args[0] for n in block.body if isinstance(n, Command) and n.name == "timer_get"}
+        timers = {n.args[0] for n in block.body if isinstance(n, Statement) and n.name == "timer_get"}
         assigned = {
             n.args[1] if n.name == "copy_var" else n.args[0]
             for n in _walk(block.body)
-            if isinstance(n, Command) and n.name in _ASSIGNING
+            if isinstance(n, Statement) and n.name in _ASSIGNING
         }
 
-        def normal(cond: Command) -> tuple[str, str, float] | None:
+        def normal(cond: Statement) -> tuple[str, str, float] | None:
             a, op, b = cond.args
             if b in (potential, current, *timers) and a not in (potential, current, *timers):
                 a, op, b = b, _FLIP[op], a
@@ -611,7 +653,7 @@ class _Interpreter:
             out.current_above = min(both)
         return out
 
-    def _step(self, technique: str, head: Command, cut: _Cutoffs, timer_offset: float) -> Step:
+    def _step(self, technique: str, head: Statement, cut: _Cutoffs, timer_offset: float) -> Step:
         """The SimChannel step a loop runs."""
         n = [self.number(a, head) for a in head.args[len(OUTPUT_TYPES[technique]) :]]
         if technique == "ocp":
@@ -647,16 +689,19 @@ class _Interpreter:
     def measurement(self, block: Block) -> None:
         dev, head = self.device, block.head
         technique = head.name[len("meas_loop_") :]
+        if technique in T.TECHNIQUES:
+            self.composite(block, technique)
+            return
         if NEEDS_CELL_ON[technique] != dev.cell_on:
-            raise RuntimeFault(E.CODE_CELL_STATE, head.line)
+            raise RuntimeFault(L.CELL_STATE, head.line)
         try:
             step = self._step(technique, head, self._cutoffs(block, technique), dev.now() - self.timer0)
         except (ValueError, ZeroDivisionError) as exc:
             log.info("emulator: invalid %s arguments: %s", head.name, exc)
-            raise RuntimeFault(E.CODE_SYNTAX, head.line) from None
+            raise RuntimeFault(L.SCRIPT_SYNTAX, head.line) from None
         outputs = head.args[: len(OUTPUT_TYPES[technique])]
         for name in outputs:
-            self.vars[name] = Value(type="aa")
+            self.assign(name, Value(type="aa"), head)
         self.send(f"M{TECHNIQUES[technique]:04X}")
         # Chunks of at most ~40 ms of wall time: Z and a dropped link act within that.
         ctx = StepContext(clock=dev.clock, t_origin=dev.clock.now(), interrupt=dev._abort, max_block_wall=0.05)
@@ -673,7 +718,7 @@ class _Interpreter:
                         aborted = True
                         break
                     dev._sample_time = ctx.t_origin + float(row["t"])
-                    self._assign(technique, outputs, row)
+                    self._assign(technique, outputs, row, head)
                     try:
                         self._maybe_fail(head)
                         self.execute(block.body)
@@ -696,12 +741,67 @@ class _Interpreter:
         if aborted or dev._abort.is_set():
             raise _Abort
 
-    def _assign(self, technique: str, outputs: tuple[str, ...], row: np.void) -> None:
+    def composite(self, block: Block, technique: str) -> None:
+        """A loop made of several simulator steps (``mscript_techniques``): CV, SWV, DPV,
+        NPV, ACV, LSP, PAD; the body runs once per data point."""
+        dev, head = self.device, block.head
+        if not dev.cell_on:
+            raise RuntimeFault(L.CELL_STATE, head.line)
+        n_out = T.OUTPUTS[technique]
+        outputs = head.args[:n_out]
+        numbers = [self.number(a, head) for a in head.args[n_out:]]
+        options = {k: self.number(v, head) for k, v in head.options.items()}
+        cell = T.Cell(dev.sim, dev.clock, dev._abort, lambda t: setattr(dev, "_sample_time", t))
+        points = T.TECHNIQUES[technique](cell, numbers, options)
+        self.send(f"M{T.TECHNIQUE_CODES[technique]:04X}")
+        failed = False
+        try:
+            for point in points:
+                if dev._abort.is_set() or self.session.closed.is_set():
+                    break
+                for name, (number, kind, is_current) in zip(outputs, point, strict=True):
+                    self.assign(name, self._reading(number, kind, is_current), head)
+                self._maybe_fail(head)
+                try:
+                    self.execute(block.body)
+                except _Break:
+                    return
+                finally:
+                    dev._sample_time = None
+        except RuntimeFault:
+            failed = True
+            raise
+        except (ValueError, ZeroDivisionError) as exc:
+            failed = True
+            log.info("emulator: invalid %s arguments: %s", head.name, exc)
+            raise RuntimeFault(L.SCRIPT_SYNTAX, head.line) from None
+        finally:
+            dev._sample_time = None
+            if not failed:
+                self.send("*")
+        if dev._abort.is_set() or self.session.closed.is_set():
+            raise _Abort
+
+    def _reading(self, number: float, kind: str, is_current: bool) -> Value:
+        """A measured value with its status and range metadata (overload beyond the range)."""
+        dev, faults = self.device, self.device.faults
+        overload = faults.overload if dev.packets_sent - faults.armed_at >= faults.overload_after else None
+        if is_current:
+            lo, hi = dev.ranges.get("ba", (0.0, dev.model.max_current))
+            status = L.STATUS_OVERLOAD if abs(number) > hi * 1.05 or overload == "current" else 0
+            return Value(number, False, kind, status, dev.model.range_code(min(max(abs(number), lo), hi)))
+        if kind in ("ab", "da"):
+            e_hi = dev.ranges.get("ab", (0.0, dev.model.potential_limit))[1]
+            status = L.STATUS_OVERLOAD if abs(number) > e_hi or overload == "potential" else 0
+            return Value(number, False, kind, status if kind == "ab" else None)
+        return Value(number, False, kind)
+
+    def _assign(self, technique: str, outputs: tuple[str, ...], row: np.void, head: Statement) -> None:
         dev, types = self.device, OUTPUT_TYPES[technique]
         faults = dev.faults
         overload = faults.overload if dev.packets_sent - faults.armed_at >= faults.overload_after else None
         if technique in ("eis", "geis"):
-            i_range = dev.model.current_range_code(dev.ranges.get("ba", (0.0, dev.model.max_current))[1])
+            i_range = dev.model.range_code(dev.ranges.get("ba", (0.0, dev.model.max_current))[1])
             values = (
                 Value(float(row["freq"]), False, "dc"),
                 Value(float(row["z_re"]), False, "cc", 0, i_range),
@@ -709,19 +809,19 @@ class _Interpreter:
             )
         else:
             e, i = float(row["E"]), float(row["I"])
-            e_hi = dev.ranges.get("ab", (0.0, max(abs(x) for x in dev.model.potential_range)))[1]
-            e_status = STATUS_OVERLOAD if abs(e) > e_hi or overload == "potential" else 0
+            e_hi = dev.ranges.get("ab", (0.0, dev.model.potential_limit))[1]
+            e_status = L.STATUS_OVERLOAD if abs(e) > e_hi or overload == "potential" else 0
             values_list = [Value(e, False, types[0], e_status)]
             if technique != "ocp":
                 lo, hi = dev.ranges.get("ba", (0.0, dev.model.max_current))
-                status = STATUS_OVERLOAD if abs(i) > hi * 1.05 or overload == "current" else 0
-                code = dev.model.current_range_code(min(max(abs(i), lo), hi))
+                status = L.STATUS_OVERLOAD if abs(i) > hi * 1.05 or overload == "current" else 0
+                code = dev.model.range_code(min(max(abs(i), lo), hi))
                 values_list.append(Value(i, False, types[1], status, code))
             values = tuple(values_list)
         for name, value in zip(outputs, values, strict=True):
-            self.vars[name] = value
+            self.assign(name, value, head)
 
-    def _maybe_fail(self, head: Command) -> None:
+    def _maybe_fail(self, head: Statement) -> None:
         faults = self.device.faults
         if faults.error_code is not None and self.device.packets_sent - faults.armed_at >= faults.error_after:
             code = faults.error_code
@@ -766,7 +866,7 @@ class EmStatServer:
         current of every packet from then on."""
 
         def error() -> bool:
-            self.device.inject_error(E.CODE_OVERLOAD)
+            self.device.inject_error(L.OVERLOAD)
             return True
 
         def overload() -> bool:
@@ -792,7 +892,7 @@ class EmStatServer:
         self.stop()
 
 
-def _serve(model: ModelSpec, params: SimParams, speed: float, cell_type: str, options: dict[str, Any]) -> EmStatServer:
+def _serve(model: Device, params: SimParams, speed: float, cell_type: str, options: dict[str, Any]) -> EmStatServer:
     serial = options.pop("serial", None)
     clock = options.pop("clock", None)
     if options:
@@ -808,18 +908,18 @@ def serve_emstat4(
     variant = str(options.pop("variant", "hr")).lower()
     if variant not in ("hr", "lr"):
         raise ValueError(f"EmStat4 variant must be hr or lr, got {variant!r}")
-    return _serve(EMSTAT4_HR if variant == "hr" else EMSTAT4_LR, params, speed, cell_type, options)
+    return _serve(L.DEVICES["es4_hr" if variant == "hr" else "es4_lr"], params, speed, cell_type, options)
 
 
 def serve_nexus(
     params: SimParams, *, port: int = 0, speed: float = 1.0, cell_type: str = "auto", **options: Any
 ) -> EmStatServer:
     """A Nexus on a pseudo-terminal."""
-    return _serve(NEXUS, params, speed, cell_type, options)
+    return _serve(L.DEVICES["nexus1"], params, speed, cell_type, options)
 
 
 def serve_pico(
     params: SimParams, *, port: int = 0, speed: float = 1.0, cell_type: str = "auto", **options: Any
 ) -> EmStatServer:
     """An EmStat Pico (no galvanostat) on a pseudo-terminal."""
-    return _serve(EMSTAT_PICO, params, speed, cell_type, options)
+    return _serve(L.DEVICES["espico"], params, speed, cell_type, options)
