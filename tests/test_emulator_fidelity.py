@@ -267,3 +267,24 @@ def test_2400_driver_runs_a_protocol_over_rs232(tmp_path):
     assert run.outcome.status.value == "completed", run.outcome.error
     assert abs(run.outcome.results["onset_V"] - 4.0) < 0.05
     assert not run.output_on
+
+
+def test_2450_a_reading_takes_its_integration_time():
+    """2450-901-01: a reading integrates NPLC line cycles of the measure function, repeated by
+    the repeat filter's count, after the source delay."""
+    from drivers.sim.wire.keithley import serve_2450
+
+    clock = VirtualClock()
+    with serve_2450(SimParams(seed=6), clock=clock) as server:
+        client = Client(server.port)
+        client.send(':SOUR:FUNC VOLT;:SOUR:VOLT 0;:SOUR:VOLT:DEL 0;:SENS:FUNC "CURR";:SENS:CURR:NPLC 5;:OUTP ON')
+        client.query(":READ?")
+        start = clock.now()
+        client.query(":READ?")
+        assert clock.now() - start == pytest.approx(5 / 60.0, rel=1e-6)
+        client.send(":SENS:CURR:AVER:TCON REP;:SENS:CURR:AVER:COUN 3;:SENS:CURR:AVER ON")
+        start = clock.now()
+        client.query(":READ?")
+        assert clock.now() - start == pytest.approx(3 * 5 / 60.0, rel=1e-6)
+        client.send(":OUTP OFF")
+        client.close()

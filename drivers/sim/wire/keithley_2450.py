@@ -58,7 +58,10 @@ class Keithley2450Emulator(SmuEmulator):
                 f"[SOURce[1]] {fn} RANGe", f"SOUR:{key}:RANG", "1.000000E-04" if key == "CURR" else "2.000000E+01"
             )
             self.setting(f"[SOURce[1]] {fn} RANGe AUTO", f"SOUR:{key}:RANG:AUTO", "1", self._bool_text)
-            self.setting(f"[SOURce[1]] {fn} DELay", f"SOUR:{key}:DEL", "0.000000E+00")
+            # setting a delay turns the auto delay off (2450-901-01 ":SOURce[1]:<function>:DELay")
+            self.numeric_setting(
+                f"[SOURce[1]] {fn} DELay", f"SOUR:{key}:DEL", 0.0, 0.0, 10000.0, on_set=f"SOUR:{key}:DEL:AUTO"
+            )
             self.setting(f"[SOURce[1]] {fn} DELay AUTO", f"SOUR:{key}:DEL:AUTO", "1", self._bool_text)
             t.add(f"OUTPut[1] {fn} SMODe", set=self._off_mode_setter(key), query=self._off_mode_getter(key))
         self.setting("[SOURce[1]] VOLTage PROTection [LEVel]", "SOUR:VOLT:PROT", "NONE")
@@ -152,6 +155,18 @@ class Keithley2450Emulator(SmuEmulator):
 
     def _off_mode_getter(self, function: str) -> Callable[[list[str]], str]:
         return lambda _: self.state.off_mode[function]
+
+    def reading_cost(self) -> float:
+        """Source delay + NPLC / line frequency of the measure function, × the repeat filter's
+        count (2450-901-01 "[:SENSe[1]]:<function>:NPLCycles", ":AVERage", ":SOURce:<f>:DELay");
+        the auto source delay is taken as 1 ms."""
+        sense, source = self.sense, self.state.source
+        integration = self.setting_value(f"SENS:{sense}:NPLC", 1.0) / self.setting_value("SYST:LFR", 60.0)
+        averaging = self.state.settings.get(f"SENS:{sense}:AVER", "0") == "1"
+        if averaging and self.state.settings.get(f"SENS:{sense}:AVER:TCON", "REP").upper().startswith("REP"):
+            integration *= self.setting_value(f"SENS:{sense}:AVER:COUN", 10.0)
+        auto_delay = self.state.settings.get(f"SOUR:{source}:DEL:AUTO", "1") == "1"
+        return (0.001 if auto_delay else self.setting_value(f"SOUR:{source}:DEL", 0.0)) + integration
 
     def _set_sense(self, params: list[str]) -> None:
         name = scpi.unquote(one(params)).upper().replace(":DC", "")
