@@ -71,14 +71,20 @@ def test_slow_diffusion_is_extrapolated_not_called_steady(tmp_path, seed: int) -
     assert res["valid"], res["reason"]  # the fit pins Iss well: no reason to give up here
 
 
-@pytest.mark.parametrize("seed", np.random.default_rng(92).integers(0, 2**31, 3).tolist())
-def test_dominant_interface_is_invalid_with_covering_uncertainty(tmp_path, seed: int) -> None:
-    """j0 = 0.01 mA/cm²: R_int ≈ 5 kΩ against R_bulk ≈ 30 Ω; t+ scattered 0.3-0.5 by seed."""
-    res = _run(tmp_path, {"j0": 0.01, "seed": seed})
+_DOMINANT = [
+    (int(seed), t_plus)
+    for seed, t_plus in zip(np.random.default_rng(92).integers(0, 2**31, 5), (0.4, 0.4, 0.4, 0.7, 0.7), strict=True)
+]
+
+
+@pytest.mark.parametrize(("seed", "t_plus"), _DOMINANT)
+def test_dominant_interface_is_invalid_with_covering_uncertainty(tmp_path, seed: int, t_plus: float) -> None:
+    """j0 = 0.01 mA/cm²: R_int ≈ 5 kΩ against R_bulk ≈ 30 Ω; t+ used to scatter ±0.15 by seed, unflagged."""
+    res = _run(tmp_path, {"j0": 0.01, "t_plus": t_plus, "seed": seed})
     assert res["valid"] is False
     assert "ill-conditioned" in res["reason"]
     assert res["drop_fraction_0"] < 0.02
-    _acceptable(res, 0.4)
+    _acceptable(res, t_plus)
 
 
 @pytest.mark.parametrize("truth", _draws(6, seed=93), ids=lambda d: f"t{d['t_plus']}-D{d['diffusivity']:.1e}")
