@@ -12,6 +12,15 @@ the "ohmic" initial current ΔV/(R_b + R0) from the first spectrum: the first
 sample already misses the fast part of the decay (Zugmann et al.,
 Electrochim. Acta 56 (2011) 3926); the measured first-sample value is reported
 too, and the convention used is recorded.
+
+Whether the hold reached steady state is judged afterwards against the diffusion
+time constant τ = L²/(π²D) fitted to the whole current transient
+(``labctl.analysis.polarization_fit``), not by the dI/dt rule that ended it: a slow
+cell passes that rule at ≈2.5 τ with Iss still ≈5 % high. A hold shorter than
+``steady_taus`` τ has Iss extrapolated from the fit, and says so. The standard
+errors of R_bulk, R0, Rss (EIS fits), I0 and Iss propagate into ``t_plus_stderr``
+(``labctl.analysis.transference_trust``); ``valid`` is False, with ``reason``, when
+that error exceeds ``max_stderr`` or the interface takes almost all of ΔV.
 """
 
 from __future__ import annotations
