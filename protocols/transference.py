@@ -287,14 +287,17 @@ def _initial_current(
             raise RuntimeError("i0=fitted needs the transient fit, which failed; use i0=ohmic")
         return {"I0": "t = 0 value of the fitted transient"}, Measured(fit.I0_A, fit.I0_stderr_A)
     initial = initial_current(t, current, convention=p.i0, t_step=0.0)
-    if p.i0 == "first_sample" and fit is not None:
-        short = 1.0 - initial.I0_A / fit.I0_A
-        if short > 0.01:
-            warnings.append(
-                f"I0 = first sample is {100 * short:.2g} % below the fitted t = 0 current: t+ is biased high"
-            )
-    noise = fit.residual_rms_A if fit is not None else 0.0
+    noise = fit.residual_rms_A if fit is not None else math.inf
     se = float(initial.details.get("I0_stderr_A", noise))
+    if p.i0 == "first_sample":
+        # the first sample has already lost part of the decay: that bias is part of its error
+        bias = abs(fit.I0_A - initial.I0_A) if fit is not None else math.inf
+        se = float(np.hypot(se, bias))
+        if fit is not None and bias > 0.01 * abs(fit.I0_A):
+            warnings.append(
+                f"I0 = first sample is {100 * bias / abs(fit.I0_A):.2g} % below the fitted t = 0 current: "
+                "t+ is biased high (the difference is counted in its standard error)"
+            )
     return dict(initial.details), Measured(initial.I0_A, se)
 
 

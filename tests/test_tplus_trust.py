@@ -103,7 +103,7 @@ def test_short_hold_is_not_trusted(tmp_path) -> None:
     _acceptable(res, 0.6)
 
 
-@pytest.mark.parametrize("convention", ["fitted", "extrapolated"])
+@pytest.mark.parametrize("convention", ["fitted", "extrapolated", "first_sample"])
 def test_other_i0_conventions(tmp_path, convention: str) -> None:
     res = _run(tmp_path, {"diffusivity": 3e-9, "t_plus": 0.3, "seed": 11}, {"i0": convention})
     assert res["I0_convention"] == convention
