@@ -85,6 +85,13 @@ PARAMS = (
         maximum=50.0,
     ),
     Param(
+        "drift_check",
+        True,
+        "",
+        "measure a second spectrum under bias to see whether the interface is still changing",
+        kind="bool",
+    ),
+    Param(
         "max_stderr",
         MAX_STDERR,
         "",
@@ -106,6 +113,7 @@ class TransferenceValues(SweepValues, GeometryValues):
     sample_period: float
     i0: str
     steady_taus: float
+    drift_check: bool
     max_stderr: float
     rest: float
 
@@ -116,7 +124,8 @@ def plan(p: TransferenceValues, cell: Cell) -> Plan:
     before = yield from eis_sweep(p, label="EIS before")
     hold = yield from hold_voltage(dv, steady_limits(p, before), p.sample_period, label=f"ΔV {p.dv:g} mV")
     after = yield from eis_sweep(p, label="EIS after (under ΔV)", bias_V=dv)
-    return analyse_transference(p, before, hold, after)
+    again = yield from eis_sweep(p, label="EIS again (drift check)", bias_V=dv) if p.drift_check else None
+    return analyse_transference(p, before, hold, after, again)
 
 
 def steady_limits(p: TransferenceValues, before: StepResult) -> Limits:
@@ -131,7 +140,11 @@ def steady_limits(p: TransferenceValues, before: StepResult) -> Limits:
 
 
 def analyse_transference(
-    p: TransferenceValues, before: StepResult, hold: StepResult, after: StepResult
+    p: TransferenceValues,
+    before: StepResult,
+    hold: StepResult,
+    after: StepResult,
+    again: StepResult | None = None,
 ) -> dict[str, Any]:
     """t+ (Bruce–Vincent–Evans) from the two spectra and the current decay of the hold,
     with its standard error, the steadiness judged in units of the fitted τ, and a verdict."""
@@ -153,6 +166,7 @@ def analyse_transference(
     r_bulk0 = as_measured(split0.R_bulk_ohm, _widened(split0.stderr["R_bulk_ohm"]))
     r0 = _interface(split0, "before", warnings)
     rss = _interface(split_ss, "after", warnings)
+    rss, drift = _drift_check(p, after, again, rss, hold.duration, warnings)
     cov_b0 = pair_covariance(r_bulk0.stderr, r0.stderr, _widened(split0.stderr["R_bulk_plus_interface_ohm"]))[0, 1]
     both_fitted = fit is not None and iss_source == "extrapolated" and p.i0 == "fitted"
     verdict = assess_t_plus(
@@ -169,13 +183,14 @@ def analyse_transference(
     )
     steady = bool(fit.hold_over_tau >= p.steady_taus) if fit is not None else bool(dIdt.is_steady)
     warnings.extend(verdict.warnings)
+    reason = "; ".join(r for r in (drift.get("reason", ""), verdict.reason) if r)
     if r_leads_source(p).startswith("none"):
         warnings.append("r_leads not known (0 ohm assumed): R_bulk includes the leads; run 'leads' on this channel")
     return {
         "t_plus": verdict.t_plus,
         "t_plus_stderr": verdict.t_plus_stderr,
-        "valid": verdict.valid,
-        "reason": verdict.reason,
+        "valid": verdict.valid and not drift.get("reason"),
+        "reason": reason,
         "warnings": warnings,
         "I0_A": i0.value,
         "I0_stderr_A": None if p.i0 == "ohmic" else i0.stderr,
@@ -208,6 +223,7 @@ def analyse_transference(
         "drop_fraction_ss": verdict.drop_fraction_ss,
         "stderr_contributions": verdict.contributions,
         "transient_fit": None if fit is None else fit.as_dict(),
+        "drift_check": drift.get("details"),
         "conventions": {
             "formula": _FORMULA,
             "i0_convention": p.i0,
@@ -301,6 +317,56 @@ def _initial_current(
     return dict(initial.details), Measured(initial.I0_A, se)
 
 
+def _drift_check(
+    p: TransferenceValues,
+    after: StepResult,
+    again: StepResult | None,
+    rss: Measured,
+    hold_s: float,
+    warnings: list[str],
+) -> tuple[Measured, dict[str, Any]]:
+    """Rss from the spectrum after the hold, widened when a second spectrum shows it still moving.
+
+    Bruce–Vincent–Evans assume the interface has stopped changing. Two spectra under the
+    same bias, one sweep apart, tell: a change beyond 3σ (and 0.2 %) means it has not, so
+    the result is invalid, and the further change Rss may still make, bounded by
+    |rate| × hold duration (an exponential approach slower than the hold would have
+    shown a larger rate), is added to its standard error.
+    """
+    if again is None:
+        return rss, {}
+    if again.spectrum is None or len(again.spectrum) < 5:
+        warnings.append("drift check not measured (the second spectrum is missing): interface stability unknown")
+        return rss, {}
+    try:
+        split2 = split_symmetric_spectrum(again.spectrum, r_leads_ohm=p.r_leads)
+    except ValueError as exc:
+        warnings.append(f"drift check spectrum could not be split ({exc}): interface stability unknown")
+        return rss, {}
+    r2 = _interface(split2, "of the drift check", [])
+    change = r2.value - rss.value
+    sigma = float(np.hypot(rss.stderr, r2.stderr))
+    dt = float(again.t_start - after.t_start)
+    details = {
+        "Rss_again_ohm": r2.value,
+        "Rss_again_stderr_ohm": r2.stderr,
+        "interval_s": dt,
+        "change_ohm": change,
+        "threshold": "|change| > 3 stderr and > 0.2 % of Rss",
+    }
+    if not (abs(change) > 3.0 * sigma and abs(change) > 0.002 * abs(rss.value)) or dt <= 0:
+        return rss, {"details": details}
+    remaining = abs(change) / dt * hold_s
+    details["rate_ohm_per_s"] = change / dt
+    details["possible_further_change_ohm"] = remaining
+    reason = (
+        f"interface still changing under bias: Rss {rss.value:.4g} -> {r2.value:.4g} ohm in {dt:.3g} s, so the "
+        f"steady state the formula assumes was not reached (a further {remaining:.3g} ohm is counted in the "
+        "standard error)"
+    )
+    return Measured(rss.value, float(np.hypot(rss.stderr, remaining))), {"details": details, "reason": reason}
+
+
 def _widened(stderr: float | None) -> float | None:
     return None if stderr is None else EIS_STDERR_FACTOR * stderr
 
@@ -322,7 +388,7 @@ def demands(p: TransferenceValues, cell: Cell) -> list[Demand]:
 
 PROTOCOL = Protocol(
     name="transference",
-    version="1.0",
+    version="1.1",
     title="DC polarisation + EIS -> Li+ transference number (Bruce–Vincent–Evans)",
     cell_type="li_li",
     params=PARAMS,

@@ -95,6 +95,30 @@ def test_random_truths(tmp_path, truth: dict) -> None:
     assert res["Iss_source"] in ("measured", "extrapolated")
 
 
+@pytest.mark.parametrize(
+    "sim",
+    [
+        {"tau_int_ratio": 5.0, "seed": 21},
+        {"tau_int_ratio": 5.0, "rss_ratio": 3.0, "j0": 0.3, "seed": 22},
+        {"tau_int_ratio": 8.0, "rss_ratio": 0.5, "t_plus": 0.7, "seed": 23},
+    ],
+)
+def test_interface_still_drifting_is_invalid(tmp_path, sim: dict) -> None:
+    """An interface slower than the diffusion (tau_int ≫ τ) is still moving when the hold ends:
+    the second spectrum under bias sees it, and the result says so."""
+    res = _run(tmp_path, sim)
+    assert not res["valid"]
+    assert "interface still changing" in res["reason"]
+    assert res["drift_check"]["possible_further_change_ohm"] > 0
+    _acceptable(res, sim.get("t_plus", 0.4))
+
+
+def test_stable_interface_passes_the_drift_check(tmp_path) -> None:
+    res = _run(tmp_path, {"tau_int_ratio": 0.1, "seed": 24})
+    assert res["valid"], res["reason"]
+    assert abs(res["drift_check"]["change_ohm"]) < 0.01 * res["Rss_ohm"]
+
+
 def test_short_hold_is_not_trusted(tmp_path) -> None:
     """A hold of ≈0.2 τ: only the √t start of the decay is seen, Iss is not determined."""
     res = _run(tmp_path, {"diffusivity": 1e-8, "t_plus": 0.6, "seed": 5}, {"max_time": 0.05})
