@@ -124,7 +124,9 @@ def plan(p: TransferenceValues, cell: Cell) -> Plan:
     before = yield from eis_sweep(p, label="EIS before")
     hold = yield from hold_voltage(dv, steady_limits(p, before), p.sample_period, label=f"ΔV {p.dv:g} mV")
     after = yield from eis_sweep(p, label="EIS after (under ΔV)", bias_V=dv)
-    again = yield from eis_sweep(p, label="EIS again (drift check)", bias_V=dv) if p.drift_check else None
+    again = None
+    if p.drift_check:
+        again = yield from eis_sweep(p, label="EIS again (drift check)", bias_V=dv)
     return analyse_transference(p, before, hold, after, again)
 
 

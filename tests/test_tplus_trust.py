@@ -117,6 +117,9 @@ def test_stable_interface_passes_the_drift_check(tmp_path) -> None:
     res = _run(tmp_path, {"tau_int_ratio": 0.1, "seed": 24})
     assert res["valid"], res["reason"]
     assert abs(res["drift_check"]["change_ohm"]) < 0.01 * res["Rss_ohm"]
+    unchecked = _run(tmp_path, {"tau_int_ratio": 0.1, "seed": 24}, {"drift_check": "false"})
+    assert unchecked["drift_check"] is None
+    assert unchecked["t_plus"] == pytest.approx(res["t_plus"], abs=1e-12)  # the same hold, one sweep fewer
 
 
 def test_short_hold_is_not_trusted(tmp_path) -> None:
