@@ -94,6 +94,7 @@ def main(debug: bool) -> None:
 @click.option("--operator", default="", help="operator recorded in the run file")
 @click.option("--quiet", "-q", is_flag=True, help="no progress display")
 @click.option("--lab", "lab_path", envvar="LABCTL_LAB", type=click.Path(dir_okay=False), help="lab file (TOML)")
+@click.option("--save", is_flag=True, help="leads: store R and L as the channel's calibration (next to the lab file)")
 def run_command(
     protocol_name: str,
     instrument: str,
@@ -106,6 +107,7 @@ def run_command(
     operator: str,
     quiet: bool,
     lab_path: str | None,
+    save: bool,
 ) -> None:
     """Run PROTOCOL on an instrument, writing one HDF5 run file.
 
@@ -114,10 +116,12 @@ def run_command(
     Ctrl-C aborts cleanly: the cell is put in its safe state and the file
     records the run as aborted.
     """
+    from labctl import calibration
     from labctl.runner import prepare_run
 
     try:
         lab = _load_lab(lab_path) if lab_path else None
+        save_key = calibration.check_save(protocol_name, lab, instrument) if save else None
         prepared = prepare_run(
             protocol_name,
             params=parse_assignments(params, "-p"),
@@ -147,11 +151,16 @@ def run_command(
     }
     if outcome.error:
         payload["error"] = outcome.error
+    if save_key is not None and lab is not None and outcome.status.value == "completed":
+        try:
+            payload["calibration"] = str(calibration.save_from_results(lab, save_key, outcome.results, prepared.path))
+        except ValueError as exc:
+            payload["error"] = str(exc)
     if as_json:
         click.echo(json.dumps(payload))
     else:
         _print_outcome(console, payload)
-    if outcome.status.value == "completed":
+    if outcome.status.value == "completed" and "error" not in payload:
         return
     sys.exit(EXIT_ABORTED if outcome.status.value == "aborted" else EXIT_FAILED)
 
@@ -163,6 +172,8 @@ def _print_outcome(console: Console, payload: dict[str, Any]) -> None:
     if payload.get("error"):
         # The reason can quote lab-file text (a resource): never read it as markup.
         console.print(f"[red]reason:[/] {escape(str(payload['error']))}", soft_wrap=True)
+    if payload.get("calibration"):
+        console.print(f"calibration saved: {escape(payload['calibration'])}")
     results = payload["results"]
     if results:
         table = Table(title="results", show_header=False, box=None)

@@ -78,7 +78,21 @@ SAFETY_PARAMS: dict[str, Param] = {
         Param("max_temperature", None, "°C", "highest cell temperature", minimum=-100.0, maximum=500.0),
     )
 }
-_CHANNEL_KEYS = (*SAFETY_PARAMS, "cell", "chamber")
+_CHANNEL_KEYS = (*SAFETY_PARAMS, "cell", "chamber", "leads")
+
+#: A channel's lead calibration (the ``leads`` protocol on a short), as written in the lab
+#: file (``leads = { r_ohm = 0.21, l_h = 1.1e-7, measured = 2026-12-04, run = "…h5" }``) or
+#: in the calibration file next to it (``labctl.calibration``).
+LEADS_PARAMS: dict[str, Param] = {
+    p.name: p
+    for p in (
+        Param("r_ohm", None, "Ω", "lead + contact resistance", minimum=0.0, maximum=1000.0),
+        Param("r_stderr_ohm", None, "Ω", "its standard error", minimum=0.0, maximum=1000.0),
+        Param("l_h", None, "H", "lead inductance", minimum=-1e-3, maximum=1e-3),
+        Param("l_stderr_h", None, "H", "its standard error", minimum=0.0, maximum=1e-3),
+    )
+}
+_LEADS_TEXT_KEYS = ("measured", "run")
 _GEOMETRY = {p.name: p for p in GEOMETRY_PARAMS}
 _CELL_KEYS = (*_GEOMETRY, *_CELL_TEXT_KEYS)
 
@@ -93,6 +107,8 @@ class ChannelConfig:
     safety: SafetyLimits = field(default_factory=SafetyLimits)
     chamber: str | None = None
     cell: dict[str, Any] = field(default_factory=dict)
+    #: The lead calibration written in the lab file (see ``parse_leads``), or None.
+    leads: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -269,7 +285,38 @@ def _channel(where: _Where, name: str, value: Any) -> ChannelConfig:
     chamber = table.get("chamber")
     if chamber is not None:
         chamber = _text(where / "chamber", chamber, "the name of a chamber instrument")
-    return ChannelConfig(name=name, safety=safety, chamber=chamber, cell=_cell(where / "cell", table.get("cell")))
+    leads = parse_leads(where / "leads", table["leads"]) if "leads" in table else None
+    return ChannelConfig(
+        name=name, safety=safety, chamber=chamber, cell=_cell(where / "cell", table.get("cell")), leads=leads
+    )
+
+
+def parse_leads(where: _Where, value: Any) -> dict[str, Any]:
+    """A lead-calibration table: ``r_ohm`` required, ``l_h`` and the standard errors
+    optional, ``measured`` (a TOML date/date-time or ISO text) and ``run`` (text)."""
+    allowed = "a table like { r_ohm = 0.21, l_h = 1.1e-7, measured = 2026-12-04, run = 'runs/….h5' }"
+    table = _table(where, value, allowed)
+    _refuse_unknown(where, table, (*LEADS_PARAMS, *_LEADS_TEXT_KEYS))
+    if "r_ohm" not in table:
+        raise (where / "r_ohm").error(f"missing (allowed: {LEADS_PARAMS['r_ohm'].allowed})")
+    out: dict[str, Any] = {
+        key: _lab_number(where / key, table[key], param) for key, param in LEADS_PARAMS.items() if key in table
+    }
+    measured = table.get("measured")
+    if isinstance(measured, (datetime, date)):
+        out["measured"] = measured.isoformat()
+    elif measured is not None:
+        text = _text(where / "measured", measured, "a date like 2026-12-04 or 2026-12-04T13:05:00Z")
+        try:
+            datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise (where / "measured").error(
+                f"{text!r} is not a date (allowed: a date like 2026-12-04 or 2026-12-04T13:05:00Z)"
+            ) from None
+        out["measured"] = text
+    if "run" in table:
+        out["run"] = _text(where / "run", table["run"], "the run file's path")
+    return out
 
 
 def _options(where: _Where, name: str, driver: str, value: Any, channels: Iterable[str]) -> dict[str, Any]:

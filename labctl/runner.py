@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from labctl import registry
+from labctl.calibration import apply_r_leads_default
 from labctl.channel import Channel
 from labctl.config import LabConfig
 from labctl.engine import Engine, RunHandle, RunOutcome, new_run_id
@@ -229,6 +230,7 @@ def prepare_run(
 ) -> PreparedRun:
     """Validate everything; raise ParameterError/ValueError before any file exists."""
     protocol = registry.get_protocol(protocol_name)
+    params = apply_r_leads_default(protocol, params, lab, instrument)  # r_leads from the channel's calibration
     values = protocol.validate(params)
     spec = ChannelSpec(instrument=instrument, sim=dict(sim or {}), speed=parse_speed(speed))
     target = resolve_target(spec, lab)

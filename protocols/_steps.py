@@ -74,6 +74,7 @@ class SweepValues:
     points_per_decade: int
     amplitude: float
     r_leads: float
+    r_leads_source: str
 
 
 def rest(duration_s: float, label: str = "rest") -> Generator[Step, StepResult, StepResult | None]:

@@ -26,7 +26,7 @@ from protocols._steps import (
     reached,
 )
 from protocols.eis import PARAMS as EIS_PARAMS
-from protocols.eis import mean_temperature, sweep_conductivity
+from protocols.eis import mean_temperature, r_leads_source, sweep_conductivity
 
 DEFAULT_TEMPERATURES = tuple(float(t) for t in range(-20, 91, 10))
 
@@ -123,6 +123,8 @@ def analyse_arrhenius(p: ArrheniusValues, table: list[dict[str, Any]]) -> dict[s
         "r_squared": fit.r_squared,
         "sigma_S_cm": {f"{row['T_C']:.2f}": row["sigma_S_cm"] for row in measured_rows},
         "table": table,
+        "r_leads_ohm": p.r_leads,
+        "r_leads_source": r_leads_source(p),
         "conventions": {
             **fit.conventions,
             "temperature": "mean measured cell temperature during each sweep",

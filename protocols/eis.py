@@ -37,9 +37,16 @@ PARAMS = (
         0.0,
         "Ω",
         "lead + contact resistance measured on a shorted cell, subtracted from the intercept "
-        "(simulator: --sim r_series)",
+        "(default: the channel's calibration from the 'leads' protocol, else 0; simulator: --sim r_series)",
         minimum=0.0,
         maximum=1e6,
+    ),
+    Param(
+        "r_leads_source",
+        "",
+        "",
+        "where r_leads came from (filled in by labctl: parameter, calibration FILE (measured …), none)",
+        kind="str",
     ),
     Param(
         "circuit",
@@ -71,6 +78,7 @@ def analyse_eis(p: EisValues, cell: Cell, sweep: StepResult) -> dict[str, Any]:
         raise RuntimeError(f"impedance sweep returned too few points ({sweep.end_reason.value})")
     out = sweep_conductivity(sweep.spectrum, cell, r_leads_ohm=p.r_leads, circuit=p.circuit).as_dict()
     out["temperature_C"] = mean_temperature(sweep.spectrum)
+    out["r_leads_source"] = r_leads_source(p)
     return out
 
 
@@ -84,6 +92,11 @@ def sweep_conductivity(spectrum: np.ndarray, cell: Cell, *, r_leads_ohm: float, 
         r_leads_ohm=r_leads_ohm,
         circuit=circuit,
     )
+
+
+def r_leads_source(p: SweepValues) -> str:
+    """Where the subtracted lead resistance came from, for the result."""
+    return p.r_leads_source or ("parameter" if p.r_leads > 0 else "none (0 ohm assumed)")
 
 
 def mean_temperature(spectrum: np.ndarray) -> float | None:

@@ -30,6 +30,7 @@ APPLICATION = frozenset(
     for name in (
         *("registry", "runner", "config", "instruments", "cli", "analyze", "progress", "alerts_cli"),
         "guardian",  # builds the run's drivers in its own process
+        "calibration",  # reads and writes the calibration file next to the lab file
         # the queue's modules that run (or dry-run) jobs the way ``labctl run`` does
         *(
             f"queue.{name}"

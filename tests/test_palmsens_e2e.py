@@ -124,6 +124,7 @@ def test_transference_number(tmp_path: Path) -> None:
         ("Impedance", "completed"),
         ("ConstantVoltage", "steady"),  # judged on the host, stopped with Z
         ("Impedance", "completed"),
+        ("Impedance", "completed"),  # the drift check under the same bias
     ]
     assert done.outcome.results["t_plus"] == pytest.approx(truth.t_plus, abs=0.03)
     # The EIS under ΔV continued the hold: one polarisation at ΔV, none restarted by the sweep.

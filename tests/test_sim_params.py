@@ -108,7 +108,7 @@ def test_cell_type_must_be_resolved() -> None:
     with pytest.raises(ValueError, match="auto"):
         SimChannel(SimParams(), "auto", VirtualClock())
     assert SimChannel(SimParams(cell="full"), "auto", VirtualClock()).cell_type == "full"
-    assert set(CELL_TYPES) == {"ss", "li_li", "li_ss", "li_cu", "full"}
+    assert set(CELL_TYPES) == {"ss", "li_li", "li_ss", "li_cu", "full", "short"}
 
 
 def test_specs_serve_the_cli_table_and_truth_is_json() -> None:

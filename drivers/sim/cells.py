@@ -9,6 +9,7 @@ from __future__ import annotations
 from drivers.sim.cell_blocking import BlockingCell, BlockingState
 from drivers.sim.cell_full import FullCell, FullState
 from drivers.sim.cell_lithium import LithiumCell, LithiumState
+from drivers.sim.cell_short import ShortCell
 from drivers.sim.cellbase import COMPLIANCE_V, CellModel, CellState
 from drivers.sim.params import SimParams
 
@@ -22,6 +23,7 @@ __all__ = [
     "FullState",
     "LithiumCell",
     "LithiumState",
+    "ShortCell",
     "make_cell",
 ]
 
@@ -34,4 +36,6 @@ def make_cell(p: SimParams, cell_type: str) -> CellModel:
         return LithiumCell(p, cell_type)
     if cell_type == "full":
         return FullCell(p)
+    if cell_type == "short":
+        return ShortCell(p)
     raise ValueError(f"unknown cell type {cell_type!r}")

@@ -28,6 +28,7 @@ CELL_TYPES: dict[str, str] = {
     "li_ss": "Li|SE|SS, SS working electrode (LSV, electrochemical stability window)",
     "li_cu": "Li|SE|Cu, Cu working electrode (Li plating coulombic efficiency)",
     "full": "Li|SE|cathode full cell (galvanostatic cycling)",
+    "short": "shorted holder / SS|SS blank: leads only, R_s + jωL (lead calibration)",
 }
 
 

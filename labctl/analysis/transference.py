@@ -218,7 +218,12 @@ def _extrapolated_i0(
             "need at least 3 to extrapolate"
         )
     x, y = tau[sel], cur[sel]
-    slope, intercept = np.polyfit(np.sqrt(x), y, 1)
+    if np.count_nonzero(sel) > 3:
+        (slope, intercept), cov = np.polyfit(np.sqrt(x), y, 1, cov=True)
+        i0_stderr = float(np.sqrt(cov[1, 1]))
+    else:  # too few points for a residual variance
+        slope, intercept = np.polyfit(np.sqrt(x), y, 1)
+        i0_stderr = float("inf")
     i0 = float(intercept)
     return InitialCurrent(
         i0,
@@ -229,6 +234,7 @@ def _extrapolated_i0(
             "fit_window": "given" if fit_window_s is not None else "first sample .. half the half-decay time",
             "n_samples": int(np.count_nonzero(sel)),
             "slope_A_per_sqrt_s": float(slope),
+            "I0_stderr_A": i0_stderr,
         },
     )
 
