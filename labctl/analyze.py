@@ -168,6 +168,7 @@ def _stored_parameters(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 def _cell(meta: Mapping[str, Any], default_type: str) -> Any:
     """The cell from the file's ``cell`` attribute (types checked on opening)."""
+    from labctl.cathode import CathodeSpec
     from labctl.protocol import Cell
     from labctl.storage.guard import RunFileError
 
@@ -181,6 +182,7 @@ def _cell(meta: Mapping[str, Any], default_type: str) -> Any:
         thickness_um=float(cell_meta["thickness_um"]),
         id=str(cell_meta.get("id") or ""),
         ocv_V=cell_meta.get("ocv_V"),
+        cathode=CathodeSpec.from_mapping(cell_meta["cathode"]) if cell_meta.get("cathode") else None,
     )
 
 
