@@ -176,7 +176,7 @@ class Cycling:
         self.stopped = f"'{result.step.label}' ended by {result.end_reason.value}: cycling stopped"
         return False
 
-    def results(self, reference_cycle: int = 1, ce_skip: int = 1) -> dict[str, Any]:
+    def results(self, reference_cycle: int = 1) -> dict[str, Any]:
         cat = cathode_of(self.cell)
         area = self.cell.area_cm2
         summary = summarise(
@@ -184,7 +184,6 @@ class Cycling:
             mass_g=cat.active_mass_g(area),
             area_cm2=area,
             reference_cycle=reference_cycle,
-            ce_skip=ce_skip,
             one_c_A=cat.one_c_A(area),
         )
         out = summary.as_dict()

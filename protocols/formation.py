@@ -56,7 +56,7 @@ def plan(p: FormationValues, cell: Cell) -> Plan:
 
 
 def analyse(p: FormationValues, run: Cycling) -> dict[str, Any]:
-    out = run.results(reference_cycle=p.reference_cycle, ce_skip=1)
+    out = run.results(reference_cycle=p.reference_cycle)
     ce = out["table"]["coulombic_efficiency"]
     out["first_cycle_ce"] = ce[0] if ce else None
     out["conventions"]["first_cycle_ce"] = "discharge / charge capacity of cycle 1 (the formation loss is 1 - it)"

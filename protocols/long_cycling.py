@@ -100,7 +100,7 @@ def plan(p: LongCyclingValues, cell: Cell) -> Plan:
 
 
 def analyse(p: LongCyclingValues, run: Cycling, warnings: list[str]) -> dict[str, Any]:
-    out = run.results(reference_cycle=reference(p), ce_skip=max(1, p.formation_cycles))
+    out = run.results(reference_cycle=reference(p))
     out["warnings"] = [*warnings, *out["warnings"]]
     out["temperature_C"] = p.temperature
     return out

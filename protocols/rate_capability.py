@@ -80,7 +80,7 @@ def plan(p: RateValues, cell: Cell) -> Plan:
 
 
 def analyse(p: RateValues, run: Cycling, block_of: list[int]) -> dict[str, Any]:
-    out = run.results(reference_cycle=1, ce_skip=1)
+    out = run.results(reference_cycle=1)
     table = out["table"]
     q = np.array([np.nan if v is None else v for v in table["discharge_mAh_g"]], dtype=float)
     done = np.array(table["complete"], dtype=bool)

@@ -253,15 +253,14 @@ def summarise(
     mass_g: float,
     area_cm2: float,
     reference_cycle: int = 1,
-    ce_skip: int = 1,
     one_c_A: float | None = None,
     end_of_life: float = END_OF_LIFE,
 ) -> FullCellResult:
     """The per-cycle table in papers' units and the headline numbers, from the raw rows.
 
-    ``reference_cycle`` (1-based) is the retention reference; ``ce_skip`` first
-    cycles are left out of the mean CE (formation losses); ``one_c_A`` is only
-    recorded (the C-rate convention).
+    ``reference_cycle`` (1-based) is the retention reference and sets the rate
+    the fade and the mean CE are taken at; ``one_c_A`` is only recorded (the
+    C-rate convention).
     """
     if not (mass_g > 0 and area_cm2 > 0):
         raise ValueError("mass_g and area_cm2 must be positive")
@@ -304,7 +303,9 @@ def summarise(
         "cycle_below_80": f"first cycle (>= the reference) with retention < {end_of_life:g}",
         "fade_per_cycle": "1 - exp(slope) of a least-squares line through ln(discharge capacity) vs cycle, "
         "complete cycles at the reference cycle's C-rate from the reference on; stderr from the fit residuals",
-        "ce_mean": f"mean CE of complete cycles after the first {ce_skip}; stderr = sd/sqrt(n)",
+        "ce_mean": "mean CE of the complete cycles at the reference cycle's C-rates from the reference on, "
+        "leaving out the first cycle after any change of rate (and cycle 1), whose CE carries the change in "
+        "the charge left in the cell at the discharge cut-off; stderr = sd/sqrt(n)",
         "c_rate": "1 C = nominal specific capacity (mAh/g) x active mass (g), in one hour"
         + (f" = {one_c_A * 1e3:.6g} mA" if one_c_A is not None else ""),
     }
@@ -332,13 +333,17 @@ def summarise(
     if over.size:
         warnings.append(f"CE above 1 in {over.size} cycle(s) (first: cycle {int(over[0])}): capacity not conserved?")
     fade = _fade(retention, complete, out_table["c_rate_discharge"], out_table["c_rate_charge"], ref, warnings)
-    ce_sel = ce[complete & (np.arange(n) >= ce_skip)]
+    rate_ch, rate_dis = out_table["c_rate_charge"], out_table["c_rate_discharge"]
+    new_block = np.ones(n, dtype=bool)
+    new_block[1:] = ~(np.isclose(rate_ch[1:], rate_ch[:-1]) & np.isclose(rate_dis[1:], rate_dis[:-1]))
+    steady = complete & ~new_block & (np.arange(n) >= ref) & _at_reference_rate(rate_ch, rate_dis, ref)
+    ce_sel = ce[steady]
     ce_mean = None
     if ce_sel.size >= 1:
         sd = float(np.std(ce_sel, ddof=1)) / math.sqrt(ce_sel.size) if ce_sel.size > 1 else math.nan
         ce_mean = Estimate(float(np.mean(ce_sel)), sd)
     else:
-        warnings.append(f"no complete cycle after the first {ce_skip}: ce_mean not computed")
+        warnings.append("no steady cycle at the reference rate after the reference: ce_mean not computed")
     last = int(np.flatnonzero(complete)[-1])
     return FullCellResult(
         table=out_table,
@@ -362,6 +367,10 @@ def _replace(result: FullCellResult, **changes: Any) -> FullCellResult:
     return dataclasses.replace(result, **changes)
 
 
+def _at_reference_rate(rate_ch: np.ndarray, rate_dis: np.ndarray, ref: int) -> np.ndarray:
+    return np.isclose(rate_dis, rate_dis[ref], rtol=1e-9) & np.isclose(rate_ch, rate_ch[ref], rtol=1e-9)
+
+
 def _fade(
     retention: np.ndarray,
     complete: np.ndarray,
@@ -372,13 +381,7 @@ def _fade(
 ) -> Estimate | None:
     """Geometric fade per cycle over the cycles at the reference's rates, with its standard error."""
     idx = np.arange(retention.size)
-    same = (
-        complete
-        & (idx >= ref)
-        & np.isclose(rate_dis, rate_dis[ref], rtol=1e-9)
-        & np.isclose(rate_ch, rate_ch[ref], rtol=1e-9)
-        & (retention > 0)
-    )
+    same = complete & (idx >= ref) & _at_reference_rate(rate_ch, rate_dis, ref) & (retention > 0)
     x, y = idx[same].astype(float), np.log(retention[same])
     if x.size < 3:
         warnings.append(f"only {x.size} complete cycle(s) at the reference rate: fade_per_cycle not fitted")
