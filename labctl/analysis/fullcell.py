@@ -128,7 +128,8 @@ def _get(step: Segment | Mapping[str, Any], name: str) -> Any:
 
 @dataclass(frozen=True)
 class DqDv:
-    """dQ/dV of one half-cycle on a voltage grid (mAh/g/V); the peak is where the plateau is."""
+    """dQ/dV of one half-cycle on a voltage grid (mAh/g/V); ``peak_V`` (the centroid of the
+    main peak above half its height) is where the plateau is."""
 
     V: np.ndarray
     dQdV_mAh_g_V: np.ndarray
@@ -172,7 +173,21 @@ def dq_dv(
     edges = lo + np.arange(n_bins + 1) * bin_V
     per_bin = np.diff(np.interp(edges, V, q)) / mass_g / bin_V
     centres = 0.5 * (edges[1:] + edges[:-1])
-    return DqDv(V=centres, dQdV_mAh_g_V=per_bin, peak_V=float(centres[int(np.argmax(per_bin))]))
+    return DqDv(V=centres, dQdV_mAh_g_V=per_bin, peak_V=_peak(centres, per_bin))
+
+
+def _peak(v: np.ndarray, y: np.ndarray) -> float:
+    """Centroid of the contiguous bins above half the maximum around it: finer than one bin
+    and not thrown to a neighbouring bin by noise on a broad peak."""
+    top = int(np.argmax(y))
+    half = 0.5 * y[top]
+    lo, hi = top, top
+    while lo > 0 and y[lo - 1] >= half:
+        lo -= 1
+    while hi < y.size - 1 and y[hi + 1] >= half:
+        hi += 1
+    w = y[lo : hi + 1]
+    return float(np.sum(v[lo : hi + 1] * w) / np.sum(w)) if np.sum(w) > 0 else float(v[top])
 
 
 # --------------------------------------------------------------------------- the result
