@@ -51,13 +51,13 @@ class FullCell(CellModel):
     def soc(self, s: FullState) -> float:
         return s.stored / float(fullcell.capacity(self.p.capacity_c, s.discharged, self.p.fade))
 
-    def _coefficients(self, celsius: float) -> tuple[float, float, float, float]:
-        """(R_ohm, j0 Li, j0 cathode, R_D) at one temperature, memoised.
+    def _coefficients(self, celsius: float) -> tuple[float, float, float, float, float]:
+        """(R_ohm, 1/(2·j0·A) Li, 1/(2·j0·A) cathode, R_D, 2RT/F) at one temperature, memoised.
 
         A potentiostatic hold solves the voltage a dozen times per sample at
         the same temperature; the Arrhenius terms are the same each time.
         """
-        cache: dict[float, tuple[float, float, float, float]] = self.__dict__.setdefault("_coeff_cache", {})
+        cache: dict[float, tuple[float, float, float, float, float]] = self.__dict__.setdefault("_coeff_cache", {})
         hit = cache.get(celsius)
         if hit is None:
             p = self.p
@@ -65,9 +65,10 @@ class FullCell(CellModel):
                 cache.clear()
             hit = cache[celsius] = (
                 float(p.r_series + transport.ionic_resistance(p, celsius)),
-                float(transport.exchange_current(p, celsius)),
-                float(transport.cathode_exchange_current(p, celsius)),
+                float(0.5 / (transport.exchange_current(p, celsius) * p.area)),
+                float(0.5 / (transport.cathode_exchange_current(p, celsius) * p.area)),
                 float(transport.diffusion_resistance(p, celsius)),
+                float(2.0 * transport.thermal_voltage(celsius)),
             )
         return hit
 
@@ -80,9 +81,8 @@ class FullCell(CellModel):
         stored, cap = self._stored_and_capacity(s, current, dt)
         tau = transport.tau_diffusion(p, s.temp)
         if temp.size and np.all(temp == temp.flat[0]):  # one temperature: memoised coefficients
-            r_ohm, j0_li, j0_cat, r_d = self._coefficients(float(temp.flat[0]))
-            vt2 = 2.0 * float(transport.thermal_voltage(float(temp.flat[0])))
-            eta = vt2 * (math.asinh(current / (2.0 * j0_li * p.area)) + math.asinh(current / (2.0 * j0_cat * p.area)))
+            r_ohm, k_li, k_cat, r_d, vt2 = self._coefficients(float(temp.flat[0]))
+            eta = vt2 * (math.asinh(current * k_li) + math.asinh(current * k_cat))
             ohmic: Any = current * r_ohm + eta
         else:
             r_d = transport.diffusion_resistance(p, temp)
@@ -101,9 +101,8 @@ class FullCell(CellModel):
         stored = s.stored + eff * current * dt
         discharged = s.discharged + (-current * dt if current < 0 else 0.0)
         cap = max(p.capacity_c - p.fade * discharged, 1e-3 * p.capacity_c) if p.fade > 0 else p.capacity_c
-        r_ohm, j0_li, j0_cat, r_d = self._coefficients(celsius)
-        vt2 = 2.0 * float(transport.thermal_voltage(celsius))
-        eta = vt2 * (math.asinh(current / (2.0 * j0_li * p.area)) + math.asinh(current / (2.0 * j0_cat * p.area)))
+        r_ohm, k_li, k_cat, r_d, vt2 = self._coefficients(celsius)
+        eta = vt2 * (math.asinh(current * k_li) + math.asinh(current * k_cat))
         a, b = self._mode_sums(s, dt)
         conc = r_d * (current * (1.0 - a) + b)  # = R_D · MODES.overpotential_factor(...), linear in I
         e = fullcell.ocv_scalar(stored / cap, p.cathode) + current * r_ohm + eta + conc
