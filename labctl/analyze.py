@@ -13,6 +13,7 @@ through the same conductivity analysis as the ``eis`` protocol.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 from labctl import registry
 from labctl.analysis.arrhenius import fit_arrhenius
 from labctl.analysis.eis_conductivity import ConductivityResult, conductivity_from_spectrum, sigma_from_resistance
+from labctl.cathode import resolve_cathode
 from labctl.params import Param, ParameterError, validate
 from labctl.steps import EndReason, StepResult, StepRows, empty_samples
 
@@ -77,6 +79,8 @@ def replay_run(path: Path, overrides: Mapping[str, str]) -> dict[str, Any]:
         protocol = registry.get_protocol(str(run.meta.get("protocol", "")))
         values = protocol.validate({**_stored_parameters(run.meta), **overrides})
         cell = _cell(run.meta, protocol.cell_type)
+        if "loading" in values:  # a full cell: cathode parameters given now win over the recorded ones
+            cell = dataclasses.replace(cell, cathode=resolve_cathode(values, run.meta.get("cell") or {}))
         results = _completed_steps(run, SampleRowsFromFile(path))
         n_steps = len(run.steps)
     cut_short = status in _CUT_SHORT

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from drivers.sim import fullcell as sim_fullcell
+from labctl.analyze import replay_run
 from labctl.cathode import CathodeSpec
 from labctl.params import ParameterError
 from labctl.registry import get_protocol
@@ -112,6 +113,18 @@ def test_long_cycling_recovers_capacity_fade_and_ce(tmp_path, truth):
     mean_v = np.array(table["mean_discharge_V"])
     q_mAh = np.array(table["discharge_mAh_cm2"]) * truth["area"]
     assert energy == pytest.approx(mean_v * q_mAh, rel=1e-9)  # E = V̄·Q by definition of V̄
+
+
+def test_analyze_replays_the_run_file(tmp_path):
+    prepared = prepare_run(
+        "formation", params={"cycles": "2", "c_rate": "0.5"}, sim={"cathode": "lfp"}, out_dir=tmp_path
+    )
+    outcome = prepared.execute()
+    report = replay_run(prepared.path, {})
+    assert report["results"]["table"] == outcome.results["table"]
+    assert report["results"]["cathode"] == outcome.results["cathode"]  # rebuilt from the file's cell record
+    with pytest.raises(ValueError, match="'loading'.*out of range"):  # a bad override names the field
+        replay_run(prepared.path, {"loading": "-3"})
 
 
 def test_cycle_below_80_matches_the_true_trajectory(tmp_path):
