@@ -130,6 +130,21 @@ class CathodeSpec:
             raise ParameterError(f"{where}.{exc.args[0]}", "missing") from None
 
 
+#: Lab-file cell keys (the parameter names) -> ``CathodeSpec.as_dict`` names.
+LAB_KEYS = {
+    "cathode": "chemistry",
+    "loading": "loading_mg_cm2",
+    "specific_capacity": "specific_capacity_mAh_g",
+    "v_min": "v_min",
+    "v_max": "v_max",
+}
+
+
+def from_lab_cell(cell: Mapping[str, Any]) -> dict[str, Any]:
+    """The cathode entries of a lab file's ``cell`` table, in ``as_dict`` names (may be partial)."""
+    return {name: cell[key] for key, name in LAB_KEYS.items() if cell.get(key) is not None}
+
+
 def resolve_cathode(values: Mapping[str, Any], known: Mapping[str, Any] | None) -> CathodeSpec:
     """The cathode from the parameters, else from a simulator's (or lab file's) cell.
 
@@ -148,7 +163,8 @@ def resolve_cathode(values: Mapping[str, Any], known: Mapping[str, Any] | None) 
             param = next(p for p in CATHODE_PARAMS if p.name == name)
             raise ParameterError(name, f"is required on this instrument (allowed: {param.allowed})")
     window = WINDOWS.get(str(chemistry))
-    v_min, v_max = values.get("v_min"), values.get("v_max")
+    v_min = values.get("v_min") if values.get("v_min") is not None else sim.get("v_min")
+    v_max = values.get("v_max") if values.get("v_max") is not None else sim.get("v_max")
     for name, value in (("v_min", v_min), ("v_max", v_max)):
         if value is None and window is None:
             raise ParameterError(name, f"is required for cathode {chemistry!r} (allowed: a number from 0.5 to 5.5 V)")
