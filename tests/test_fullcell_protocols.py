@@ -123,7 +123,7 @@ def test_analyze_replays_the_run_file(tmp_path):
     report = replay_run(prepared.path, {})
     assert report["results"]["table"] == outcome.results["table"]
     assert report["results"]["cathode"] == outcome.results["cathode"]  # rebuilt from the file's cell record
-    with pytest.raises(ValueError, match="'loading'.*out of range"):  # a bad override names the field
+    with pytest.raises(ValueError, match=r"'loading'.*out of range"):  # a bad override names the field
         replay_run(prepared.path, {"loading": "-3"})
 
 
