@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from labctl.analysis.cycling import Segment
 from labctl.analysis.fullcell import CycleTable, cycle_row, dq_dv, summarise
 from labctl.cathode import CATHODE_PARAMS, CathodeSpec
 from labctl.params import Param, ParameterError
 from labctl.protocol import GEOMETRY_PARAMS, Cell, GeometryValues
 from labctl.safety import Demand
 from labctl.steps import ConstantCurrent, ConstantVoltage, EndReason, Limits, SetTemperature, Step, StepResult
-from protocols._steps import rest, step_trace
+from protocols._steps import rest
 
 #: A CC half-cycle is given up after this many times its nominal duration plus one hour.
 TIME_BUDGET_FACTOR = 2.0
@@ -155,21 +156,21 @@ class Cycling:
     def _record(
         self, number: int, charge: Sequence[StepResult], dis: StepResult, c_ch: float, c_dis: float, complete: bool
     ) -> None:
-        """Reduce the cycle to its row (and dQ/dV when selected); the traces are dropped after."""
-        ch_traces = [step_trace(r) for r in charge if r.n_samples >= 2]
-        dis_traces = [step_trace(dis)] if dis.n_samples >= 2 else []
-        self.table.append(
-            cycle_row(ch_traces, dis_traces, c_rate_charge=c_ch, c_rate_discharge=c_dis, complete=complete)
-        )
+        """Reduce the cycle to its row (and dQ/dV when selected): each step's rows are read once
+        (from the run file when there is one) and dropped with this call."""
+        charge_segs = [_segment(r) for r in charge]
+        ch = [seg for seg in charge_segs if seg is not None]
+        dis_seg = _segment(dis)
+        dis_list = [dis_seg] if dis_seg is not None else []
+        self.table.append(cycle_row(ch, dis_list, c_rate_charge=c_ch, c_rate_discharge=c_dis, complete=complete))
         if number in {int(c) for c in self.p.dqdv_cycles}:
             mass = cathode_of(self.cell).active_mass_g(self.cell.area_cm2)
+            bin_V = self.p.dqdv_bin * 1e-3
             curves: dict[str, Any] = {}
-            for half, result in (("charge", charge[0]), ("discharge", dis)):
-                if result.n_samples >= 2:
-                    rows = np.asarray(result.data)  # read once from the run file, dropped after
-                    curves[half] = dq_dv(
-                        rows["E"], rows["I"], rows["t"], mass, self.p.dqdv_bin * 1e-3, Q=rows["Q"]
-                    ).as_dict()
+            # the CC part of the charge only: a CV hold has no dQ/dV
+            for half, seg in (("charge", charge_segs[0]), ("discharge", dis_seg)):
+                if seg is not None:
+                    curves[half] = dq_dv(seg.V, seg.I_A, seg.t, mass, bin_V, Q=seg.Q).as_dict()
             self.dqdv[f"cycle_{number}"] = curves
 
     def _stop(self, result: StepResult) -> bool:
@@ -224,6 +225,14 @@ def preview_for(p: FullCellValues, cell: Cell, max_c_rate: float, celsius: float
     if celsius is not None:
         steps.append(SetTemperature(celsius=celsius))
     return steps
+
+
+def _segment(result: StepResult) -> Segment | None:
+    """A step's (t, V, I, Q) read back once; None when it has fewer than two samples."""
+    if result.n_samples < 2 or result.data is None:
+        return None
+    rows = np.asarray(result.data)
+    return Segment(rows["t"], rows["E"], rows["I"], rows["Q"])
 
 
 STEP_KINDS = frozenset({"ConstantCurrent", "ConstantVoltage", "Rest"})
