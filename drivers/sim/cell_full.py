@@ -108,6 +108,49 @@ class FullCell(CellModel):
         e = fullcell.ocv_scalar(stored / cap, p.cathode) + current * r_ohm + eta + conc
         return min(max(e, -COMPLIANCE_V), COMPLIANCE_V)
 
+    def current_for_voltage(
+        self, s: FullState, dt: float, celsius: float, e_target: float, guess: float
+    ) -> float | None:
+        """The constant current over ``dt`` after ``s`` that ends at ``e_target`` (Newton, analytic slope).
+
+        The generic potentiostatic stepper would bracket and bisect ~15 voltage
+        evaluations per sample; V(I) here is smooth and increasing, so Newton
+        from the last current converges in a few. None (the caller falls back
+        to bracketing) if the target is at the compliance clamp or Newton stalls.
+        """
+        p = self.p
+        r_ohm, k_li, k_cat, r_d, vt2 = self._coefficients(celsius)
+        a, _ = self._mode_sums(s, dt)
+        current = guess
+        for _ in range(40):
+            f = self._voltage_at(s, current, dt, celsius) - e_target
+            if abs(f) >= COMPLIANCE_V - abs(e_target) - 1e-9 and abs(f) > 1.0:
+                return None
+            eff = p.ce_full if current > 0 else 1.0
+            stored = s.stored + eff * current * dt
+            if current < 0 and p.fade > 0:
+                cap = p.capacity_c - p.fade * (s.discharged - current * dt)
+                if cap <= 1e-3 * p.capacity_c:
+                    return None
+                dx = (dt * cap - stored * p.fade * dt) / cap**2
+            else:
+                cap = max(p.capacity_c - p.fade * s.discharged, 1e-3 * p.capacity_c) if p.fade > 0 else p.capacity_c
+                dx = eff * dt / cap
+            slope = (
+                fullcell.docv_scalar(stored / cap, p.cathode) * dx
+                + r_ohm
+                + vt2
+                * (k_li / math.sqrt(1.0 + (current * k_li) ** 2) + k_cat / math.sqrt(1.0 + (current * k_cat) ** 2))
+                + r_d * (1.0 - a)
+            )
+            if not slope > 0:
+                return None
+            step = f / slope
+            current -= step
+            if abs(step) <= 1e-12 * abs(current) + 1e-18:
+                return current
+        return None
+
     def _mode_sums(self, s: FullState, dt: float) -> tuple[float, float]:
         """(Σ w·e, Σ w·e·x0) with e = exp(−k²dt/τ): the diffusion term for any current.
 

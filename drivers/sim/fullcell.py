@@ -41,6 +41,18 @@ def ocv_scalar(soc: float, cathode: str) -> float:
     return 3.55 + 0.6 * x + 0.05 * nernst + wall
 
 
+def docv_scalar(soc: float, cathode: str) -> float:
+    """d(OCV)/d(SOC) of ``ocv_scalar`` (V per unit SOC), for Newton solves."""
+    wall = _WALL if (soc < 0.0 or soc > 1.0) else 0.0
+    if not _X_MIN < soc < 1.0 - _X_MIN:
+        return wall
+    nernst = 1.0 / (soc * (1.0 - soc))
+    if cathode == "lfp":
+        edges = 0.15 / 0.02 * (math.exp(-(1.0 - soc) / 0.02) + math.exp(-soc / 0.02))
+        return 0.05 + 0.03 * nernst + edges + wall
+    return 0.6 + 0.05 * nernst + wall
+
+
 def capacity(capacity0: float, discharged: np.ndarray | float, fade: float) -> np.ndarray:
     """Capacity (C) after ``discharged`` coulombs have been discharged in total.
 
