@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             steps = run.steps
             cell_h = max((s.t_start + s.duration for s in steps), default=0.0) / 3600
             samples = run.n_samples
+            stored_cycles = len(run.results["table"]["cycle"])  # the per-cycle table reads back
         size_mb = path.stat().st_size / 1e6
     results = outcome.results
     report = {
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "ms_per_cycle": round(1e3 * wall / max(args.cycles, 1), 2),
         "cell_h": round(cell_h, 1),
         "samples": samples,
+        "cycles_in_file": stored_cycles,
         "file_MB": round(size_mb, 2),
         "rss_before_MB": round(rss_before, 1),
         "rss_after_MB": round(rss_after, 1),

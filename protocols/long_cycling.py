@@ -29,7 +29,8 @@ from protocols._fullcell import (
 from protocols._steps import reach_temperature, reached
 
 PARAMS = (
-    Param("cycles", 200, "", "cycles at c_rate", minimum=1, maximum=100000, kind="int"),
+    # at most 20000: the per-cycle table then stays well inside the run file's 32 MB results record
+    Param("cycles", 200, "", "cycles at c_rate", minimum=1, maximum=20000, kind="int"),
     Param("c_rate", 1.0, "C", "discharge rate", minimum=0.005, maximum=20.0),
     Param("charge_rate", None, "C", "charge rate", minimum=0.005, maximum=20.0, default_text="c_rate"),
     Param("formation_cycles", 0, "", "slow cycles first", minimum=0, maximum=100, kind="int"),
@@ -40,7 +41,7 @@ PARAMS = (
         "",
         "retention reference cycle (from 1, formation included)",
         minimum=1,
-        maximum=100100,
+        maximum=20100,
         kind="int",
         default_text="the first cycle after formation",
     ),

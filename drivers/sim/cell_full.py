@@ -115,41 +115,60 @@ class FullCell(CellModel):
 
         The generic potentiostatic stepper would bracket and bisect ~15 voltage
         evaluations per sample; V(I) here is smooth and increasing, so Newton
-        from the last current converges in a few. None (the caller falls back
+        from the last current converges in a few (bisection inside the bracket
+        when a steep end of the OCV throws it out). None (the caller falls back
         to bracketing) if the target is at the compliance clamp or Newton stalls.
         """
-        p = self.p
         r_ohm, k_li, k_cat, r_d, vt2 = self._coefficients(celsius)
         a, _ = self._mode_sums(s, dt)
         current = guess
-        for _ in range(40):
+        lo, hi = -math.inf, math.inf  # bracket: V(lo) < target < V(hi) (V rises with I)
+        for _ in range(80):
             f = self._voltage_at(s, current, dt, celsius) - e_target
-            if abs(f) >= COMPLIANCE_V - abs(e_target) - 1e-9 and abs(f) > 1.0:
-                return None
-            eff = p.ce_full if current > 0 else 1.0
-            stored = s.stored + eff * current * dt
-            if current < 0 and p.fade > 0:
-                cap = p.capacity_c - p.fade * (s.discharged - current * dt)
-                if cap <= 1e-3 * p.capacity_c:
-                    return None
-                dx = (dt * cap - stored * p.fade * dt) / cap**2
-            else:
-                cap = max(p.capacity_c - p.fade * s.discharged, 1e-3 * p.capacity_c) if p.fade > 0 else p.capacity_c
-                dx = eff * dt / cap
-            slope = (
-                fullcell.docv_scalar(stored / cap, p.cathode) * dx
-                + r_ohm
-                + vt2
-                * (k_li / math.sqrt(1.0 + (current * k_li) ** 2) + k_cat / math.sqrt(1.0 + (current * k_cat) ** 2))
-                + r_d * (1.0 - a)
-            )
-            if not slope > 0:
-                return None
-            step = f / slope
-            current -= step
-            if abs(step) <= 1e-12 * abs(current) + 1e-18:
+            if abs(f) > 1.0 and abs(f) >= COMPLIANCE_V - abs(e_target) - 1e-9:
+                return None  # at the compliance clamp: let the generic solver decide
+            if f == 0.0:
                 return current
+            if f < 0:
+                lo = current
+            else:
+                hi = current
+            slope = self._slope(s, current, dt, r_ohm, k_li, k_cat, r_d * (1.0 - a), vt2)
+            new = current - f / slope if slope > 0 else math.nan
+            if not lo < new < hi:  # Newton left the bracket (a steep end of the OCV): bisect
+                if not (math.isfinite(lo) and math.isfinite(hi)):
+                    return None
+                new = 0.5 * (lo + hi)
+            if abs(new - current) <= 1e-12 * abs(new) + 1e-18:
+                return new
+            current = new
         return None
+
+    def _slope(
+        self,
+        s: FullState,
+        current: float,
+        dt: float,
+        r_ohm: float,
+        k_li: float,
+        k_cat: float,
+        r_conc: float,
+        vt2: float,
+    ) -> float:
+        """dV/dI of ``_voltage_at`` (Ω)."""
+        p = self.p
+        eff = p.ce_full if current > 0 else 1.0
+        stored = s.stored + eff * current * dt
+        discharged = s.discharged + (-current * dt if current < 0 else 0.0)
+        cap_raw = p.capacity_c - p.fade * discharged if p.fade > 0 else p.capacity_c
+        floor = 1e-3 * p.capacity_c
+        dcap = p.fade * dt if (current < 0 and p.fade > 0 and cap_raw > floor) else 0.0  # d(cap)/dI
+        cap = max(cap_raw, floor)
+        dx = (eff * dt * cap - stored * dcap) / cap**2
+        kinetic = vt2 * (
+            k_li / math.sqrt(1.0 + (current * k_li) ** 2) + k_cat / math.sqrt(1.0 + (current * k_cat) ** 2)
+        )
+        return fullcell.docv_scalar(stored / cap, p.cathode) * dx + r_ohm + kinetic + r_conc
 
     def _mode_sums(self, s: FullState, dt: float) -> tuple[float, float]:
         """(Σ w·e, Σ w·e·x0) with e = exp(−k²dt/τ): the diffusion term for any current.
