@@ -31,6 +31,7 @@ class LiveReader:
 
     def __init__(self, path: Path, total_steps: int) -> None:
         self.path = path
+        self.total = total_steps
         self.every = max(1, total_steps // 10)
         self.reads: list[tuple[int, int, float]] = []  # (steps ended, steps readable in the file, RSS MB)
 
@@ -40,7 +41,9 @@ class LiveReader:
             event = subscription.get(timeout=0.5)
             if isinstance(event, StepEnded):
                 ended += 1
-                if ended % self.every == 0:
+                # not at the last step: the writer is finalizing the file then (a reader open at
+                # that moment makes finalize fail with an HDF5 file-locking error; the run is kept)
+                if ended % self.every == 0 and ended < self.total:
                     with open_run(self.path) as run:
                         readable = len(run.steps)
                     self.reads.append((ended, readable, proc_status_kb("VmRSS") / 1024))
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         prepared = prepare_run("long_cycling", params=params, sim={"cathode": args.cathode}, path=path)
         gc.collect()
         rss_before = proc_status_kb("VmRSS") / 1024
-        reader = LiveReader(path, 3 * args.cycles)  # CC, CV, CC per cycle
+        reader = LiveReader(path, 3 * args.cycles)  # CC, CV, CC per cycle (rest 0)
         t0, cpu0 = time.perf_counter(), time.process_time()
         outcome = prepared.execute(reader)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
