@@ -13,6 +13,7 @@ through the same conductivity analysis as the ``eis`` protocol.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 from labctl import registry
 from labctl.analysis.arrhenius import fit_arrhenius
 from labctl.analysis.eis_conductivity import ConductivityResult, conductivity_from_spectrum, sigma_from_resistance
+from labctl.cathode import resolve_cathode
 from labctl.params import Param, ParameterError, validate
 from labctl.steps import EndReason, StepResult, StepRows, empty_samples
 
@@ -77,6 +79,8 @@ def replay_run(path: Path, overrides: Mapping[str, str]) -> dict[str, Any]:
         protocol = registry.get_protocol(str(run.meta.get("protocol", "")))
         values = protocol.validate({**_stored_parameters(run.meta), **overrides})
         cell = _cell(run.meta, protocol.cell_type)
+        if "loading" in values:  # a full cell: cathode parameters given now win over the recorded ones
+            cell = dataclasses.replace(cell, cathode=resolve_cathode(values, run.meta.get("cell") or {}))
         results = _completed_steps(run, SampleRowsFromFile(path))
         n_steps = len(run.steps)
     cut_short = status in _CUT_SHORT
@@ -168,6 +172,7 @@ def _stored_parameters(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 def _cell(meta: Mapping[str, Any], default_type: str) -> Any:
     """The cell from the file's ``cell`` attribute (types checked on opening)."""
+    from labctl.cathode import CathodeSpec
     from labctl.protocol import Cell
     from labctl.storage.guard import RunFileError
 
@@ -181,6 +186,7 @@ def _cell(meta: Mapping[str, Any], default_type: str) -> Any:
         thickness_um=float(cell_meta["thickness_um"]),
         id=str(cell_meta.get("id") or ""),
         ocv_V=cell_meta.get("ocv_V"),
+        cathode=CathodeSpec.from_mapping(cell_meta["cathode"]) if cell_meta.get("cathode") else None,
     )
 
 

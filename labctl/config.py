@@ -18,6 +18,8 @@ Example::
     max_temperature = 90.0                        # °C
     chamber = "oven"                              # an instrument of kind chamber
     cell = { area = 1.13, thickness = 80, id = "MOF-17" }
+    # a full cell adds its cathode: cathode = "nmc", loading = 10.5 (mg/cm²),
+    # specific_capacity = 175 (mAh/g: defines 1 C), v_min = 3.0, v_max = 4.3
 
     [instruments.oven]
     driver = "espec"
@@ -46,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from labctl.alerts_config import AlertsConfig, parse_alerts
+from labctl.cathode import CATHODE_PARAMS
 from labctl.numbers import parse_number
 from labctl.params import Param, ParameterError
 from labctl.protocol import GEOMETRY_PARAMS
@@ -94,7 +97,8 @@ LEADS_PARAMS: dict[str, Param] = {
 }
 _LEADS_TEXT_KEYS = ("measured", "run")
 _GEOMETRY = {p.name: p for p in GEOMETRY_PARAMS}
-_CELL_KEYS = (*_GEOMETRY, *_CELL_TEXT_KEYS)
+_CATHODE = {p.name: p for p in CATHODE_PARAMS}  # a full cell's cathode: what 1 C means
+_CELL_KEYS = (*_GEOMETRY, *_CATHODE, *_CELL_TEXT_KEYS)
 
 
 class LabConfigError(ValueError):
@@ -258,6 +262,13 @@ def _cell(where: _Where, value: Any) -> dict[str, Any]:
     for key, raw in table.items():
         if key in _GEOMETRY:
             out[key] = _lab_number(where / key, raw, _GEOMETRY[key], positive=True)
+        elif key == "cathode":
+            try:
+                out[key] = _CATHODE[key].parse(_text(where / key, raw))
+            except ParameterError as exc:
+                raise (where / key).error(str(exc).removeprefix("parameter 'cathode': ")) from None
+        elif key in _CATHODE:
+            out[key] = _lab_number(where / key, raw, _CATHODE[key], positive=True)
         else:
             out[key] = _text(where / key, raw)
     return out

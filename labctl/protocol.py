@@ -12,6 +12,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from labctl.cathode import CathodeSpec, resolve_cathode
 from labctl.params import Param, ParameterError, check_values_type, typed_values, validate
 from labctl.safety import Demand
 from labctl.steps import Step, StepResult
@@ -32,6 +33,8 @@ class Cell:
     #: Open-circuit voltage when known before the run (a simulator knows it),
     #: so e.g. an LSV whose upper limit is below OCV is refused up front.
     ocv_V: float | None = None
+    #: A full cell's cathode (chemistry, loading, nominal mAh/g, window): what 1 C means.
+    cathode: CathodeSpec | None = None
 
     @property
     def area_m2(self) -> float:
@@ -50,6 +53,7 @@ class Cell:
             "notes": self.notes,
             "geometry_source": self.geometry_source,
             "ocv_V": self.ocv_V,
+            "cathode": None if self.cathode is None else self.cathode.as_dict(),
         }
 
 
@@ -181,6 +185,8 @@ class Protocol:
             id=cell_id,
             geometry_source=source,
             ocv_V=None if ocv is None else float(ocv),
+            # Protocols that declare the cathode parameters (full cells) get it resolved here.
+            cathode=resolve_cathode(values, channel_cell) if "loading" in values else None,
         )
 
 

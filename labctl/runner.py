@@ -30,6 +30,7 @@ from typing import Any
 
 from labctl import registry
 from labctl.calibration import apply_r_leads_default
+from labctl.cathode import from_lab_cell
 from labctl.channel import Channel
 from labctl.config import LabConfig
 from labctl.engine import Engine, RunHandle, RunOutcome, new_run_id
@@ -241,6 +242,8 @@ def prepare_run(
     known_cell.update(
         {key: defaults[src] for key, src in (("area_cm2", "area"), ("thickness_um", "thickness")) if src in defaults}
     )
+    if from_lab_cell(defaults):  # a full cell's cathode from the lab file wins over the simulator's
+        known_cell["cathode"] = {**(known_cell.get("cathode") or {}), **from_lab_cell(defaults)}
     cell = protocol.resolve_cell(values, known_cell or None, cell_id or str(defaults.get("id", "")))
     protocol.check_values(values, cell)
     target.safety.check_demands(protocol.demands_for(values, cell))

@@ -56,8 +56,14 @@ class OnDemand(Mapping[str, Any]):
 
 
 def step_trace(result: StepResult) -> OnDemand:
-    """A step's (t, V, I_A) trace, read from its data when looked up."""
-    return OnDemand(t=lambda: result.data["t"], V=lambda: result.data["E"], I_A=lambda: result.data["I"])
+    """A step's (t, V, I_A, Q) trace, read from its data when looked up."""
+    return OnDemand(
+        t=lambda: result.data["t"],
+        V=lambda: result.data["E"],
+        I_A=lambda: result.data["I"],
+        Q=lambda: result.data["Q"],
+    )
+
 
 #: A charge-limited half-cycle is stopped after this many times its nominal
 #: duration, so a cell that cannot pass the charge (a leak, a dead contact)

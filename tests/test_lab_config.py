@@ -189,7 +189,7 @@ PSTAT = '[instruments.pstat]\ndriver = "emstat4"\nresource = "/dev/ttyACM0"\n'
         ('[defaults]\nopertor = "x"', "defaults.opertor: unknown key (allowed: cell, operator)"),
         (
             "[defaults]\ncell = { thicknes = 2 }",
-            "defaults.cell.thicknes: unknown key (allowed: area, id, notes, thickness",
+            "defaults.cell.thicknes: unknown key (allowed: area, cathode, id, loading, notes, specific_capacity",
         ),
         (
             "[defaults]\ncell = 2",

@@ -131,7 +131,7 @@ class SimParams:
     cathode: str = _choice("nmc", ("nmc", "lfp"), "cathode OCV curve: nmc (sloping) or lfp (3.42 V plateau)")
     capacity: float = _p(2.0, "mAh/cm²", 0.01, 50.0, "cathode capacity of a full cell")
     soc0: float = _p(0.0, "", 0.0, 1.0, "initial state of charge of a full cell")
-    fade: float = _p(0.002, "", 0.0, 0.2, "capacity fade per cycle (per 2 × capacity of charge throughput)")
+    fade: float = _p(0.002, "", 0.0, 0.2, "capacity fade per full-depth cycle (capacity lost per charge discharged)")
     ce_full: float = _p(0.998, "", 0.5, 1.0, "coulombic efficiency of full-cell charging")
     r_cathode: float = _p(20.0, "Ω·cm²", 0.01, 1e5, "cathode charge-transfer resistance at 25 °C")
     q_cathode: float = _p(1e-4, "F·s^(n−1)/cm²", 1e-8, 1.0, "CPE of the composite cathode interface")
@@ -215,11 +215,16 @@ class SimParams:
 
     def cell_info(self, cell_type: str | None = None) -> dict[str, Any]:
         """The geometry protocols may default to: type, area_cm2, thickness_um."""
-        return {
+        info: dict[str, Any] = {
             "type": cell_type or self.cell,
             "area_cm2": self.area,
             "thickness_um": self.thickness,
         }
+        if info["type"] == "full":  # what a lab declares for a full cell: 1 C = the true capacity in 1 h
+            from drivers.sim.fullcell import cathode_info
+
+            info["cathode"] = cathode_info(self.cathode, self.capacity)
+        return info
 
     # --- unit conversions used by the models --------------------------------
     @property

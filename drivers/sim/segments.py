@@ -241,6 +241,11 @@ class ImplicitSegment(Segment):
         def f(i: float) -> float:
             return self._voltage(s, i, dt, temp) - e_target
 
+        direct = getattr(self.bench.cell, "current_for_voltage", None)  # a model's own fast solve
+        if direct is not None:
+            found = direct(s, dt, temp, e_target, self.i_prev)
+            if found is not None:
+                return float(found)
         i0 = self.i_prev
         f0 = f(i0)
         if f0 == 0.0:

@@ -33,11 +33,18 @@ _C_PER_MAH = 3.6  # 1 mAh = 3.6 C
 
 @dataclass(frozen=True, eq=False)
 class Segment:
-    """One measured step: time ``t`` (s), cell voltage ``V`` (V), current ``I_A`` (A)."""
+    """One measured step: time ``t`` (s), cell voltage ``V`` (V), current ``I_A`` (A).
+
+    ``Q`` (C), when the instrument reports it, is the charge passed since the start
+    of the step (the instrument's own integral, sampled at far more than the logged
+    points): capacities and energies then use it, since a trapezoid over logged
+    points overestimates a decaying CV current at coarse sampling.
+    """
 
     t: np.ndarray
     V: np.ndarray
     I_A: np.ndarray
+    Q: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class HalfCycleSummary:
     charge_weighted_V: float
     peak_abs_V: float
     end_abs_V: float
+    energy_Wh: float = math.nan  # integral(V|I|dt): energy stored (charge) or delivered (discharge)
 
 
 @dataclass(frozen=True)
@@ -232,6 +240,28 @@ def full_cell_cycling_summary(
 # --------------------------------------------------------------------------- internals
 
 
+def cycle_metrics(charge: HalfCycleSummary | None, discharge: HalfCycleSummary | None, first: str) -> dict[str, float]:
+    """One full-cell cycle's numbers from its two halves (None = missing, NaN results).
+
+    The single definition every full-cell analysis uses (``full_cell_cycling_summary``
+    here, the C-rate protocols' ``labctl.analysis.fullcell``): capacities (mAh),
+    CE = capacity of the second half / the first (``first`` is "charge" or
+    "discharge"), charge-weighted mean voltages and energies (Wh).
+    """
+    a, b = (charge, discharge) if first == "charge" else (discharge, charge)
+    q_in = a.capacity_mAh if a is not None else math.nan
+    q_out = b.capacity_mAh if b is not None else math.nan
+    return {
+        "ch": charge.capacity_mAh if charge is not None else math.nan,
+        "dis": discharge.capacity_mAh if discharge is not None else math.nan,
+        "ce": q_out / q_in if q_in > 0 else math.nan,
+        "v_ch": _charge_weighted_V(charge),
+        "v_dis": _charge_weighted_V(discharge),
+        "e_ch": charge.energy_Wh if charge is not None else math.nan,
+        "e_dis": discharge.energy_Wh if discharge is not None else math.nan,
+    }
+
+
 def _cycle_rows(halves: list[HalfCycleSummary], first: str) -> list[dict[str, float]]:
     """Charge and discharge capacity, CE and mean voltages of each (first, second) pair of halves."""
     rows: list[dict[str, float]] = []
@@ -239,16 +269,7 @@ def _cycle_rows(halves: list[HalfCycleSummary], first: str) -> list[dict[str, fl
         a = halves[k]
         b = halves[k + 1] if k + 1 < len(halves) else None
         ch, dis = (a, b) if first == "charge" else (b, a)
-        q_in, q_out = a.capacity_mAh, (b.capacity_mAh if b is not None else math.nan)
-        rows.append(
-            {
-                "ch": ch.capacity_mAh if ch is not None else math.nan,
-                "dis": dis.capacity_mAh if dis is not None else math.nan,
-                "ce": q_out / q_in if q_in > 0 else math.nan,
-                "v_ch": _charge_weighted_V(ch),
-                "v_dis": _charge_weighted_V(dis),
-            }
-        )
+        rows.append(cycle_metrics(ch, dis, first))
     return rows
 
 
@@ -258,7 +279,7 @@ def _coerce(step: Segment | Mapping[str, Any], index: int) -> Segment:
     elif isinstance(step, Mapping):
         try:
             cur = step["I_A"] if "I_A" in step else step["I"]
-            seg = Segment(step["t"], step["V"] if "V" in step else step["E"], cur)
+            seg = Segment(step["t"], step["V"] if "V" in step else step["E"], cur, step.get("Q"))
         except KeyError as exc:
             raise ValueError(f"step {index}: missing key {exc.args[0]!r}") from None
     else:
@@ -272,19 +293,29 @@ def _coerce(step: Segment | Mapping[str, Any], index: int) -> Segment:
         raise ValueError(f"step {index}: t, V or I_A contains NaN or infinite values")
     if np.any(np.diff(t) <= 0):
         raise ValueError(f"step {index}: t must be strictly increasing")
-    return Segment(t, V, cur)
+    q = None if seg.Q is None else np.asarray(seg.Q, dtype=float)
+    if q is not None and not (q.shape == t.shape and np.all(np.isfinite(q))):
+        q = None  # not reported (NaN) or malformed: integrate the current instead
+    return Segment(t, V, cur, q)
 
 
 def _trapz(y: np.ndarray, x: np.ndarray) -> float:
     return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))
 
 
+def summarize_half_cycle(
+    segments: Sequence[Segment | Mapping[str, Any]], sign: int, index: int = 0
+) -> HalfCycleSummary:
+    """One half-cycle (its steps' traces, in order) summarised: charge, energy, mean voltages."""
+    return _summarize(index, sign, _segments(segments, list(range(len(segments)))), 0.05)
+
+
 def _summarize(index: int, sign: int, segs: list[Segment], end_fraction: float) -> HalfCycleSummary:
     dur = sum(float(s.t[-1] - s.t[0]) for s in segs)
-    q = sum(_trapz(np.abs(s.I_A), s.t) for s in segs)
+    q = sum(_step_charge(s) for s in segs)
     v_int = sum(_trapz(s.V, s.t) for s in segs)
     av_int = sum(_trapz(np.abs(s.V), s.t) for s in segs)
-    vq_int = sum(_trapz(s.V * np.abs(s.I_A), s.t) for s in segs)
+    vq_int = sum(_step_energy(s) for s in segs)
     v_all = np.concatenate([s.V for s in segs])
     n_end = max(1, math.ceil(end_fraction * v_all.size))
     return HalfCycleSummary(
@@ -300,7 +331,23 @@ def _summarize(index: int, sign: int, segs: list[Segment], end_fraction: float) 
         charge_weighted_V=vq_int / q if q > 0 else math.nan,
         peak_abs_V=float(np.max(np.abs(v_all))),
         end_abs_V=float(np.median(np.abs(v_all[-n_end:]))),
+        energy_Wh=vq_int / 3600.0,
     )
+
+
+def _step_charge(s: Segment) -> float:
+    """|charge| of one step (C): the instrument's Q when reported, else the trapezoid of |I|."""
+    if s.Q is not None:
+        return float(abs(s.Q[-1]))
+    return _trapz(np.abs(s.I_A), s.t)
+
+
+def _step_energy(s: Segment) -> float:
+    """integral(V|I|dt) of one step (J): V against the instrument's Q when reported."""
+    if s.Q is not None:
+        dq = np.abs(np.diff(np.abs(s.Q)))
+        return float(abs(s.Q[0]) * s.V[0] + np.sum(0.5 * (s.V[1:] + s.V[:-1]) * dq))
+    return _trapz(s.V * np.abs(s.I_A), s.t)
 
 
 def _charge_weighted_V(h: HalfCycleSummary | None) -> float:
