@@ -167,14 +167,14 @@ class CyclerCell:
             self._last_t = -math.inf
             self.status = "working"
 
-    def set_output(self, segment: Segment) -> None:
-        """Direct control: switch the running test to ``segment`` from now on."""
+    def set_output(self, segments: list[Segment]) -> None:
+        """Direct control: switch the running test to ``segments`` from now on."""
         with self.lock:
             self.advance()
             if self.status != "working" or self.program is None:
                 raise RuntimeError("no test is running on this channel")
-            self.program.segments.append(segment)
-            self._index = len(self.program.segments) - 1
+            self._index = len(self.program.segments)
+            self.program.segments.extend(segments)
             self._t_seg = self.t
             self._q_seg = 0.0
             self._last_t = -math.inf
@@ -228,24 +228,40 @@ class CyclerCell:
         if len(ran.data):
             self._e_last = float(ran.data[-1]["E"])
 
+    def _on_grid(self, t: float) -> bool:
+        k = (t - self._t_seg) / self.record_period
+        return abs(k - round(k)) < 1e-6
+
     def _run_piece(self, now: float) -> bool:
+        """Advance toward ``now``: in bulk between record-grid points, in single
+        pieces to and from an off-grid instant (a reading taken between records).
+        Points on the grid are records, as is the point where a segment ends."""
         seg = self.segment
         assert seg is not None
         dt = self.record_period
         end = math.inf if seg.duration is None else self._t_seg + seg.duration
-        horizon = min(now, end)
-        if horizon < end:
-            # records on the segment's grid: stop at the last grid point reached
-            horizon = self._t_seg + math.floor((horizon - self._t_seg) / dt + 1e-9) * dt
-        span = horizon - self.t
+        limit = min(now, end)
+        if self._on_grid(self.t):
+            target = self._t_seg + math.floor((limit - self._t_seg) / dt + 1e-6) * dt
+            period = dt
+            if target <= self.t + 1e-9:
+                target = limit
+                period = target - self.t
+        else:
+            next_grid = self._t_seg + math.ceil((self.t - self._t_seg) / dt - 1e-6) * dt
+            target = min(next_grid, limit)
+            period = target - self.t
+        span = target - self.t
         if span <= 1e-9:
             return False
         q_base = self._q_seg
-        ran = drive(self.sim, self._step(seg, span, dt), self._ctx)
-        for row in ran.data:
-            self._record(seg, row, q_base)
+        ran = drive(self.sim, self._step(seg, span, max(period, 1e-6)), self._ctx)
         reached_end = self.t >= end - 1e-9
-        if ran.outcome.end_reason in _CUTOFFS or reached_end:
+        ended = ran.outcome.end_reason in _CUTOFFS or reached_end
+        for n, row in enumerate(ran.data):
+            final = n == len(ran.data) - 1
+            self._take(seg, row, q_base, record=self._on_grid(float(row["t"])) or (final and ended))
+        if ended:
             self._next_segment()
         elif ran.outcome.end_reason.is_fault:
             self.status = "protect"
@@ -261,16 +277,16 @@ class CyclerCell:
         lim = Limits(max_time=span, current_below=seg.i_below)
         return ConstantVoltage(voltage=seg.voltage, limits=lim, sample_period=dt)
 
-    def _record(self, seg: Segment, row: np.void, q_base: float) -> None:
+    def _take(self, seg: Segment, row: np.void, q_base: float, *, record: bool) -> None:
         t = float(row["t"])
-        if t <= self._last_t + 1e-9:
-            return  # the first point of a continued piece repeats the previous one
-        self._last_t = t
         q = float(row["Q"]) if math.isfinite(float(row["Q"])) else 0.0
         e, i = float(row["E"]), float(row["I"])
         self._last = (e, i)
         self._e_last = e
         self._q_seg = q_base + q  # a piece's Q restarts at 0
+        if not record or t <= self._last_t + 1e-9:
+            return  # not a record, or the first point of a piece repeating the last one
+        self._last_t = t
         self.records.append(
             Record(
                 seq=len(self.records) + 1,
@@ -300,8 +316,11 @@ class CyclerCell:
                 self.cycle += 1
             else:
                 self._loop_done[i] = 0
+        before = self.program.segments[i].step_id
         self._index = nxt
         self._t_seg = self.t
-        self._q_seg = 0.0
+        same_step = self._index < len(self.program.segments) and self.program.segments[nxt].step_id == before
+        if not same_step or nxt <= i:
+            self._q_seg = 0.0  # a CC-CV's CV phase goes on counting the step's capacity
         if self._index >= len(self.program.segments):
             self.status = "finish"
