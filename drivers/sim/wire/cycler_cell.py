@@ -100,6 +100,8 @@ class CyclerCell:
         self.alarm = ""
         self.test_id = 0
         self.records: list[Record] = []
+        #: Every test's records, in order (the instrument's stored data files).
+        self.tests: list[list[Record]] = []
         self.program: Program | None = None
         self._index = 0
         self._loop_done: dict[int, int] = {}
@@ -157,6 +159,7 @@ class CyclerCell:
             self.advance()
             self.test_id += 1
             self.records = []
+            self.tests.append(self.records)
             self.program = program
             self._index = 0
             self._loop_done = {}

@@ -168,6 +168,7 @@ class NewareModel:
         cell_type: str = "auto",
         record_period: float = 1.0,
         ip: str = "127.0.0.1",
+        channel_clocks: dict[str, Clock] | None = None,
     ) -> None:
         self.clock = clock
         self.ip = ip
@@ -178,7 +179,8 @@ class NewareModel:
         for unit in range(1, units + 1):
             for chl in range(1, channels + 1):
                 seeded = SimParams(**{**params.as_dict(), "seed": params.seed + 1000 * unit + chl})
-                self.cells[(devid, unit, chl)] = CyclerCell(seeded, cell_type, clock, record_period)
+                own = (channel_clocks or {}).get(f"{devid}-{unit}-{chl}", clock)
+                self.cells[(devid, unit, chl)] = CyclerCell(seeded, cell_type, own, record_period)
         #: per-channel faults pending: address -> kinds
         self.pending: dict[tuple[int, int, int], list[str]] = {}
         self.log: list[str] = []
@@ -375,6 +377,11 @@ class NewareHandler(LineHandler):
             return
         reply, keys = self.model.execute(body)
         fault = self.model.take_fault(keys)
+        if fault == "alarm":
+            with self.model.lock:
+                for key in keys:
+                    self.model.cells[key].raise_alarm()
+            fault = None
         data = frame(reply)
         if fault == "no-reply":
             return
@@ -403,15 +410,17 @@ class NewareServer(EmulatorServer):
         return self.model.cells[(d, u, c)]
 
     def inject(self, address: str, kind: str, after: int = 0) -> None:
-        """A fault on one channel: ``no-reply``/``garbled``/``drop-link`` act on the reply
-        about it after ``after`` more such replies; ``alarm`` (or ``instrument-error``)
-        stops it in ``protect`` at once."""
+        """A fault on one channel, on the reply about it after ``after`` more such replies:
+        ``no-reply``/``garbled``/``drop-link`` act on that reply; ``alarm`` (or
+        ``instrument-error``) stops the channel in ``protect`` (at once when ``after`` is 0)."""
         d, u, c = (int(x) for x in address.split("-"))
-        if kind in ("alarm", "instrument-error"):
+        if kind == "instrument-error":
+            kind = "alarm"
+        if kind == "alarm" and after == 0:
             with self.model.lock:
                 self.model.cells[(d, u, c)].raise_alarm()
             return
-        if kind not in ("no-reply", "garbled", "drop-link"):
+        if kind not in ("no-reply", "garbled", "drop-link", "alarm"):
             raise ValueError(f"unknown fault {kind!r} (allowed: no-reply, garbled, drop-link, alarm)")
         with self.model.lock:
             self.model.pending.setdefault((d, u, c), []).extend([""] * after + [kind])
@@ -443,11 +452,13 @@ def serve(
     units: int = 1,
     channels: int = 8,
     record_period: float = 1.0,
+    channel_clocks: dict[str, Clock] | None = None,
     **options: Any,
 ) -> NewareServer:
     """Start a BTS server emulator with ``units`` × ``channels`` channels (addresses
     ``devid-unit-channel``, from 1). ``clock``: share a VirtualClock with the driver
-    (lockstep tests); otherwise ``speed`` × real time."""
+    (lockstep tests); ``channel_clocks``: a clock per address (lockstep drivers in
+    parallel threads); otherwise ``speed`` × real time."""
     if options:
         allowed = "devid, units, channels, record_period"
         raise TypeError(f"unknown option(s) {', '.join(sorted(options))} (allowed: {allowed})")
@@ -459,6 +470,7 @@ def serve(
         channels=int(channels),
         cell_type=cell_type,
         record_period=float(record_period),
+        channel_clocks=channel_clocks,
     )
 
     def handler(session: Session) -> NewareHandler:
