@@ -321,9 +321,9 @@ class CyclerCell:
                 self._loop_done[i] = 0
         before = self.program.segments[i].step_id
         self._index = nxt
-        self._t_seg = self.t
-        same_step = self._index < len(self.program.segments) and self.program.segments[nxt].step_id == before
-        if not same_step or nxt <= i:
-            self._q_seg = 0.0  # a CC-CV's CV phase goes on counting the step's capacity
+        same_step = nxt > i and nxt < len(self.program.segments) and self.program.segments[nxt].step_id == before
+        if not same_step:  # a CC-CV's CV phase goes on with the step's time, grid and capacity
+            self._t_seg = self.t
+            self._q_seg = 0.0
         if self._index >= len(self.program.segments):
             self.status = "finish"

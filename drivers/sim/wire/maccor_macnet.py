@@ -91,6 +91,8 @@ class MaccorModel:
         self.safety: list[dict[str, float]] = [{} for _ in range(channels)]
         self.pending: dict[int, list[str]] = {}
         self.log: list[tuple[int, int]] = []
+        #: Every (4, 7) reading sent, per channel, with the instrument clock time (for tests).
+        self.served: dict[int, list[dict[str, Any]]] = {}
 
     def stat(self, chan: int) -> int:
         cell = self.cells[chan]
@@ -322,6 +324,10 @@ class MaccorHandler(LineHandler):
             with self.model.lock:
                 kinds = self.model.pending.get(chan)
                 fault = (kinds.pop(0) or None) if kinds else None
+        if fault == "alarm":
+            with self.model.lock:
+                self.model.cells[chan].raise_alarm("alarm")  # type: ignore[index]
+            fault = None
         if fault == "no-reply":
             return
         if fault == "drop-link":
@@ -329,6 +335,11 @@ class MaccorHandler(LineHandler):
             return
         if fault == "garbled":
             data = garble(data)
+        result = reply.get("result") or {}
+        if fault is None and chan is not None and (result.get("FClass"), result.get("FNum")) == (4, 7):
+            with self.model.lock:
+                clock_now = self.model.cells[chan].clock.now()
+                self.model.served.setdefault(chan, []).append({**result, "clock": clock_now})
         self.session.send(data)
 
 
@@ -348,13 +359,16 @@ class MaccorServer(EmulatorServer):
         return self.model.cells[chan]
 
     def inject(self, chan: int, kind: str, after: int = 0) -> None:
-        """A fault on channel ``chan`` (wire numbering): ``no-reply``/``garbled``/``drop-link``
-        on the reply about it after ``after`` more; ``alarm`` suspends it at once."""
+        """A fault on channel ``chan`` (wire numbering), on the reply about it after
+        ``after`` more such replies: ``no-reply``/``garbled``/``drop-link`` act on that
+        reply; ``alarm`` suspends the channel (at once when ``after`` is 0)."""
         with self.model.lock:
-            if kind in ("alarm", "instrument-error"):
+            if kind == "instrument-error":
+                kind = "alarm"
+            if kind == "alarm" and after == 0:
                 self.model.cells[chan].raise_alarm("alarm")
                 return
-            if kind not in ("no-reply", "garbled", "drop-link"):
+            if kind not in ("no-reply", "garbled", "drop-link", "alarm"):
                 raise ValueError(f"unknown fault {kind!r} (allowed: no-reply, garbled, drop-link, alarm)")
             self.model.pending.setdefault(chan, []).extend([""] * after + [kind])
 
