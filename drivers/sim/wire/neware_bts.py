@@ -57,7 +57,16 @@ from xml.sax.saxutils import quoteattr
 
 from drivers.sim import SimParams
 from drivers.sim.wire.cycler_cell import CyclerCell, Program, Record, Segment
-from drivers.sim.wire.transport import EmulatorServer, LineHandler, Session, TcpServer, garble
+from drivers.sim.wire.transport import (
+    DROP_LINK,
+    GARBLED,
+    NO_REPLY,
+    EmulatorServer,
+    LineHandler,
+    Session,
+    TcpServer,
+    garble,
+)
 from labctl.clock import Clock, ScaledClock
 
 HEADER = '<?xml version="1.0" encoding="UTF-8" ?><bts version="1.0">'
@@ -373,7 +382,7 @@ class NewareHandler(LineHandler):
         try:
             body = ET.fromstring(text)
         except ET.ParseError:
-            self.session.send(frame("<cmd>error</cmd><result>false</result><error>XML does not parse</error>"))
+            self._send(frame("<cmd>error</cmd><result>false</result><error>XML does not parse</error>"))
             return
         reply, keys = self.model.execute(body)
         fault = self.model.take_fault(keys)
@@ -388,9 +397,28 @@ class NewareHandler(LineHandler):
         if fault == "drop-link":
             self.session.close()
             return
-        if fault == "garbled":
-            data = garble(data[: -len(TERMINATOR)]) + TERMINATOR
-        self.session.send(data)
+        self._send(data, garbled=fault == "garbled")
+
+    def _send(self, data: bytes, *, garbled: bool = False) -> None:
+        """``Session.send`` with the scheduled transport faults, garbling the XML but
+        keeping the frame's terminator (as a corrupted reply from a real server would
+        arrive: framed, unparseable)."""
+        session = self.session
+        if session.closed.is_set():
+            return
+        with session._send_lock:
+            action = session.faults.next_action()
+            if action == NO_REPLY:
+                return
+            if action == DROP_LINK:
+                session.close()
+                return
+            if garbled or action == GARBLED:
+                data = garble(data[: -len(TERMINATOR)]) + TERMINATOR
+            try:
+                session._write(data)
+            except OSError:
+                session.close()
 
 
 class NewareServer(EmulatorServer):
