@@ -76,6 +76,7 @@ def test_two_channels_complete_a_cycle_with_every_record_and_a_link_drop_healed(
             assert counters[name].blocks[1] > 10, "the CC step must reach the run file in many blocks (live)"
             assert not server.cell(name).output_on  # type: ignore[attr-defined]
         assert runs[A].channel.reconnects >= 1 and runs[B].channel.reconnects == 0
+        assert not list(tmp_path.glob("*.xml")), "step files are removed once their test ended"
     finally:
         server.stop()  # type: ignore[attr-defined]
 

@@ -202,7 +202,7 @@ class NewareChannel(Channel):
             )
 
     # --- steps -------------------------------------------------------------------------------
-    def _write_step_file(self, step: Step, record_period: float) -> str:
+    def _write_step_file(self, step: Step, record_period: float) -> tuple[Path, str]:
         try:
             text = compile_steps(
                 [step],
@@ -214,10 +214,11 @@ class NewareChannel(Channel):
             raise InstrumentError(f"Neware: {step.kind} cannot run on the cycler: {exc}") from None
         self._files += 1
         name = f"labctl-{self.options.channel}-{self._files:05d}.xml"
-        (self._dir / name).write_text(text, encoding="utf-8")
+        local = self._dir / name
+        local.write_text(text, encoding="utf-8")
         remote = self.options.remote_step_dir or str(self._dir)
         sep = "\\" if "\\" in remote and "/" not in remote else "/"
-        return remote.rstrip("\\/") + sep + name
+        return local, remote.rstrip("\\/") + sep + name
 
     def _samples(self, rows: list[dict[str, str]], t0: float) -> np.ndarray:
         block = empty_samples(len(rows))
@@ -238,7 +239,14 @@ class NewareChannel(Channel):
             raise InstrumentError(f"Neware: {step.kind} cannot run on the cycler: {exc}") from None
         record_period = self.options.record_period or step.sample_period
         poll = self.options.poll_period or max(step.sample_period, 1.0)
-        path = self._write_step_file(step, record_period)
+        local, path = self._write_step_file(step, record_period)
+        try:
+            return (yield from self._follow(step, ctx, path, poll))
+        finally:
+            local.unlink(missing_ok=True)  # kept while its test runs, then removed
+
+    def _follow(self, step: Step, ctx: StepContext, path: str, poll: float) -> Generator[np.ndarray, None, StepOutcome]:
+        """Start the step file's test and follow it to its end."""
         self._ensure_open()
         t0 = ctx.run_time()
         self._stopping = False
