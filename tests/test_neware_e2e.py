@@ -114,3 +114,58 @@ def test_a_fault_ends_the_job_on_its_channel_only(tmp_path: Path, kind: str, aft
         check_complete(server, B, runs[B].path)
     finally:
         server.stop()  # type: ignore[attr-defined]
+
+
+def test_pause_stops_the_test_and_resume_runs_the_rest_of_the_step(tmp_path: Path) -> None:
+    """Pause in a CC step: the cycler's test is stopped (output off); resume starts a new
+    test with what is left of the step (the charge limit goes forward, never replays)."""
+    import threading
+    import time
+
+    from labctl.engine import Engine
+    from labctl.events import Samples
+    from labctl.params import Param
+    from labctl.protocol import Cell, Protocol
+    from labctl.steps import ConstantCurrent, Limits
+
+    def plan(values, cell):  # a protocol generator
+        step = yield ConstantCurrent(current=1e-3, limits=Limits(max_charge=3.0, max_time=20000), sample_period=30)
+        return {"charge": step.charge, "end_reason": step.end_reason.value}
+
+    proto = Protocol(
+        name="charge",
+        version="1",
+        title="charge",
+        cell_type="full",
+        params=(Param("x", 1.0),),
+        plan=plan,
+        step_kinds=frozenset({"ConstantCurrent"}),
+    )
+    clock = VirtualClock()
+    with serve(SimParams(), clock=clock, channels=1) as server:
+        channel = create(server.resource, {"channel": A, "timeout": 2, "step_dir": str(tmp_path)}, clock)
+        engine = Engine(channel)
+        paused = threading.Event()
+
+        class PauseOnce:
+            def handle(self, event: object) -> None:
+                if isinstance(event, Samples) and len(event.block) and not paused.is_set():
+                    paused.set()
+                    engine.request_pause()
+
+        engine.sinks.insert(0, PauseOnce())
+        handle = engine.start(proto, {"x": 1.0}, Cell("full", 1.0, 100.0))
+        assert paused.wait(60.0)
+        deadline = time.monotonic() + 60.0
+        while handle.state != RunState.PAUSED and time.monotonic() < deadline:
+            threading.Event().wait(0.01)
+        cell = server.cell(A)
+        held = (cell.status, cell.output_on)
+        handle.resume()
+        outcome = handle.wait(120.0)
+    assert held == ("stop", False)
+    assert outcome is not None and outcome.status == RunState.COMPLETED, outcome
+    assert outcome.results["end_reason"] == "charge"
+    assert len(cell.tests) == 2  # the rest of the step was a second test
+    # the charge limit is checked on the records (not in a step file): one record period late at most
+    assert 3.0 <= outcome.results["charge"] <= 3.0 + 1e-3 * 30 + 1e-9

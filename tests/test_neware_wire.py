@@ -263,3 +263,20 @@ def test_labctl_sim_server_serves_the_bts_emulator() -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(10)
     assert proc.returncode == 0
+
+
+def test_a_lab_file_names_cycler_channels_by_their_bts_address(tmp_path: Path) -> None:
+    from labctl.config import LabConfigError, load_lab
+
+    good = tmp_path / "lab.toml"
+    good.write_text(
+        '[instruments.bts]\ndriver = "neware"\nresource = "tcp://192.0.2.7:502"\n'
+        "[instruments.bts.channels.27-1-1]\n[instruments.bts.channels.27-2-8]\n",
+        encoding="utf-8",
+    )
+    lab = load_lab(good)
+    assert lab.channel("bts:27-2-8")[1].name == "27-2-8" and lab.instruments["bts"].kind == "cycler"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.read_text().replace("27-2-8", "8"), encoding="utf-8")
+    with pytest.raises(LabConfigError, match=r"channels\.8.*DEVID-SUBDEVID-CHLID"):
+        load_lab(bad)

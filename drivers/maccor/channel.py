@@ -340,7 +340,9 @@ class MaccorChannel(Channel):
     def safe_state(self) -> None:
         def reset() -> None:
             self._ensure_open()
-            self._check(self.link.call(6, 5, Chan=self.chan), "(6, 5) reset channel")
+            result = self.link.call(6, 5, Chan=self.chan)
+            if result.get("Result") != "OK" and int(self.status()["Stat"]) in (STAT_RUNNING,):
+                self._check(result, "(6, 5) reset channel")  # refused while running: not safe
             self._direct = False
 
         with_one_reconnect(reset, self._reopen, instrument=f"Maccor {self.options.channel}", goal="reset the channel")

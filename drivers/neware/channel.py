@@ -179,7 +179,10 @@ class NewareChannel(Channel):
         self._stopping = True
         row = self._one("stop", "stop")
         if row.get("stop", "").lower() not in ("ok", "true"):
-            raise InstrumentError(f"Neware: the BTS refused to stop channel {self.options.channel}: {row!r}")
+            # a channel with nothing running may refuse a stop: that is off too
+            state = self.inquire().get("workstatus", "")
+            if state in ("working", "pause"):
+                raise InstrumentError(f"Neware: the BTS refused to stop channel {self.options.channel} ({state})")
 
     def _start(self, path: str) -> None:
         """Start the step file; a link lost before the reply is recovered by asking
@@ -268,11 +271,11 @@ class NewareChannel(Channel):
                 self._last_voltage = float(last["E"])
             hit = watcher.check(block) if watch_host else None
             if hit is not None and status.get("workstatus") == "working":
-                index, reason = hit
+                _, reason = hit
                 self._stop_test()
-                if index + 1 < len(block):
-                    block = block[: index + 1]
-                yield block
+                # everything the cell went through until the stop is kept (it happened)
+                _, tail = yield from self._poll(ctx, next_seq)
+                yield np.concatenate([block, self._samples(tail, t0)])
                 return StepOutcome(reason, f"{reason.value} (checked by labctl on the cycler's records)")
             if len(block):
                 yield block
