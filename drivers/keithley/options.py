@@ -29,12 +29,8 @@ class SmuOptions(DriverOptions):
     visa_library: str = option("@py", "str", 'pyvisa backend: "@py" (pyvisa-py), "" (NI/Keysight VISA), a path')
     nplc: float = option(1.0, "float", "integration time in power-line cycles", minimum=0.01, maximum=10)
     compliance_voltage: float = option(
-        10.0,
-        "float",
-        "the largest |V| the SMU may ever put on the cell",
-        unit="V",
-        minimum=MIN_VOLTAGE_LIMIT,
-        maximum=210,
+        10.0, "float", "the largest |V| the SMU may ever put on the cell", unit="V",
+        minimum=MIN_VOLTAGE_LIMIT, maximum=210,
     )
     compliance_current: float = option(
         0.1, "float", "current limit of voltage-sourced steps", unit="A", minimum=1e-9, maximum=1.05
@@ -49,3 +45,4 @@ class SmuOptions(DriverOptions):
     )
     reset: bool = option(True, "bool", "*RST before the first step of a run")
     channel: str = option("1", "choice", "the lab file's channel name: these SMUs have one", choices=("1",))
+

@@ -27,12 +27,8 @@ class E4980AOptions(DriverOptions):
     poll_interval: float = option(0.01, "float", "wall time between status polls", unit="s", above=0, maximum=10)
     visa_library: str = option("@py", "str", 'pyvisa backend: "@py" (pyvisa-py), "" (NI/Keysight VISA), a path')
     max_level: float | None = option(
-        None,
-        "float",
-        "largest test signal (default from *OPT?: 2, or 20 with option 001)",
-        unit="V rms",
-        above=0,
-        maximum=20,
+        None, "float", "largest test signal (default from *OPT?: 2, or 20 with option 001)", unit="V rms",
+        above=0, maximum=20,
     )
     max_bias: float | None = option(
         None, "float", "largest DC bias (default from *OPT?: 2, or 40 with option 001)", unit="V", above=0, maximum=40

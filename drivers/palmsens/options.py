@@ -33,9 +33,7 @@ class Options(DriverOptions):
         0.5, "float", "open-circuit measurement before a step that starts from OCV", unit="s", above=0
     )
     overload: str = option(
-        "compliance",
-        "choice",
-        "an overload ends the step (compliance) or fails the run (error)",
+        "compliance", "choice", "an overload ends the step (compliance) or fails the run (error)",
         choices=("compliance", "error"),
     )
     exclusive: bool = option(True, "bool", "lock the serial port")

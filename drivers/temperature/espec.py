@@ -87,10 +87,7 @@ class EspecOptions(DriverOptions):
         None, "float", "refuse set points below (default: none)", unit="°C", minimum=-273.15
     )
     max_temperature: float | None = option(
-        None,
-        "float",
-        "refuse set points above (default: the chamber's own maximum, TYPE?)",
-        unit="°C",
+        None, "float", "refuse set points above (default: the chamber's own maximum, TYPE?)", unit="°C",
         minimum=-273.15,
     )
     channel: str | None = option(None, "str", "the lab file's channel name (a chamber has one)")
