@@ -38,7 +38,7 @@ def start(names: list[str]) -> tuple[object, dict[str, VirtualClock]]:
 
 def factory(server: object):
     def make(name: str, clock: VirtualClock):
-        opts = {"channel": name, "timeout": 0.5, "reconnect_attempts": 2, "reconnect_wait": 1.0, "data_time": 30}
+        opts = {"channel": name, "timeout": 2.0, "reconnect_attempts": 2, "reconnect_wait": 1.0, "data_time": 30}
         return create(server.resource, opts, clock)  # type: ignore[attr-defined]
 
     return make

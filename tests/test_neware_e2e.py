@@ -37,7 +37,7 @@ def start(tmp_path: Path, names: list[str]) -> tuple[object, dict[str, VirtualCl
 
 def factory(server: object, tmp_path: Path, **extra: object):
     def make(name: str, clock: VirtualClock):
-        opts = {"channel": name, "timeout": 0.5, "reconnect_attempts": 2, "reconnect_wait": 1.0}
+        opts = {"channel": name, "timeout": 2.0, "reconnect_attempts": 2, "reconnect_wait": 1.0}
         opts["step_dir"] = str(tmp_path)
         return create(server.resource, {**opts, **extra}, clock)  # type: ignore[attr-defined]
 
