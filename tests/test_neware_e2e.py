@@ -73,6 +73,11 @@ def test_two_channels_complete_a_cycle_with_every_record_and_a_link_drop_healed(
             assert res["ends"] == ["voltage_above", "current_below", "voltage_below"]
             assert 0.95 < res["discharge_C"] / res["charge_C"] <= 1.0
             check_complete(server, name, run.path)
+            for k in (1, 4):  # CC charge and discharge: the cycler's capacity, signed, in C
+                d = run.outcome.steps[k].data
+                assert d["Q"][-1] == pytest.approx(np.trapezoid(d["I"], d["t"]), rel=1e-3)
+            cv = run.outcome.steps[2].data  # a decaying current: the trapezoid overestimates
+            assert 0.95 * np.trapezoid(cv["I"], cv["t"]) < cv["Q"][-1] < np.trapezoid(cv["I"], cv["t"])
             assert counters[name].blocks[1] > 10, "the CC step must reach the run file in many blocks (live)"
             assert not server.cell(name).output_on  # type: ignore[attr-defined]
         assert runs[A].channel.reconnects >= 1 and runs[B].channel.reconnects == 0

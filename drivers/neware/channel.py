@@ -38,7 +38,15 @@ import numpy as np
 from drivers.kit.pacing import empty_block, wait_until
 from drivers.neware.bts import CHUNK, Address, BtsLink, records
 from drivers.neware.options import NewareOptions
-from drivers.neware.stepfile import KINDS, StepFileRefusal, bts_step, compile_steps, unhandled_limits
+from drivers.neware.stepfile import (
+    CC_DCHG,
+    CV_DCHG,
+    KINDS,
+    StepFileRefusal,
+    bts_step,
+    compile_steps,
+    unhandled_limits,
+)
 from labctl.channel import (
     Capabilities,
     Channel,
@@ -223,13 +231,15 @@ class NewareChannel(Channel):
         sep = "\\" if "\\" in remote and "/" not in remote else "/"
         return local, remote.rstrip("\\/") + sep + name
 
-    def _samples(self, rows: list[dict[str, str]], t0: float) -> np.ndarray:
+    def _samples(self, rows: list[dict[str, str]], t0: float, q_sign: float) -> np.ndarray:
+        """Records -> samples; the capacity is taken as a magnitude and signed by the
+        step's direction (cyclers report it positive for charge and discharge)."""
         block = empty_samples(len(rows))
         if rows:
             block["t"] = [t0 + _float(r, "testtime") for r in rows]
             block["E"] = [_float(r, "volt") for r in rows]
             block["I"] = [_float(r, "current") for r in rows]
-            block["Q"] = [_float(r, "cap") * 3.6 for r in rows]  # mAh -> C
+            block["Q"] = [q_sign * abs(_float(r, "cap")) * 3.6 for r in rows]  # mAh -> C
         return block
 
     def run_step(self, step: Step, ctx: StepContext) -> StepRun:
@@ -237,18 +247,21 @@ class NewareChannel(Channel):
 
     def _run(self, step: Step, ctx: StepContext) -> Generator[np.ndarray, None, StepOutcome]:
         try:
-            bts_step(step, max_current=self.options.max_current, last_voltage=self._last_voltage)
+            program = bts_step(step, max_current=self.options.max_current, last_voltage=self._last_voltage)
         except StepFileRefusal as exc:
             raise InstrumentError(f"Neware: {step.kind} cannot run on the cycler: {exc}") from None
         record_period = self.options.record_period or step.sample_period
         poll = self.options.poll_period or max(step.sample_period, 1.0)
         local, path = self._write_step_file(step, record_period)
         try:
-            return (yield from self._follow(step, ctx, path, poll))
+            q_sign = -1.0 if program.step_type in (CC_DCHG, CV_DCHG) else 1.0
+            return (yield from self._follow(step, ctx, path, poll, q_sign))
         finally:
             local.unlink(missing_ok=True)  # kept while its test runs, then removed
 
-    def _follow(self, step: Step, ctx: StepContext, path: str, poll: float) -> Generator[np.ndarray, None, StepOutcome]:
+    def _follow(
+        self, step: Step, ctx: StepContext, path: str, poll: float, q_sign: float
+    ) -> Generator[np.ndarray, None, StepOutcome]:
         """Start the step file's test and follow it to its end."""
         self._ensure_open()
         t0 = ctx.run_time()
@@ -265,7 +278,7 @@ class NewareChannel(Channel):
                 return StepOutcome(EndReason.ABORTED, "interrupted")
             status, rows = yield from self._poll(ctx, next_seq)
             next_seq += len(rows)
-            block = self._samples(rows, t0)
+            block = self._samples(rows, t0, q_sign)
             if len(block):
                 last = block[-1]
                 self._last_voltage = float(last["E"])
@@ -275,7 +288,7 @@ class NewareChannel(Channel):
                 self._stop_test()
                 # everything the cell went through until the stop is kept (it happened)
                 _, tail = yield from self._poll(ctx, next_seq)
-                yield np.concatenate([block, self._samples(tail, t0)])
+                yield np.concatenate([block, self._samples(tail, t0, q_sign)])
                 return StepOutcome(reason, f"{reason.value} (checked by labctl on the cycler's records)")
             if len(block):
                 yield block

@@ -32,8 +32,8 @@ the Empa aurora/neware_api project and in ``NewareStep`` step-file writers):
   ``Start_Step`` and ``Cycle_Count``.
 
 What is ours (not in the public material we found): the names of a download
-record's attributes and the units of replies (``volt`` V, ``current`` A,
-``cap`` mAh, times in s, ``atime`` the instrument's date-time), the
+record's attributes and the units of replies (``volt`` V, ``current`` A signed,
+``cap`` mAh as a magnitude, times in s, ``atime`` the instrument's date-time), the
 ``<result>`` of ``connect``, ``Record/Main/Time`` (ms) as a step's record
 interval, and ``alarm`` naming why a channel is in ``protect``.
 
@@ -348,7 +348,7 @@ class NewareModel:
         return (
             f'<record seq="{r.seq}" cycle="{r.cycle}" step="{r.step_id}" steptype="{r.step_type}" '
             f'testtime="{r.test_time:.3f}" steptime="{r.step_time:.3f}" volt="{r.voltage:.6f}" '
-            f'current="{r.current:.8f}" cap="{r.capacity / 3.6:.8f}" atime="{self.atime(r.abs_time)}"/>'
+            f'current="{r.current:.8f}" cap="{abs(r.capacity) / 3.6:.8f}" atime="{self.atime(r.abs_time)}"/>'
         )
 
     def _cmd_download(self, body: ET.Element) -> tuple[str, list[Any]]:
