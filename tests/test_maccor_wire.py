@@ -189,3 +189,23 @@ def test_labctl_sim_server_serves_the_macnet_emulator() -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(10)
     assert proc.returncode == 0
+
+
+def test_scheduled_faults_can_target_one_channel() -> None:
+    """``--option fault_channel=2``: ``--fault`` counts and hits only replies about channel 2."""
+    clock = VirtualClock()
+    with serve(SimParams(), clock=clock, channels=2, fault_channel=2) as server:
+        install(server, [FaultPlan.parse("garbled@1"), FaultPlan.parse("instrument-error@2")], "maccor")
+        client = Client(server.port)
+        try:
+            assert client(6, 7, Chan=0, Current=1e-3, Voltage=65536, ChMode="C", **DIRECT)["Result"] == "OK"
+            with pytest.raises(json.JSONDecodeError):
+                json.loads(client.raw({"FClass": 6, "FNum": 7, "Chan": 1, "Current": 1e-3, "Voltage": 65536,
+                                       "ChMode": "C", **DIRECT}))  # fmt: skip
+            assert client(4, 7, Chan=1)["Stat"] == 1  # its 2nd reply: the alarm comes with it
+            assert client(4, 7, Chan=1)["Stat"] == 2
+            assert client(4, 7, Chan=0)["Stat"] == 1
+        finally:
+            client.close()
+    with pytest.raises(ValueError, match="no such channel"):
+        serve(SimParams(), channels=2, fault_channel=3)

@@ -280,3 +280,31 @@ def test_a_lab_file_names_cycler_channels_by_their_bts_address(tmp_path: Path) -
     bad.write_text(good.read_text().replace("27-2-8", "8"), encoding="utf-8")
     with pytest.raises(LabConfigError, match=r"channels\.8.*DEVID-SUBDEVID-CHLID"):
         load_lab(bad)
+
+
+def test_scheduled_faults_can_target_one_channel(tmp_path: Path) -> None:
+    """``--option fault_channel=27-1-2``: ``--fault`` counts and hits only replies about it."""
+    clock = VirtualClock()
+    with serve(SimParams(), clock=clock, channels=2, fault_channel="27-1-2") as server:
+        install(server, [FaultPlan.parse("garbled@1"), FaultPlan.parse("instrument-error@2")], "neware")
+        client = Client(server.port)
+        try:
+            path = step_file(tmp_path / "s.xml")
+            for chl in (1, 2):
+                client.buf = b""
+                try:
+                    client(
+                        f'<cmd>start</cmd><list count="1"><start {CHL.format(chl)} barcode="x">{path}</start></list>'
+                    )
+                except ET.ParseError:
+                    assert chl == 2  # the first reply about 27-1-2 is garbled, none about 27-1-1
+            client.buf = b""
+            inquire = '<cmd>inquire</cmd><list count="1"><inquire {}>true</inquire></list>'
+            assert rows(client(inquire.format(CHL.format(1))))[0].get("workstatus") == "working"
+            client(inquire.format(CHL.format(2)))  # its 2nd reply: the alarm comes with it
+            assert rows(client(inquire.format(CHL.format(2))))[0].get("workstatus") == "protect"
+            assert rows(client(inquire.format(CHL.format(1))))[0].get("workstatus") == "working"
+        finally:
+            client.close()
+    with pytest.raises(ValueError, match="no such channel"):
+        serve(SimParams(), channels=2, fault_channel="27-1-3")

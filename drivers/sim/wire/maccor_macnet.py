@@ -52,7 +52,16 @@ from typing import Any
 
 from drivers.sim import SimParams
 from drivers.sim.wire.cycler_cell import CyclerCell, Program, Segment
-from drivers.sim.wire.transport import EmulatorServer, LineHandler, Session, TcpServer, garble
+from drivers.sim.wire.transport import (
+    DROP_LINK,
+    GARBLED,
+    NO_REPLY,
+    EmulatorServer,
+    LineHandler,
+    Session,
+    TcpServer,
+    garble,
+)
 from labctl.clock import Clock, ScaledClock
 
 log = logging.getLogger(__name__)
@@ -77,8 +86,11 @@ class MaccorModel:
         cell_type: str = "auto",
         max_current: float = 1.0,
         channel_clocks: dict[int, Clock] | None = None,
+        fault_channel: int | None = None,
     ) -> None:
         self.clock = clock
+        #: ``--fault`` acts only on replies about this channel (wire number; None: every reply)
+        self.fault_channel = fault_channel
         self.max_current = max_current
         self.lock = threading.RLock()
         self.cells: list[CyclerCell] = []
@@ -333,14 +345,35 @@ class MaccorHandler(LineHandler):
         if fault == "drop-link":
             self.session.close()
             return
-        if fault == "garbled":
-            data = garble(data)
+        target = self.model.fault_channel
+        sent = self._send(data, garbled=fault == "garbled", scheduled=target is None or chan == target)
         result = reply.get("result") or {}
-        if fault is None and chan is not None and (result.get("FClass"), result.get("FNum")) == (4, 7):
+        if sent and chan is not None and (result.get("FClass"), result.get("FNum")) == (4, 7):
             with self.model.lock:
                 clock_now = self.model.cells[chan].clock.now()
                 self.model.served.setdefault(chan, []).append({**result, "clock": clock_now})
-        self.session.send(data)
+
+    def _send(self, data: bytes, *, garbled: bool = False, scheduled: bool = True) -> bool:
+        """``Session.send`` with the scheduled faults (only ``scheduled`` replies count
+        toward them); True when the reply went out as it was."""
+        session = self.session
+        if session.closed.is_set():
+            return False
+        with session._send_lock:
+            action = session.faults.next_action() if scheduled else None
+            if action == NO_REPLY:
+                return False
+            if action == DROP_LINK:
+                session.close()
+                return False
+            if garbled or action == GARBLED:
+                data = garble(data)
+            try:
+                session._write(data)
+            except OSError:
+                session.close()
+                return False
+            return not (garbled or action == GARBLED)
 
 
 class MaccorServer(EmulatorServer):
@@ -373,10 +406,14 @@ class MaccorServer(EmulatorServer):
             self.model.pending.setdefault(chan, []).extend([""] * after + [kind])
 
     def instrument_faults(self) -> dict[str, Callable[[], bool]]:
-        """``--fault instrument-error``: an alarm suspends the first running channel."""
+        """``--fault instrument-error``: an alarm suspends the fault channel (option
+        ``fault_channel``), or else the first running channel."""
 
         def alarm() -> bool:
             with self.model.lock:
+                target = self.model.fault_channel
+                if target is not None:
+                    return self.model.cells[target].raise_alarm("alarm")
                 return any(cell.raise_alarm("alarm") for cell in self.model.cells)
 
         return {"instrument-error": alarm}
@@ -386,6 +423,14 @@ class MaccorServer(EmulatorServer):
 
     def stop(self) -> None:
         self.server.stop()
+
+
+def _channel_number(number: int | None, channels: int) -> int | None:
+    if number is None:
+        return None
+    if not isinstance(number, int) or not 1 <= number <= channels:
+        raise ValueError(f"fault_channel {number!r}: no such channel (allowed: 1 to {channels})")
+    return number - 1
 
 
 def serve(
@@ -398,13 +443,16 @@ def serve(
     channels: int = 8,
     max_current: float = 1.0,
     channel_clocks: dict[int, Clock] | None = None,
+    fault_channel: int | None = None,
     **options: Any,
 ) -> MaccorServer:
     """Start a MacNet emulator with ``channels`` channels. ``clock``: share a
     VirtualClock with the driver (lockstep tests); ``channel_clocks``: a clock per
-    channel (lockstep drivers in parallel threads); otherwise ``speed`` × real time."""
+    channel (lockstep drivers in parallel threads); otherwise ``speed`` × real time.
+    ``fault_channel`` (a channel number from 1, as MacTest shows it): scheduled faults
+    (``--fault``) act on that channel only."""
     if options:
-        allowed = "channels, max_current"
+        allowed = "channels, max_current, fault_channel"
         raise TypeError(f"unknown option(s) {', '.join(sorted(options))} (allowed: {allowed})")
     model = MaccorModel(
         params,
@@ -413,6 +461,7 @@ def serve(
         cell_type=cell_type,
         max_current=float(max_current),
         channel_clocks=channel_clocks,
+        fault_channel=_channel_number(fault_channel, int(channels)),
     )
 
     def handler(session: Session) -> MaccorHandler:

@@ -178,8 +178,11 @@ class NewareModel:
         record_period: float = 1.0,
         ip: str = "127.0.0.1",
         channel_clocks: dict[str, Clock] | None = None,
+        fault_channel: tuple[int, int, int] | None = None,
     ) -> None:
         self.clock = clock
+        #: ``--fault`` acts only on replies about this channel (None: on every reply)
+        self.fault_channel = fault_channel
         self.ip = ip
         self.devid = devid
         self.record_period = record_period
@@ -397,9 +400,10 @@ class NewareHandler(LineHandler):
         if fault == "drop-link":
             self.session.close()
             return
-        self._send(data, garbled=fault == "garbled")
+        target = self.model.fault_channel
+        self._send(data, garbled=fault == "garbled", scheduled=target is None or target in keys)
 
-    def _send(self, data: bytes, *, garbled: bool = False) -> None:
+    def _send(self, data: bytes, *, garbled: bool = False, scheduled: bool = True) -> None:
         """``Session.send`` with the scheduled transport faults, garbling the XML but
         keeping the frame's terminator (as a corrupted reply from a real server would
         arrive: framed, unparseable)."""
@@ -407,7 +411,7 @@ class NewareHandler(LineHandler):
         if session.closed.is_set():
             return
         with session._send_lock:
-            action = session.faults.next_action()
+            action = session.faults.next_action() if scheduled else None
             if action == NO_REPLY:
                 return
             if action == DROP_LINK:
@@ -454,10 +458,14 @@ class NewareServer(EmulatorServer):
             self.model.pending.setdefault((d, u, c), []).extend([""] * after + [kind])
 
     def instrument_faults(self) -> dict[str, Callable[[], bool]]:
-        """``--fault instrument-error``: an alarm on the first working channel."""
+        """``--fault instrument-error``: an alarm on the fault channel (option
+        ``fault_channel``), or else on the first working channel."""
 
         def alarm() -> bool:
             with self.model.lock:
+                target = self.model.fault_channel
+                if target is not None:
+                    return self.model.cells[target].raise_alarm()
                 return any(cell.raise_alarm() for cell in self.model.cells.values())
 
         return {"instrument-error": alarm}
@@ -467,6 +475,18 @@ class NewareServer(EmulatorServer):
 
     def stop(self) -> None:
         self.server.stop()
+
+
+def _address(text: str | None, devid: int, units: int, channels: int) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        d, u, c = (int(x) for x in str(text).split("-"))
+    except ValueError:
+        raise ValueError(f"fault_channel {text!r}: not an address (allowed: DEVID-UNIT-CHANNEL)") from None
+    if d != devid or not 1 <= u <= units or not 1 <= c <= channels:
+        raise ValueError(f"fault_channel {text!r}: no such channel (allowed: {devid}-1-1 … {devid}-{units}-{channels})")
+    return d, u, c
 
 
 def serve(
@@ -481,14 +501,16 @@ def serve(
     channels: int = 8,
     record_period: float = 1.0,
     channel_clocks: dict[str, Clock] | None = None,
+    fault_channel: str | None = None,
     **options: Any,
 ) -> NewareServer:
     """Start a BTS server emulator with ``units`` × ``channels`` channels (addresses
     ``devid-unit-channel``, from 1). ``clock``: share a VirtualClock with the driver
     (lockstep tests); ``channel_clocks``: a clock per address (lockstep drivers in
-    parallel threads); otherwise ``speed`` × real time."""
+    parallel threads); otherwise ``speed`` × real time. ``fault_channel``
+    (``devid-unit-channel``): scheduled faults (``--fault``) act on that channel only."""
     if options:
-        allowed = "devid, units, channels, record_period"
+        allowed = "devid, units, channels, record_period, fault_channel"
         raise TypeError(f"unknown option(s) {', '.join(sorted(options))} (allowed: {allowed})")
     model = NewareModel(
         params,
@@ -499,6 +521,7 @@ def serve(
         cell_type=cell_type,
         record_period=float(record_period),
         channel_clocks=channel_clocks,
+        fault_channel=_address(fault_channel, int(devid), int(units), int(channels)),
     )
 
     def handler(session: Session) -> NewareHandler:
