@@ -346,12 +346,13 @@ class MaccorHandler(LineHandler):
             self.session.close()
             return
         target = self.model.fault_channel
-        sent = self._send(data, garbled=fault == "garbled", scheduled=target is None or chan == target)
         result = reply.get("result") or {}
-        if sent and chan is not None and (result.get("FClass"), result.get("FNum")) == (4, 7):
+        reading = chan is not None and (result.get("FClass"), result.get("FNum")) == (4, 7)
+        clock_now = self.model.cells[chan].clock.now() if reading else 0.0  # type: ignore[index]
+        sent = self._send(data, garbled=fault == "garbled", scheduled=target is None or chan == target)
+        if sent and reading:
             with self.model.lock:
-                clock_now = self.model.cells[chan].clock.now()
-                self.model.served.setdefault(chan, []).append({**result, "clock": clock_now})
+                self.model.served.setdefault(chan, []).append({**result, "clock": clock_now})  # type: ignore[arg-type]
 
     def _send(self, data: bytes, *, garbled: bool = False, scheduled: bool = True) -> bool:
         """``Session.send`` with the scheduled faults (only ``scheduled`` replies count
