@@ -628,16 +628,16 @@ def sim_server_command(
         server.stop()
         _fail_usage(exc)
         return
-    click.echo(f"{model} emulator at {server.resource} (speed {speed:g}x); Ctrl-C to stop", err=True)
-    for plan in plans:
-        click.echo(f"fault armed: {plan.describe()}", err=True)
-    click.echo(server.resource)
-    chamber = getattr(server, "chamber", None)
-    if chamber is not None:
-        click.echo(f"chamber emulator on the same cell at {chamber.resource}", err=True)
-        click.echo(chamber.resource)
-    try:
+    try:  # a Ctrl-C as soon as the resource is printed must still stop cleanly
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        click.echo(f"{model} emulator at {server.resource} (speed {speed:g}x); Ctrl-C to stop", err=True)
+        for plan in plans:
+            click.echo(f"fault armed: {plan.describe()}", err=True)
+        click.echo(server.resource)
+        chamber = getattr(server, "chamber", None)
+        if chamber is not None:
+            click.echo(f"chamber emulator on the same cell at {chamber.resource}", err=True)
+            click.echo(chamber.resource)
         while True:
             signal.pause()
     except KeyboardInterrupt:

@@ -32,6 +32,8 @@ DRIVERS: dict[str, str] = {
     "e4980a": "drivers.keysight.e4980a:create",
     "espec": "drivers.temperature.espec:create",
     "eurotherm": "drivers.temperature.eurotherm:create",
+    "neware": "drivers.neware.channel:create",
+    "maccor": "drivers.maccor.channel:create",
 }
 
 #: Each driver's options class (``drivers.kit.options.DriverOptions``): light modules,
@@ -45,6 +47,8 @@ DRIVER_OPTIONS: dict[str, str] = {
     "e4980a": "drivers.keysight.options:E4980AOptions",
     "espec": "drivers.temperature.espec:EspecOptions",
     "eurotherm": "drivers.temperature.eurotherm:EurothermOptions",
+    "neware": "drivers.neware.options:NewareOptions",
+    "maccor": "drivers.maccor.options:MaccorOptions",
 }
 
 #: What kind of instrument each driver is.
@@ -57,6 +61,8 @@ KINDS: dict[str, str] = {
     "e4980a": "lcr",
     "espec": "chamber",
     "eurotherm": "chamber",
+    "neware": "cycler",
+    "maccor": "cycler",
 }
 
 EMULATORS: dict[str, str] = {
@@ -68,6 +74,8 @@ EMULATORS: dict[str, str] = {
     "e4980a": "drivers.sim.wire.e4980a:serve",
     "espec": "drivers.sim.wire.espec:serve",
     "eurotherm": "drivers.sim.wire.eurotherm:serve",
+    "neware": "drivers.sim.wire.neware_bts:serve",
+    "maccor": "drivers.sim.wire.maccor_macnet:serve",
 }
 
 

@@ -1,0 +1,1 @@
+"""Maccor battery testers: a MacNet client (JSON-RPC over TCP, port 57570), direct mode."""
