@@ -445,6 +445,7 @@ def li_cu_ce_figures(view: RunView) -> list[ReportFigure]:
     if r.get("valid") is False:
         lines.append("INVALID: " + "; ".join(str(x) for x in r.get("invalid_reasons") or [])[:150])
     note(ax_v, "\n".join(lines), loc="upper left")
+    legend(ax_v, loc="center left")
     out = [ReportFigure("li_cu_ce", "Voltage vs time: precondition, reservoir, n cycles (numbered), final strip.", fig)]
     nuc = r.get("nucleation")
     # The nucleation dip is measured on the first plating onto bare Cu.
@@ -513,7 +514,8 @@ def per_cycle_figure(view: RunView) -> ReportFigure:
         for key in keys:
             y = np.array(series[key])
             ax.plot(np.arange(1, len(y) + 1), y, "o-", ms=4, lw=1, label=plain(key))
-        ax.set_ylabel(plain(_label_with_unit(keys[0]) if len(keys) == 1 else unit), fontsize=8)
+        many = f"{_QUANTITY.get(unit, 'value')} / {unit}"
+        ax.set_ylabel(plain(_label_with_unit(keys[0]) if len(keys) == 1 else many), fontsize=8)
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(True, alpha=0.3)
         legend(ax, loc="best")
@@ -524,6 +526,7 @@ def per_cycle_figure(view: RunView) -> ReportFigure:
     return ReportFigure("per_cycle", f"Per-cycle results: {shown}.", fig)
 
 
+_QUANTITY = {"V": "voltage", "mV": "voltage", "mAh/cm²": "capacity", "mAh/g": "specific capacity", "mAh": "capacity"}
 _UNITS = {"_mAh_cm2": "mAh/cm²", "_mAh_g": "mAh/g", "_mAh": "mAh", "_V": "V", "_mV": "mV", "_Wh": "Wh", "_ohm": "Ω"}
 
 
