@@ -80,3 +80,15 @@ def shared_runs(tmp_path_factory) -> dict[str, Path]:  # type: ignore[no-untyped
     if not _RUNS:
         _RUNS.update(make_runs(tmp_path_factory.mktemp("protocol_runs")))
     return dict(_RUNS)
+
+
+_REPLAYED: dict[Path, dict] = {}  # type: ignore[type-arg]
+
+
+def replayed(path: Path) -> dict:  # type: ignore[type-arg]
+    """``labctl analyze``'s results for a run file (computed once: EIS fits take a moment)."""
+    from labctl.analyze import replay_run
+
+    if path not in _REPLAYED:
+        _REPLAYED[path] = replay_run(path, {})["results"]
+    return _REPLAYED[path]

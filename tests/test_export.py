@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from labctl.analyze import replay_run
 from labctl.cli import main
 from labctl.importers import load_spectrum
 from labctl.storage import open_run
-from tests.report_runs import CELL_ID, shared_runs
+from tests.report_runs import CELL_ID, replayed, shared_runs
 
 PROTOCOLS = ["arrhenius", "ccd", "cycling", "eis", "li_cu_ce", "lsv", "transference"]
 SAMPLE_HEADER = "t_s,E_V,I_A,Q_C,T_degC"
@@ -97,7 +96,7 @@ def test_spectra_are_exported_for_eis_tools(runs, exported, protocol: str) -> No
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_results_are_exported_as_csv_and_json(runs, exported, protocol: str) -> None:
     folder = exported[protocol]
-    results = replay_run(runs[protocol], {})["results"]
+    results = replayed(runs[protocol])
     data = json.loads((folder / "results.json").read_text())
     assert data["results"] == json.loads(json.dumps(results))
     assert data["protocol"] == protocol and data["cell"]["id"] == CELL_ID and data["results_source"] == "replayed"

@@ -17,7 +17,6 @@ from click.testing import CliRunner
 from matplotlib.collections import PolyCollection
 from matplotlib.patches import Polygon, Rectangle
 
-from labctl.analyze import replay_run
 from labctl.cli import main
 from labctl.report.figures import figures_for
 from labctl.report.plotting import NYQUIST_X, ReportFigure
@@ -26,7 +25,7 @@ from labctl.report.summary import summarize
 from labctl.report.tabulate import problems, result_rows
 from labctl.report.writers import render_html
 from labctl.storage import open_run
-from tests.report_runs import CELL_ID, partial_copy, shared_runs
+from tests.report_runs import CELL_ID, partial_copy, replayed, shared_runs
 
 EXPECTED_FIGURES = {
     "eis": ["nyquist", "bode"],
@@ -104,7 +103,7 @@ def test_nyquist_plots_have_equal_aspect_and_the_files_points(figures, runs, pro
 
 
 def test_eis_nyquist_draws_the_stored_fit_and_the_circuit(figures, runs) -> None:
-    results = replay_run(runs["eis"], {})["results"]
+    results = replayed(runs["eis"])
     ax = next(ax for ax in figures["eis"][0].figure.axes if ax.get_xlabel() == NYQUIST_X)
     fit = [line for line in ax.get_lines() if line.get_label().startswith("fit ")]
     assert len(fit) == 1 and results["circuit"] in fit[0].get_label()
@@ -119,7 +118,7 @@ def test_eis_nyquist_draws_the_stored_fit_and_the_circuit(figures, runs) -> None
 
 
 def test_arrhenius_plot_matches_the_table_and_states_ea(figures, runs) -> None:
-    results = replay_run(runs["arrhenius"], {})["results"]
+    results = replayed(runs["arrhenius"])
     ax = figures["arrhenius"][0].figure.axes[0]
     measured = next(line for line in ax.get_lines() if line.get_label() == "measured")
     t_k = np.array([row["T_C"] for row in results["table"]]) + 273.15
@@ -136,7 +135,7 @@ def test_arrhenius_plot_matches_the_table_and_states_ea(figures, runs) -> None:
 
 
 def test_transference_marks_i0_and_iss(figures, runs) -> None:
-    results = replay_run(runs["transference"], {})["results"]
+    results = replayed(runs["transference"])
     ax = figures["transference"][0].figure.axes[0]
     labels = {line.get_label(): line for line in ax.get_lines()}
     unit = ax.get_ylabel().split("/ ")[1]
@@ -148,7 +147,7 @@ def test_transference_marks_i0_and_iss(figures, runs) -> None:
 
 
 def test_lsv_marks_every_onset_method(figures, runs) -> None:
-    results = replay_run(runs["lsv"], {})["results"]
+    results = replayed(runs["lsv"])
     ax_lin, ax_log = figures["lsv"][0].figure.axes[:2]
     assert ax_lin.get_ylabel() == "j / (mA·cm⁻²)" and ax_log.get_yscale() == "log"
     for key in ("threshold_V", "tangent_V", "dIdV_V"):
@@ -157,7 +156,7 @@ def test_lsv_marks_every_onset_method(figures, runs) -> None:
 
 
 def test_ccd_shades_the_failing_step(figures, runs) -> None:
-    results = replay_run(runs["ccd"], {})["results"]
+    results = replayed(runs["ccd"])
     assert results["ccd_mA_cm2"] == pytest.approx(0.4)
     ax_v, ax_j = figures["ccd"][0].figure.axes[:2]
     spans = [p for p in ax_v.patches if isinstance(p, Polygon | Rectangle)] + [
@@ -169,7 +168,7 @@ def test_ccd_shades_the_failing_step(figures, runs) -> None:
 
 
 def test_li_cu_annotates_cycles_and_ce(figures, runs) -> None:
-    results = replay_run(runs["li_cu_ce"], {})["results"]
+    results = replayed(runs["li_cu_ce"])
     ax = figures["li_cu_ce"][0].figure.axes[0]
     text = [t.get_text() for t in ax.texts]
     assert any(f"ce_avg = {results['ce_avg']:.6g}" in t for t in text)
@@ -177,7 +176,7 @@ def test_li_cu_annotates_cycles_and_ce(figures, runs) -> None:
 
 
 def test_cycling_per_cycle_panels_hold_the_results(figures, runs) -> None:
-    results = replay_run(runs["cycling"], {})["results"]
+    results = replayed(runs["cycling"])
     lines = {line.get_label(): line for ax in figures["cycling"][0].figure.axes for line in ax.get_lines()}
     for key in ("mean_overpotential_V", "hysteresis_V"):
         assert np.allclose(lines[key].get_ydata(), results[key])
@@ -244,7 +243,7 @@ def test_html_report_is_self_contained_with_results(runs, tmp_path: Path, protoc
     assert len(images) == len(EXPECTED_FIGURES[protocol])
     assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
     assert not re.search(r'(src|href)="(http|//)', text)  # nothing fetched from the internet
-    results = replay_run(runs[protocol], {})["results"]
+    results = replayed(runs[protocol])
     for row in result_rows(results)[:8]:
         assert html.escape(row.name) in text
     for needle in ("Conventions", "Parameters", "Steps", CELL_ID, "end reason", "labctl physics simulator"):
@@ -270,10 +269,12 @@ def test_an_invalid_result_is_reported_as_such(tmp_path: Path) -> None:
 
     prepared = prepare_run("li_cu_ce", params={"q_t": "1", "q_c": "0.5", "n": "4"}, sim={"ce": "0.5"}, out_dir=tmp_path)
     assert prepared.execute().results["valid"] is False
-    out = tmp_path / "r.html"
-    assert invoke("report", str(prepared.path), "-o", str(out)).exit_code == 0
-    text = out.read_text()
-    assert "Invalid results" in text and "INVALID" not in text.split("Invalid results")[0][-50:]
+    view = load_run(prepared.path)
+    text = render_html(view, summarize(view), [], [])
+    assert "<div class=bad><b>Invalid results</b><ul><li>result: invalid: " in text
+    assert "exhausted" in text.split("Invalid results")[1].split("</ul>")[0]
+    note = " ".join(t.get_text() for t in figures_for(view)[0].figure.axes[0].texts)
+    assert "INVALID: " in note  # on the figure too
 
 
 def test_pdf_has_table_pages_then_figure_pages(runs, tmp_path: Path) -> None:
@@ -286,7 +287,7 @@ def test_pdf_has_table_pages_then_figure_pages(runs, tmp_path: Path) -> None:
     assert pages >= 1 + len(EXPECTED_FIGURES["eis"])
 
 
-@pytest.mark.parametrize("protocol", ["lsv", "transference"])
+@pytest.mark.parametrize("protocol", ["lsv"])
 def test_folder_report_has_pngs_index_and_results(runs, tmp_path: Path, protocol: str) -> None:
     out = tmp_path / "figs"
     assert invoke("report", str(runs[protocol]), "-o", str(out)).exit_code == 0
@@ -295,7 +296,7 @@ def test_folder_report_has_pngs_index_and_results(runs, tmp_path: Path, protocol
     index = (out / "index.html").read_text()
     assert all(f'src="{p}"' in index for p in pngs)
     data = json.loads((out / "results.json").read_text())
-    assert data["results"] == json.loads(json.dumps(replay_run(runs[protocol], {})["results"]))
+    assert data["results"] == json.loads(json.dumps(replayed(runs[protocol])))
     assert data["cell"]["id"] == CELL_ID and data["status"] == "completed"
     # A second report replaces the first (it is ours); a foreign folder is refused.
     assert invoke("report", str(runs[protocol]), "-o", str(out)).exit_code == 0
