@@ -30,6 +30,13 @@ APPLICATION = frozenset(
     for name in (
         *("registry", "runner", "config", "instruments", "cli", "analyze", "progress", "alerts_cli"),
         "guardian",  # builds the run's drivers in its own process
+        # reports and exports get their results by replaying the run's protocol (labctl.analyze)
+        "export",
+        *(
+            f"report{name}"
+            for name in ("", ".atomic", ".circuit", ".command", ".figures", ".plotting", ".runview", ".summary")
+            + (".tabulate", ".writers")
+        ),
         # the queue's modules that run (or dry-run) jobs the way ``labctl run`` does
         *(
             f"queue.{name}"
