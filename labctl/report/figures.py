@@ -431,7 +431,7 @@ def li_cu_ce_figures(view: RunView) -> list[ReportFigure]:
             ax_v.axvline(s.data["t"][0] / div, color="0.7", lw=0.6)
             ax_v.annotate(
                 number,
-                (s.data["t"][0] / div, 1.0),
+                (s.data["t"][0] / div, 0.985),
                 xycoords=("data", "axes fraction"),
                 fontsize=7,
                 ha="left",

@@ -153,7 +153,7 @@ def render_html(view: RunView, s: Summary, figures: Sequence[ReportFigure], imag
 
 # -- PDF text pages ----------------------------------------------------------------------
 
-_LINES_PER_PAGE = 62
+_LINES_PER_PAGE = 96
 _WIDTH = 118
 
 
