@@ -34,8 +34,10 @@ APPLICATION = frozenset(
         "export",
         *(
             f"report{name}"
-            for name in ("", ".atomic", ".circuit", ".command", ".figures", ".plotting", ".runview", ".summary")
-            + (".tabulate", ".writers")
+            for name in (
+                *("", ".atomic", ".circuit", ".command", ".figures", ".plotting", ".runview", ".summary"),
+                *(".tabulate", ".writers"),
+            )
         ),
         # the queue's modules that run (or dry-run) jobs the way ``labctl run`` does
         *(

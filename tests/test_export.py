@@ -78,6 +78,7 @@ def test_spectra_are_exported_for_eis_tools(runs, exported, protocol: str) -> No
     files = sorted(folder.glob("spectrum_*.csv"))
     assert len(files) == len(stored) >= 1
     for path, (index, spec) in zip(files, sorted(stored.items()), strict=True):
+        assert path.name == f"spectrum_{index:04d}_Impedance.csv"
         lines = path.read_text().splitlines()
         comments = [line for line in lines if line.startswith("#")]
         assert any("sign convention: Z = Z_real + j*Z_imag; Z_imag < 0 for a capacitive" in c for c in comments)

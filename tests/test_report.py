@@ -164,7 +164,9 @@ def test_ccd_shades_the_failing_step(figures, runs) -> None:
     ]
     assert any(f"step {results['failure_index']}" in s.get_label() for s in spans)
     j = np.asarray(ax_j.get_lines()[0].get_ydata())
-    assert np.nanmax(np.abs(j)) == pytest.approx(results["ccd_mA_cm2"], rel=2e-3)  # the current steps, up to the failing one
+    assert np.nanmax(np.abs(j)) == pytest.approx(
+        results["ccd_mA_cm2"], rel=2e-3
+    )  # the current steps, up to the failing one
 
 
 def test_li_cu_annotates_cycles_and_ce(figures, runs) -> None:
@@ -375,3 +377,35 @@ def test_a_hdf5_file_that_is_not_a_run_is_refused(tmp_path: Path) -> None:
     line = one_error_line(invoke("report", str(path), "-o", str(tmp_path / "r.html")))
     assert "format" in line and "not a labctl run file" in line
     assert not (tmp_path / "r.html").exists()
+
+
+def test_long_steps_are_decimated_keeping_spikes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from labctl.events import RunEnded, RunStarted, Samples, StepEnded, StepStarted
+    from labctl.report import runview
+    from labctl.steps import SAMPLE_DTYPE, EndReason, Rest, StepResult
+    from labctl.storage import RunFileWriter
+    from tests.test_storage import INFO
+
+    n = 200_003
+    block = np.zeros(n, dtype=SAMPLE_DTYPE)
+    block["t"] = np.arange(n)
+    block["E"] = 0.01 * np.sin(np.arange(n) / 5000)
+    block["E"][123_457], block["E"][190_001] = 4.2, -3.3  # one-sample spikes
+    path = tmp_path / "long.h5"
+    with RunFileWriter(path) as w:
+        w.handle(RunStarted(INFO))  # a protocol this labctl does not know: stored results, generic figures
+        w.handle(StepStarted(0, Rest(duration=float(n)), 0.0))
+        for lo in range(0, n, 50_000):
+            w.handle(Samples(0, block[lo : lo + 50_000]))
+        w.handle(StepEnded(StepResult(0, Rest(duration=float(n)), EndReason.COMPLETED, 0.0, float(n), 0.0)))
+        w.handle(RunEnded("completed", results={"R_ohm": 5.0, "R_stderr_ohm": 0.1}))
+    monkeypatch.setattr(runview, "PLOT_ROWS_BUDGET", 2000)
+    monkeypatch.setattr(runview, "_READ_CHUNK", 30_000)  # several chunks per step
+    view = load_run(path)
+    step = view.steps[0]
+    assert step.rows == n and step.decimated and len(step.data) <= 2000 + 2
+    assert step.data["E"].max() == 4.2 and step.data["E"].min() == -3.3
+    assert np.all(np.diff(step.data["t"]) > 0)  # in time order
+    assert view.results_source == "stored" and "could not be replayed" in view.notes[-1]
+    assert [f.name for f in figures_for(view)] == ["potential_current"]
+    assert next(r for r in result_rows(view.results) if r.name == "R_ohm").uncertainty == "± 0.1"

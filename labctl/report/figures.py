@@ -519,7 +519,8 @@ def per_cycle_figure(view: RunView) -> ReportFigure:
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(True, alpha=0.3)
         legend(ax, loc="best")
-    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    if panels:
+        axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1, 0].set_xlabel("cycle number (half-cycle number for per-half-cycle series)")
     titled(fig, view, "per-cycle results")
     shown = ", ".join(k for _, keys in panels for k in keys) or "none"
