@@ -409,3 +409,21 @@ def test_long_steps_are_decimated_keeping_spikes(tmp_path: Path, monkeypatch: py
     assert view.results_source == "stored" and "could not be replayed" in view.notes[-1]
     assert [f.name for f in figures_for(view)] == ["potential_current"]
     assert next(r for r in result_rows(view.results) if r.name == "R_ohm").uncertainty == "± 0.1"
+
+
+def test_arrhenius_plot_follows_the_recorded_sigma_t_convention(runs) -> None:
+    from labctl.analysis.arrhenius import fit_arrhenius
+
+    view = load_run(runs["arrhenius"])
+    table = view.results["table"]
+    fit = fit_arrhenius([r["T_C"] for r in table], [r["sigma_S_cm"] for r in table], form="sigmaT")
+    results = {**view.results, "form": "sigmaT", "ea_eV": fit.Ea_eV, "prefactor": fit.prefactor}
+    ax = figures_for(dataclasses.replace(view, results=results))[0].figure.axes[0]
+    assert "ln(σT" in ax.get_ylabel()
+    measured = next(line for line in ax.get_lines() if line.get_label() == "measured")
+    t_k = np.array([r["T_C"] for r in table]) + 273.15
+    assert np.allclose(measured.get_ydata(), np.log(np.array([r["sigma_S_cm"] for r in table]) * t_k))
+    line = next(line for line in ax.get_lines() if line.get_label().startswith("fit"))
+    slope = np.polyfit(np.asarray(line.get_xdata()) / 1000, line.get_ydata(), 1)[0]
+    assert -slope * 8.617333262e-5 == pytest.approx(fit.Ea_eV, rel=1e-6)
+    assert fit.Ea_eV - view.results["ea_eV"] == pytest.approx(fit.kT_mean_eV, abs=0.01)  # the forms differ by ~kT
