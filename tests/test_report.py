@@ -427,3 +427,22 @@ def test_arrhenius_plot_follows_the_recorded_sigma_t_convention(runs) -> None:
     slope = np.polyfit(np.asarray(line.get_xdata()) / 1000, line.get_ydata(), 1)[0]
     assert -slope * 8.617333262e-5 == pytest.approx(fit.Ea_eV, rel=1e-6)
     assert fit.Ea_eV - view.results["ea_eV"] == pytest.approx(fit.kT_mean_eV, abs=0.01)  # the forms differ by ~kT
+
+
+def test_fits_stored_per_spectrum_are_drawn_on_their_spectra(runs) -> None:
+    from labctl.analysis.impedance.circuits import CIRCUITS, circuit_impedance
+
+    view = load_run(runs["transference"])
+    params = [{"R0": 30.0, "R1": r, "Q1": 1e-6, "n1": 0.9} for r in (50.0, 75.0)]
+    results = {**view.results, "spectra": [{"circuit": "R0-p(R1,CPE1)", "fit_params": p} for p in params]}
+    fig = figures_for(dataclasses.replace(view, results=results))[1]
+    ax = fig.figure.axes[0]
+    fits = [line for line in ax.get_lines() if line.get_linestyle() == "-" and len(line.get_xdata()) == 200]
+    assert len(fits) == 2
+    for line, p in zip(fits, params, strict=True):
+        z = circuit_impedance(CIRCUITS["rc"], p, np.array([1e-6]))  # the low-frequency end: R0 + R1
+        assert max(line.get_xdata()) == pytest.approx(z.real[0], rel=0.01)
+    # A mismatch in number (or an unknown circuit name) draws no fit rather than a wrong one.
+    results["spectra"] = results["spectra"][:1]
+    ax = figures_for(dataclasses.replace(view, results=results))[1].figure.axes[0]
+    assert all(line.get_linestyle() != "-" or line.get_label().startswith("_") for line in ax.get_lines())

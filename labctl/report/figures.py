@@ -17,7 +17,7 @@ from matplotlib import colormaps
 from matplotlib.ticker import MaxNLocator
 
 from labctl.analysis.arrhenius import K_B_EV, ZERO_CELSIUS_K
-from labctl.report.circuit import circuit_text, fit_curve
+from labctl.report.circuit import circuit_text, find_fits, fit_curve
 from labctl.report.plotting import (
     ReportFigure,
     bode,
@@ -159,8 +159,11 @@ def nyquist_figure(
     panels = [(axes[0, 0], None)] + ([(axes[0, 1], window)] if window else [])
     for ax, win in panels:
         nyquist(ax, curves, colors)
-        for _freq, z_fit in fits:
-            ax.plot(z_fit.real, -z_fit.imag, "-", color="crimson", lw=1.5, label=plain(fit_label or "fit"))
+        per_spectrum = len(fits) == len(curves) and fit_label is None  # one fit per spectrum, in its colour
+        for k, (_freq, z_fit) in enumerate(fits):
+            color = colors[k] if per_spectrum else "crimson"
+            label = ("fits" if k == 0 else None) if per_spectrum else plain(fit_label or "fit")
+            ax.plot(z_fit.real, -z_fit.imag, "-", color=color, lw=1.2, label=label)
         equal_nyquist(ax, win)
     if window:
         axes[0, 0].set_title("whole spectrum", fontsize=9)
@@ -175,6 +178,24 @@ def nyquist_figure(
         + "."
     )
     return ReportFigure(name, caption, fig)
+
+
+def per_spectrum_fits(
+    results: Mapping[str, Any], curves: list[tuple[str, np.ndarray, np.ndarray]]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stored fits nested in the results (``circuit`` + ``fit_params``), one per spectrum
+    in order, evaluated over each spectrum's band; none unless there is exactly one each."""
+    found = [fit for where, fit in find_fits(results) if where]
+    if len(found) != len(curves):
+        return []
+    out = []
+    for fit, (_label, freq, _z) in zip(found, curves, strict=True):
+        dense = np.logspace(np.log10(freq.min()), np.log10(freq.max()), 200)
+        z_fit = fit_curve(fit, dense)
+        if z_fit is None:
+            return []
+        out.append((dense, z_fit))
+    return out
 
 
 def _colors(n: int) -> list[Any]:
@@ -242,7 +263,7 @@ def arrhenius_figures(view: RunView) -> list[ReportFigure]:
                 view,
                 curves,
                 _colors(len(steps)),
-                [],
+                per_spectrum_fits(view.results, curves),
                 None,
                 max(r_tot) if r_tot else None,
                 "Nyquist plots per temperature",
@@ -315,7 +336,7 @@ def transference_figures(view: RunView) -> list[ReportFigure]:
                 view,
                 curves,
                 colors,
-                [],
+                per_spectrum_fits(view.results, curves),
                 None,
                 None,
                 "EIS before and after the polarisation",
