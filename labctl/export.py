@@ -164,17 +164,19 @@ def _one_line(text: str) -> str:
 @click.command("export")
 @click.argument("run_file", metavar="RUN.h5")
 @click.option(
-    "--csv", "csv_dir", required=True, metavar="DIR", help="folder for the CSV files (new, empty, or a previous export)"
+    "--csv", "csv_dir", default=None, metavar="DIR", help="folder for the CSV files (new, empty, or a previous export)"
 )
-def export_command(run_file: str, csv_dir: str) -> None:
+def export_command(run_file: str, csv_dir: str | None) -> None:
     """Export a run as CSV: one file per step (units in the header), the
     spectra (freq_Hz, Z_real_ohm, Z_imag_ohm), steps.csv, results.csv/json."""
     from labctl.params import ParameterError
     from labctl.storage import RunFileError
     from labctl.watchdog import read_deadline
 
-    path, target = Path(run_file), Path(csv_dir)
     try:
+        if csv_dir is None:
+            raise OutputPathError("--csv DIR is required (the folder for the CSV files; the only export format)")
+        path, target = Path(run_file), Path(csv_dir)
         if not path.is_file():
             raise OutputPathError(f"RUN.h5: no run file at {path}")
         if not csv_dir.strip():

@@ -126,6 +126,7 @@ def test_export_replaces_its_own_folder_and_refuses_others(runs, tmp_path: Path)
     text_file = tmp_path / "file.txt"
     text_file.write_text("not a run file\n")
     for args, fragment in (
+        (["export", run], "--csv DIR is required"),
         (["export", run, "--csv", str(foreign)], "other files in it"),
         (["export", run, "--csv", str(text_file)], "not a folder"),
         (["export", run, "--csv", str(tmp_path / "no" / "such")], "does not exist"),
