@@ -660,6 +660,11 @@ def sim_params_command() -> None:
 from labctl.queue.cli import queue_group  # noqa: E402 - the queue commands live with the queue
 
 main.add_command(queue_group)
+from labctl.export import export_command  # noqa: E402 - report and export live in their own modules
+from labctl.report.command import report_command  # noqa: E402
+
+main.add_command(report_command)
+main.add_command(export_command)
 
 
 if __name__ == "__main__":

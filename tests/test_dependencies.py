@@ -31,6 +31,15 @@ APPLICATION = frozenset(
         *("registry", "runner", "config", "instruments", "cli", "analyze", "progress", "alerts_cli"),
         "guardian",  # builds the run's drivers in its own process
         "calibration",  # reads and writes the calibration file next to the lab file
+        # reports and exports get their results by replaying the run's protocol (labctl.analyze)
+        "export",
+        *(
+            f"report{name}"
+            for name in (
+                *("", ".atomic", ".circuit", ".command", ".figures", ".plotting", ".runview", ".summary"),
+                *(".tabulate", ".writers"),
+            )
+        ),
         # the queue's modules that run (or dry-run) jobs the way ``labctl run`` does
         *(
             f"queue.{name}"
