@@ -1,0 +1,257 @@
+"""The smaller panels: instruments and channels, results, and the log."""
+
+from __future__ import annotations
+
+import logging
+import queue
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from qtpy import QtCore, QtGui, QtWidgets
+
+from gui.results_view import arrhenius_fit_line, arrhenius_points, headline_rows
+from gui.session import Session
+
+COLORS = ("#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#5d4037")
+
+
+class InstrumentsPanel(QtWidgets.QWidget):
+    """Configured channels (lab file, or the simulators), their state, identify and acknowledge."""
+
+    def __init__(self, session: Session, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.table = QtWidgets.QTableWidget(0, 3, objectName="instruments_table")
+        self.table.setHorizontalHeaderLabels(("channel", "instrument", "state"))
+        self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.info = QtWidgets.QLabel("", objectName="instrument_info", wordWrap=True)
+        identify = QtWidgets.QPushButton("Identify", objectName="identify")
+        identify.clicked.connect(self.identify)
+        ack = QtWidgets.QPushButton("Acknowledge hold", objectName="acknowledge")
+        ack.clicked.connect(self.acknowledge)
+        source = "lab file " + str(session.lab.path) if session.lab is not None else "no lab file: simulated channels"
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(QtWidgets.QLabel(source), 1)
+        row.addWidget(identify)
+        row.addWidget(ack)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.info)
+        self.reload()
+
+    def reload(self) -> None:
+        channels = self.session.channels()
+        jobs = self.session.store.list_jobs()
+        holds = {h.channel: h.reason for h in self.session.store.holds()}
+        self.table.setRowCount(len(channels))
+        for r, channel in enumerate(channels):
+            state = self.session.channel_state(channel, jobs, holds)
+            for c, text in enumerate((channel, self.session.describe_channel(channel), state)):
+                item = self.table.item(r, c)
+                if item is None:
+                    item = QtWidgets.QTableWidgetItem()
+                    self.table.setItem(r, c, item)
+                item.setText(text)
+            colour = "#fdecea" if state.startswith("held") else "#e8f5e9" if state.startswith("running") else ""
+            if state.startswith("paused"):
+                colour = "#fff8e1"
+            for c in range(3):
+                self.table.item(r, c).setBackground(QtGui.QColor(colour) if colour else QtGui.QBrush())
+        self.table.resizeColumnsToContents()
+
+    def selected(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.table.item(rows[0].row(), 0).text() if rows else None
+
+    def state_of(self, channel: str) -> str:
+        for r in range(self.table.rowCount()):
+            if self.table.item(r, 0).text() == channel:
+                return self.table.item(r, 2).text()
+        return ""
+
+    def identify(self) -> None:
+        channel = self.selected()
+        if channel is None:
+            return
+        if self.session.lab is None:
+            self.info.setText(f"{channel}: labctl physics simulator (no hardware)")
+            return
+        from labctl.instruments import build_instrument
+
+        try:
+            config, ch = self.session.lab.channel(channel)
+            instrument = build_instrument(config, ch.name)
+            instrument.open()
+            try:
+                info = instrument.identify().as_dict()
+            finally:
+                instrument.close()
+            self.info.setText(f"{channel}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+        except Exception as exc:
+            self.info.setText(f"{channel}: cannot identify: {' '.join(str(exc).split())}")
+
+    def acknowledge(self) -> None:
+        channel = self.selected()
+        if channel is None:
+            return
+        holds = {h.channel: h.reason for h in self.session.store.holds()}
+        if channel not in holds:
+            self.info.setText(f"{channel} is not held")
+            return
+        self.session.store.ack(channel)
+        self.info.setText(f"{channel}: hold acknowledged ({holds[channel]})")
+        self.reload()
+
+
+class ResultsPanel(QtWidgets.QWidget):
+    """Headline results of a run (live or opened), its Arrhenius and Nyquist plots, and overlays."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.title = QtWidgets.QLabel("no run yet", objectName="results_title", wordWrap=True)
+        self.title.setStyleSheet("font-weight: bold;")
+        self.table = QtWidgets.QTableWidget(0, 2, objectName="results_table")
+        self.table.setHorizontalHeaderLabels(("result", "value"))
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.runs = QtWidgets.QListWidget(objectName="compared_runs")
+        self.runs.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.runs.itemSelectionChanged.connect(self._show_selected)
+        plots = pg.GraphicsLayoutWidget()
+        self.arrhenius = plots.addPlot(row=0, col=0, title="Arrhenius")
+        self.arrhenius.setLabel("bottom", "1000/T / K⁻¹")
+        self.arrhenius.setLabel("left", "ln(σ / S cm⁻¹)")
+        self.arrhenius.addLegend(offset=(-10, 10))
+        self.nyquist = plots.addPlot(row=1, col=0, title="Nyquist")
+        self.nyquist.setLabel("bottom", "Z' / Ω")
+        self.nyquist.setLabel("left", "−Z'' / Ω")
+        self.nyquist.setAspectLocked(True)
+        self.nyquist.addLegend(offset=(-10, 10))
+        for plot in (self.arrhenius, self.nyquist):
+            plot.showGrid(x=True, y=True, alpha=0.2)
+        open_button = QtWidgets.QPushButton("Open run file…", objectName="open_run")
+        open_button.clicked.connect(lambda: self.open_file())
+        left = QtWidgets.QVBoxLayout()
+        left.addWidget(self.title)
+        left.addWidget(self.table, 3)
+        left.addWidget(QtWidgets.QLabel("runs (select several to compare)"))
+        left.addWidget(self.runs, 1)
+        left.addWidget(open_button)
+        layout = QtWidgets.QHBoxLayout(self)
+        layout.addLayout(left, 2)
+        layout.addWidget(plots, 3)
+        #: path -> (description, [spectra as (z_re, z_im) arrays])
+        self.loaded: dict[str, tuple[dict[str, Any], list[np.ndarray]]] = {}
+        self.rows: list[Any] = []
+
+    def open_file(self, path: str | None = None) -> str | None:
+        """Load a run file (finished or still being written); returns an error message or None."""
+        if not path:
+            path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open a run file", "", "run files (*.h5)")
+        if not path:
+            return None
+        from labctl.storage import describe_run, open_run
+
+        try:
+            desc = describe_run(path)
+            with open_run(path) as run:
+                spectra = [s for s in (rec.spectrum for rec in run.steps) if s is not None]
+        except Exception as exc:
+            message = f"{path}: {' '.join(str(exc).split())}"
+            self.title.setText(message)
+            return message
+        key = str(Path(path).resolve())
+        self.loaded[key] = (desc, spectra[-12:])
+        existing = self.runs.findItems(Path(path).name, QtCore.Qt.MatchFlag.MatchExactly)
+        item = existing[0] if existing else QtWidgets.QListWidgetItem(Path(path).name)
+        item.setData(QtCore.Qt.ItemDataRole.UserRole, key)
+        if not existing:
+            self.runs.addItem(item)
+        self.runs.clearSelection()
+        item.setSelected(True)
+        return None
+
+    def _show_selected(self) -> None:
+        keys = [item.data(QtCore.Qt.ItemDataRole.UserRole) for item in self.runs.selectedItems()]
+        keys = [k for k in keys if k in self.loaded]
+        if not keys:
+            return
+        desc, _ = self.loaded[keys[-1]]
+        status = desc.get("status")
+        cell = (desc.get("cell") or {}).get("id") or "–"
+        self.title.setText(f"{desc.get('protocol')} run {desc.get('run_id')} on cell {cell}: {status}"
+                           + (f" – {desc.get('error')}" if desc.get("error") else ""))  # fmt: skip
+        self.rows = headline_rows(desc.get("results") or {})
+        self.table.setRowCount(len(self.rows))
+        for r, row in enumerate(self.rows):
+            for c, text in enumerate((row.name, row.value)):
+                item = QtWidgets.QTableWidgetItem(text)
+                if row.warning:
+                    item.setForeground(QtGui.QColor("#c62828"))
+                if row.note:
+                    item.setToolTip(row.note)
+                self.table.setItem(r, c, item)
+        self.table.resizeColumnsToContents()
+        self._plot([self.loaded[k] for k in keys])
+
+    def _plot(self, chosen: list[tuple[dict[str, Any], list[np.ndarray]]]) -> None:
+        self.arrhenius.clear()
+        self.nyquist.clear()
+        for n, (desc, spectra) in enumerate(chosen):
+            colour = COLORS[n % len(COLORS)]
+            name = f"{(desc.get('cell') or {}).get('id') or desc.get('run_id')}"
+            results = desc.get("results") or {}
+            points = arrhenius_points(results)
+            if points is not None:
+                x, y = points
+                self.arrhenius.plot(x, y, pen=None, symbol="o", symbolSize=6, symbolBrush=colour, name=name)
+                line = arrhenius_fit_line(results, np.sort(x))
+                if line is not None:
+                    ea = results.get("ea_eV")
+                    label = f"{name}: Ea {ea:.3f} eV" if isinstance(ea, float) else name
+                    self.arrhenius.plot(np.sort(x), line, pen=pg.mkPen(colour, width=1, cosmetic=True), name=label)
+            for k, spectrum in enumerate(spectra if len(chosen) == 1 else spectra[-1:]):
+                shade = pg.intColor(k, hues=max(len(spectra), 1)) if len(chosen) == 1 else colour
+                self.nyquist.plot(spectrum["z_re"], -spectrum["z_im"], pen=pg.mkPen(shade, width=1, cosmetic=True),
+                                  symbol="o", symbolSize=3, symbolBrush=shade, symbolPen=None,
+                                  name=name if k == 0 or len(chosen) > 1 else None)  # fmt: skip
+
+
+class LogHandler(logging.Handler):
+    """Collects log records from any thread; the GUI drains them on its timer."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.put(self.format(record))
+
+
+class LogPanel(QtWidgets.QPlainTextEdit):
+    MAX_LINES = 5000
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("log")
+        self.setReadOnly(True)
+        self.setMaximumBlockCount(self.MAX_LINES)  # memory stays bounded over weeks
+        self.handler = LogHandler()
+
+    def drain(self) -> None:
+        while True:
+            try:
+                self.appendPlainText(self.handler.records.get_nowait())
+            except queue.Empty:
+                return
+
+    def add(self, text: str) -> None:
+        self.appendPlainText(text)

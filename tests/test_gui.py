@@ -1,0 +1,225 @@
+"""The GUI driven end to end on simulated channels, headless (pytest-qt, offscreen).
+
+Nothing here waits on wall-clock speed: runs use the virtual clock, and where a test must
+catch a run in the middle (to pause it, or to close the window on it) the simulated channel's
+clock is gated, so the run cannot end before the test lets it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest
+
+pytest.importorskip("pytestqt")
+from qtpy import QtCore
+
+from gui.app import ABORT, MainWindow
+from gui.presets import Presets
+from gui.session import Session
+from labctl.channel import InstrumentError
+from labctl.clock import VirtualClock
+from labctl.queue import CellInfo, JobSpec, JobState, open_store
+from labctl.storage import describe_run
+
+WAIT_MS = 60_000  # generous: the machine may be busy; the conditions decide, not the clock
+
+
+class GatedClock(VirtualClock):
+    """Virtual time that stops after ``free`` sleeps until the test opens the gate (a pause or
+    abort still gets through: the channel's interrupt cancels the wait). With ``fault`` the
+    gate raises an instrument error instead, as a real instrument fault would."""
+
+    def __init__(self, free: int = 3, fault: str = "") -> None:
+        super().__init__()
+        self.free = free
+        self.fault = fault
+        self.gate = threading.Event()
+        self.blocked = threading.Event()
+        self.calls = 0
+
+    def sleep_until(self, t: float, cancel: threading.Event | None = None) -> bool:
+        self.calls += 1
+        if self.calls > self.free and not self.gate.is_set():
+            if self.fault:
+                raise InstrumentError(self.fault)
+            self.blocked.set()
+            while not self.gate.wait(0.01):
+                if cancel is not None and cancel.is_set():
+                    return False
+        return super().sleep_until(t, cancel)
+
+
+def gate_channels(session: Session, clock: GatedClock) -> None:
+    def hook(channel: object) -> None:
+        channel._clock = clock  # the simulator reads its clock through this attribute only
+
+    session.channel_hook = hook
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path):
+    session = Session(store=str(tmp_path / "queue.sqlite3"), runs_dir=tmp_path / "runs", sim_channels=2)
+    win = MainWindow(session, Presets(tmp_path / "presets.json"))
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.close_choice = ABORT
+    win.close()
+    session.stop_runner()
+    session.close()
+
+
+def fill(win: MainWindow, protocol: str, channel: str, cell: str, **params: str) -> None:
+    launcher = win.launcher
+    launcher.protocol.setCurrentText(protocol)
+    launcher.channel.setCurrentText(channel)
+    launcher.cell_id.setText(cell)
+    for name, value in params.items():
+        launcher.field(name).setText(value)
+
+
+def test_form_run_pause_resume_results(qtbot, window: MainWindow) -> None:
+    session = window.session
+    launcher = window.launcher
+    fill(window, "eis", "sim1", "SS-PEO-01")
+    # An invalid value is refused as typed, with the CLI's message naming the field ...
+    launcher.field("amplitude").setText("5000")
+    assert launcher.field_error("amplitude").startswith("parameter 'amplitude': 5000 mV is out of range")
+    qtbot.mouseClick(launcher.start_button, QtCore.Qt.MouseButton.LeftButton)
+    assert "parameter 'amplitude'" in launcher.status.text()
+    assert not session.runs and not (session.runs_dir.exists() and any(session.runs_dir.iterdir()))
+    # ... and a cross-parameter refusal from the protocol's own check lands under its field too.
+    launcher.field("amplitude").setText("10")
+    assert launcher.field_error("amplitude") == ""
+
+    clock = GatedClock(free=3)
+    gate_channels(session, clock)
+    qtbot.mouseClick(launcher.start_button, QtCore.Qt.MouseButton.LeftButton)
+    assert "started on sim1" in launcher.status.text(), launcher.status.text()
+    run = session.runs["sim1"]
+    view = window.live.view("sim1")
+    qtbot.waitUntil(lambda: view.curve_E.n_points > 0, timeout=WAIT_MS)  # the plot receives data
+    assert clock.blocked.wait(30)
+
+    qtbot.mouseClick(view.pause_button, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: view.state == "paused", timeout=WAIT_MS)
+    assert run.handle.state.value == "paused"
+    window.instruments.reload()
+    assert window.instruments.state_of("sim1").startswith("paused – cell held")
+    assert not view.pause_button.isEnabled() and view.resume_button.isEnabled()
+
+    qtbot.mouseClick(view.resume_button, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: view.state == "running", timeout=WAIT_MS)
+    clock.gate.set()
+    qtbot.waitUntil(lambda: "completed" in window.results.title.text(), timeout=WAIT_MS)
+    assert window.results.rows[0].name == "σ" and window.results.rows[0].value.endswith("S/cm")
+    assert view.curve_nyquist_line.n_points > 0  # the impedance step went to the Nyquist plot
+    desc = describe_run(run.path)
+    assert desc["status"] == "completed"
+    states = [e["state"] for e in desc["events"]]
+    assert states[states.index("paused") + 1] == "running"  # the file records the hold and the resume
+    assert states[-2:] == ["safe", "completed"]
+    assert desc["cell"]["id"] == "SS-PEO-01"
+    assert session.store.holds() == []  # the GUI run's hold on sim1 was released
+    window.instruments.reload()
+    assert window.instruments.state_of("sim1") == "idle"
+
+
+def test_queue_three_jobs_reorder_cancel(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    session = window.session
+    launcher = window.launcher
+    panel = window.queue
+    for cell in ("Q1", "Q2", "Q3"):
+        fill(window, "eis", "sim1", cell, rest="0")
+        qtbot.mouseClick(launcher.queue_button, QtCore.Qt.MouseButton.LeftButton)
+        assert "queued job" in launcher.status.text(), launcher.status.text()
+    qtbot.waitUntil(lambda: panel.table.rowCount() == 3, timeout=WAIT_MS)
+    ids = [job.id for job in panel.jobs]
+
+    # A change made elsewhere (the CLI, another PC) shows up without any action here.
+    with open_store(session.store_location) as other:
+        extra = other.add(JobSpec("eis", CellInfo("CLI-1"), {"rest": "0"}, channel="sim1"))
+    qtbot.waitUntil(lambda: panel.table.rowCount() == 4, timeout=WAIT_MS)
+
+    panel.select_ids([ids[2]])
+    qtbot.mouseClick(panel.buttons["up"], QtCore.Qt.MouseButton.LeftButton)
+    assert [j.id for j in panel.jobs] == [ids[0], ids[2], ids[1], extra.id]
+    panel.select_ids([extra.id])
+    qtbot.mouseClick(panel.buttons["cancel"], QtCore.Qt.MouseButton.LeftButton)
+    assert session.store.get(extra.id).state == JobState.CANCELLED
+
+    qtbot.mouseClick(panel.runner_button, QtCore.Qt.MouseButton.LeftButton)  # run the queue here
+    assert session.runner_alive
+    qtbot.waitUntil(lambda: all(session.store.get(i).state == JobState.COMPLETED for i in ids), timeout=WAIT_MS)
+    started = sorted(ids, key=lambda i: session.store.get(i).started or 0.0)
+    assert started == [ids[0], ids[2], ids[1]]  # the new order was run
+    qtbot.waitUntil(lambda: window.results.runs.count() == 3, timeout=WAIT_MS)  # each run's results shown
+    qtbot.waitUntil(lambda: all(panel.table.item(r, 4).text() != "queued" for r in range(4)), timeout=WAIT_MS)
+
+
+def test_closing_aborts_safely_on_request(qtbot, window: MainWindow) -> None:
+    session = window.session
+    clock = GatedClock(free=2)
+    gate_channels(session, clock)
+    fill(window, "eis", "sim2", "SS-close")
+    qtbot.mouseClick(window.launcher.start_button, QtCore.Qt.MouseButton.LeftButton)
+    run = session.runs["sim2"]
+    assert clock.blocked.wait(30)
+    window.close_choice = ABORT
+    window.close()
+    assert run.handle.done  # closing waited for the safe state
+    desc = describe_run(run.path)
+    assert desc["status"] == "aborted"
+    assert any(e.get("state") == "safe" for e in desc["events"]), desc["events"]
+    assert session.store.holds() == []
+
+
+def test_keep_running_hides_the_window_and_lets_the_run_finish(qtbot, window: MainWindow) -> None:
+    session = window.session
+    clock = GatedClock(free=2)
+    gate_channels(session, clock)
+    fill(window, "eis", "sim1", "SS-keep")
+    qtbot.mouseClick(window.launcher.start_button, QtCore.Qt.MouseButton.LeftButton)
+    run = session.runs["sim1"]
+    assert clock.blocked.wait(30)
+    window.close_choice = "keep"
+    window.close()
+    assert not window.isVisible() and not run.handle.done  # the cell is still under control
+    clock.gate.set()
+    qtbot.waitUntil(lambda: "sim1" not in session.runs, timeout=WAIT_MS)
+    assert describe_run(run.path)["status"] == "completed"
+
+
+def test_instrument_fault_dialog_says_the_cell_is_off(qtbot, window: MainWindow) -> None:
+    session = window.session
+    gate_channels(session, GatedClock(free=2, fault="compliance trip: 2450 output tripped"))
+    fill(window, "eis", "sim1", "SS-fault")
+    qtbot.mouseClick(window.launcher.start_button, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(window.errors_shown), timeout=WAIT_MS)
+    text = window.errors_shown[0]
+    assert "failed" in text and "compliance trip" in text
+    assert "switched off" in text
+    assert session.store.holds() == []
+
+
+def test_presets_and_past_run_parameters(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    launcher = window.launcher
+    fill(window, "eis", "sim1", "SS-preset", amplitude="20", f_stop="1")
+    launcher.presets.save("eis", "quick", launcher.values())
+    launcher.field("amplitude").setText("")
+    launcher.preset.addItems(["quick"])
+    launcher.preset.setCurrentText("quick")
+    launcher.load_preset()
+    assert launcher.field("amplitude").text() == "20" and launcher.field("f_stop").text() == "1"
+
+    from labctl.runner import prepare_run
+
+    prepared = prepare_run("eis", params={"amplitude": "7", "rest": "0"}, out_dir=tmp_path / "old", cell_id="OLD-1")
+    prepared.execute()
+    launcher.use_past_run(str(prepared.path))
+    assert float(launcher.field("amplitude").text()) == 7.0 and launcher.cell_id.text() == "OLD-1"
