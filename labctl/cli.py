@@ -650,6 +650,10 @@ from labctl.queue.cli import queue_group  # noqa: E402 - the queue commands live
 
 main.add_command(queue_group)
 
+from labctl.gui_cli import gui_command  # noqa: E402 - imports gui only when run
+
+main.add_command(gui_command)
+
 
 if __name__ == "__main__":
     main()

@@ -223,3 +223,16 @@ def test_presets_and_past_run_parameters(qtbot, window: MainWindow, tmp_path: Pa
     prepared.execute()
     launcher.use_past_run(str(prepared.path))
     assert float(launcher.field("amplitude").text()) == 7.0 and launcher.cell_id.text() == "OLD-1"
+
+
+def test_gui_command_refuses_bad_input_before_any_window(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from labctl.cli import main
+
+    result = CliRunner().invoke(main, ["gui", "--speed", "0"])
+    assert result.exit_code == 2 and "parameter 'speed'" in result.output
+    bad = tmp_path / "lab.toml"
+    bad.write_text("[instruments.x]\ndriver = 'nope'\n")
+    result = CliRunner().invoke(main, ["gui", "--lab", str(bad)])
+    assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output
