@@ -14,6 +14,8 @@ from qtpy import QtCore, QtGui, QtWidgets
 from gui.results_view import arrhenius_fit_line, arrhenius_points, headline_rows
 from gui.session import Session
 
+#: Run files the results panel keeps loaded (the oldest is dropped; it can be opened again).
+MAX_LOADED_RUNS = 50
 COLORS = ("#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#5d4037")
 
 
@@ -169,6 +171,13 @@ class ResultsPanel(QtWidgets.QWidget):
             return message
         key = str(Path(path).resolve())
         self.loaded[key] = (desc, spectra[-12:])
+        while len(self.loaded) > MAX_LOADED_RUNS:  # memory stays bounded over a long session
+            oldest = next(iter(self.loaded))
+            del self.loaded[oldest]
+            for i in range(self.runs.count()):
+                if self.runs.item(i).data(QtCore.Qt.ItemDataRole.UserRole) == oldest:
+                    self.runs.takeItem(i)
+                    break
         existing = self.runs.findItems(Path(path).name, QtCore.Qt.MatchFlag.MatchExactly)
         item = existing[0] if existing else QtWidgets.QListWidgetItem(Path(path).name)
         item.setData(QtCore.Qt.ItemDataRole.UserRole, key)
@@ -204,6 +213,7 @@ class ResultsPanel(QtWidgets.QWidget):
     def _plot(self, chosen: list[tuple[dict[str, Any], list[np.ndarray]]]) -> None:
         self.arrhenius.clear()
         self.nyquist.clear()
+        nyquist_r: list[float] = []
         for n, (desc, spectra) in enumerate(chosen):
             colour = COLORS[n % len(COLORS)]
             name = f"{(desc.get('cell') or {}).get('id') or desc.get('run_id')}"
@@ -217,11 +227,32 @@ class ResultsPanel(QtWidgets.QWidget):
                     ea = results.get("ea_eV")
                     label = f"{name}: Ea {ea:.3f} eV" if isinstance(ea, float) else name
                     self.arrhenius.plot(np.sort(x), line, pen=pg.mkPen(colour, width=1, cosmetic=True), name=label)
-            for k, spectrum in enumerate(spectra if len(chosen) == 1 else spectra[-1:]):
-                shade = pg.intColor(k, hues=max(len(spectra), 1)) if len(chosen) == 1 else colour
+            shown = spectra if len(chosen) == 1 else [s for s in [_nearest_room_temperature(spectra)] if s is not None]
+            for k, spectrum in enumerate(shown):
+                shade = pg.intColor(k, hues=max(len(shown), 1)) if len(chosen) == 1 else colour
                 self.nyquist.plot(spectrum["z_re"], -spectrum["z_im"], pen=pg.mkPen(shade, width=1, cosmetic=True),
                                   symbol="o", symbolSize=3, symbolBrush=shade, symbolPen=None,
                                   name=name if k == 0 or len(chosen) > 1 else None)  # fmt: skip
+                nyquist_r.append(_electrolyte_resistance(spectrum))
+        r_max = max([r for r in nyquist_r if r > 0], default=0.0)
+        if r_max > 0:  # the electrolyte's arc, not the electrode's capacitive tail, fills the view
+            self.nyquist.setXRange(0.0, 3.0 * r_max)
+            self.nyquist.setYRange(0.0, 1.5 * r_max)
+
+
+def _nearest_room_temperature(spectra: list[np.ndarray]) -> np.ndarray | None:
+    """For an overlay of several runs: each run's spectrum measured nearest 25 °C."""
+    if not spectra:
+        return None
+    temps = [float(np.nanmedian(s["T"])) if np.isfinite(s["T"]).any() else 25.0 for s in spectra]
+    return spectra[int(np.argmin([abs(t - 25.0) for t in temps]))]
+
+
+def _electrolyte_resistance(spectrum: np.ndarray) -> float:
+    """Z' where −Z'' is smallest: between the electrolyte's arc and the electrode's response."""
+    if len(spectrum) == 0:
+        return 0.0
+    return float(spectrum["z_re"][int(np.argmin(-spectrum["z_im"]))])
 
 
 class LogHandler(logging.Handler):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from qtpy import QtCore, QtWidgets
 
-from gui.session import Session
+from gui.session import GUI_HOLD, Session
 from labctl.queue import Job, JobState, QueueError
 from labctl.queue.display import clock_time, key_params, progress_text
 
@@ -101,7 +101,8 @@ class QueuePanel(QtWidgets.QWidget):
             if job.active and job.eta is not None:
                 ends.append(f"{job.channel}: free at {clock_time(job.eta)}")
         holds = self.session.store.holds()
-        ends += [f"{h.channel}: held ({h.reason})" for h in holds]
+        ends += [f"{h.channel}: {h.reason}" if h.reason.startswith(GUI_HOLD) else f"{h.channel}: held ({h.reason})"
+                 for h in holds]  # fmt: skip
         return "   ".join(ends) or "no channel busy"
 
     def selected_ids(self) -> list[int]:

@@ -54,6 +54,14 @@ def headline_rows(results: Mapping[str, Any]) -> list[ResultRow]:
         text = fmt(value) if err is None else f"{fmt(value)} ± {fmt(err)}"
         rows.append(ResultRow(label, f"{text} {unit}".strip(), key))
         shown.update((key, *err_keys))
+    table = results.get("table")
+    if isinstance(table, list):  # an Arrhenius run: σ at each temperature
+        for row in table:
+            if isinstance(row, Mapping) and isinstance(row.get("sigma_S_cm"), (int, float)):
+                t_c = row.get("T_C")
+                where = f"{t_c:.1f} °C" if isinstance(t_c, (int, float)) else "?"
+                rows.append(ResultRow(f"σ ({where})", f"{fmt(row['sigma_S_cm'])} S/cm", "table"))
+        shown.add("sigma_S_cm")
     rows += warning_rows(results)
     for key, value in results.items():
         if key in shown or isinstance(value, (dict, list)):

@@ -44,22 +44,27 @@ def main(argv: list[str]) -> int:
     window.resize(1280, 800)
     window.show()
     start_demo(window)
-    e_t = window.live.view("sim1")
-    nyquist = window.live.view("sim2")
     from gui.live import PAGE_EIS
-
-    _wait(app, lambda: e_t.curve_E.n_points > 200)
-    _wait(app, lambda: nyquist.stack.currentIndex() == PAGE_EIS and nyquist.curve_nyquist_line.n_points > 30)
-    _wait(app, lambda: any(j.active and j.fraction for j in session.store.list_jobs()), 60)
-    _wait(app, lambda: "sim3" in window.live.views and window.live.views["sim3"].curve_E.n_points > 50, 60)
 
     def shot(name: str, widget: QtWidgets.QWidget) -> None:
         window.tabs.setCurrentWidget(widget)
-        _wait(app, lambda: False, 0.3)
+        _wait(app, lambda: False, 0.3)  # two or three frames of the 25 Hz timer
         path = out / f"{name}.png"
         window.grab().save(str(path))
         print(path)
 
+    e_t = window.live.view("sim1")
+    nyquist = window.live.view("sim2")
+    window.live.setCurrentWidget(nyquist)
+    _wait(app, lambda: nyquist.stack.currentIndex() == PAGE_EIS and nyquist.curve_nyquist_line.n_points > 35)
+    shot("live_nyquist", window.live)
+    window.live.setCurrentWidget(e_t)
+    _wait(app, lambda: e_t.curve_E.n_points > 200)
+    shot("live_E-t", window.live)
+    _wait(app, lambda: any(j.active and j.fraction for j in session.store.list_jobs()), 60)
+    _wait(app, lambda: "sim3" in window.live.views and window.live.views["sim3"].curve_E.n_points > 50, 60)
+    window.queue.reload()
+    shot("queue", window.queue)
     window.instruments.reload()
     shot("instruments", window.instruments)
     window.launcher.protocol.setCurrentText("transference")
@@ -68,12 +73,6 @@ def main(argv: list[str]) -> int:
     window.launcher.field("dv").setText("500")  # shows the as-you-type check
     _wait(app, lambda: "…" not in window.launcher.estimate.text(), 60)
     shot("launcher", window.launcher)
-    window.live.setCurrentWidget(e_t)
-    shot("live_E-t", window.live)
-    window.live.setCurrentWidget(nyquist)
-    shot("live_nyquist", window.live)
-    window.queue.reload()
-    shot("queue", window.queue)
     window.results.runs.clearSelection()
     for i in range(window.results.runs.count()):
         item = window.results.runs.item(i)
