@@ -57,7 +57,8 @@ class MainWindow(QtWidgets.QMainWindow):
         logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO, logging.INFO))
         self.launcher.run_started.connect(self.watch_run)
         self.launcher.job_added.connect(lambda job: self.queue.reload())
-        self.unsafe: set[str] = set()
+        self.unsafe: set[str] = set()  # runs whose safe state failed
+        self.safe: set[str] = set()  # runs whose channel reported its safe state
         self.errors_shown: list[str] = []
         self.close_choice: str | None = None  # tests set it instead of answering the dialog
         self.followers: dict[int, FileFollower] = {}
@@ -99,8 +100,8 @@ class MainWindow(QtWidgets.QMainWindow):
             view = self.live.view(run.channel)
             for event in run.subscription.drain():
                 view.handle(event)
-                if isinstance(event, StatusChanged) and event.state == "unsafe":
-                    self.unsafe.add(run.run_id)
+                if isinstance(event, StatusChanged) and event.state in ("safe", "unsafe"):
+                    (self.safe if event.state == "safe" else self.unsafe).add(run.run_id)
                 if isinstance(event, RunEnded):
                     self._run_ended(run, event)
         if self._frames % FOLLOW_EVERY == 0:
@@ -119,6 +120,7 @@ class MainWindow(QtWidgets.QMainWindow):
         log.info("run %s on %s %s%s", run.run_id, run.channel, event.status, f": {event.error}" if event.error else "")
         self.results.open_file(str(run.path))
         if event.status == "failed":
+            self.session.faults[run.channel] = event.error or "failed"
             self.show_error(f"Run {run.run_id} ({run.protocol}) on {run.channel} failed", event.error, run.run_id)
         elif event.status == "completed" and not self._closing_keep:
             self.tabs.setCurrentWidget(self.results)
@@ -126,8 +128,11 @@ class MainWindow(QtWidgets.QMainWindow):
     def show_error(self, title: str, error: str, run_id: str = "") -> None:
         if run_id in self.unsafe:
             after = "The safe state could NOT be confirmed: check the cell and switch it off by hand."
-        else:
+        elif run_id in self.safe:
             after = "The cell was switched off (output off, safe state applied) before the run file was closed."
+        else:
+            after = ("The job's process applies the safe state on any fault (output off); its run file "
+                     "records it. Check the channel before acknowledging it.")  # fmt: skip
         text = f"{title}.\n\nWhat happened: {error or 'unknown error'}\n\n{after}"
         self.errors_shown.append(text)
         logging.getLogger("gui").error("%s", " ".join(text.split()))

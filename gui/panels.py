@@ -60,7 +60,9 @@ class InstrumentsPanel(QtWidgets.QWidget):
                     item = QtWidgets.QTableWidgetItem()
                     self.table.setItem(r, c, item)
                 item.setText(text)
-            colour = "#fdecea" if state.startswith("held") else "#e8f5e9" if state.startswith("running") else ""
+            colour = (
+                "#fdecea" if state.startswith(("held", "fault")) else "#e8f5e9" if state.startswith("running") else ""
+            )
             if state.startswith("paused"):
                 colour = "#fff8e1"
             for c in range(3):
@@ -101,6 +103,11 @@ class InstrumentsPanel(QtWidgets.QWidget):
     def acknowledge(self) -> None:
         channel = self.selected()
         if channel is None:
+            return
+        if channel in self.session.faults:
+            fault = self.session.faults.pop(channel)
+            self.info.setText(f"{channel}: fault acknowledged ({fault})")
+            self.reload()
             return
         holds = {h.channel: h.reason for h in self.session.store.holds()}
         if channel not in holds:

@@ -91,6 +91,8 @@ class Session:
         self.store: JobStore = open_store(store)
         self.runs: dict[str, ActiveRun] = {}
         self.runner: subprocess.Popen[bytes] | None = None
+        #: channel -> what went wrong in the last run started here (shown until acknowledged)
+        self.faults: dict[str, str] = {}
         #: Test hook: called with the built channel before the engine starts.
         self.channel_hook: Callable[[Any], None] | None = None
 
@@ -123,6 +125,8 @@ class Session:
                 return f"{job.state.value} job {job.id} ({job.protocol})"
         if channel in holds:
             return f"held: {holds[channel]}"
+        if channel in self.faults:
+            return f"fault (acknowledge): {self.faults[channel]}"
         return "idle"
 
     # ---- direct runs -----------------------------------------------------------------------
@@ -141,6 +145,8 @@ class Session:
         holds = {h.channel: h.reason for h in self.store.holds()}
         if channel in holds:
             raise ValueError(f"channel: {channel} is held ({holds[channel]}); acknowledge it first")
+        if channel in self.faults:
+            raise ValueError(f"channel: {channel} had a fault ({self.faults[channel]}); acknowledge it first")
         prepared = prepare_run(
             request.protocol,
             params=dict(request.params),

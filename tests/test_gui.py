@@ -16,7 +16,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest
 
 pytest.importorskip("pytestqt")
-from qtpy import QtCore
+from qtpy import QtCore, QtWidgets
 
 from gui.app import ABORT, MainWindow
 from gui.presets import Presets
@@ -204,7 +204,13 @@ def test_instrument_fault_dialog_says_the_cell_is_off(qtbot, window: MainWindow)
     text = window.errors_shown[0]
     assert "failed" in text and "compliance trip" in text
     assert "switched off" in text
-    assert session.store.holds() == []
+    window.instruments.reload()
+    assert window.instruments.state_of("sim1").startswith("fault (acknowledge): ")
+    with pytest.raises(ValueError, match="acknowledge it first"):
+        session.start_run(window.launcher.request())  # no new run on a faulted channel ...
+    window.instruments.table.selectRow(0)
+    qtbot.mouseClick(window.findChild(QtWidgets.QPushButton, "acknowledge"), QtCore.Qt.MouseButton.LeftButton)
+    assert window.instruments.state_of("sim1") == "idle"  # ... until someone has looked at it
 
 
 def test_presets_and_past_run_parameters(qtbot, window: MainWindow, tmp_path: Path) -> None:
