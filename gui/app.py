@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,18 @@ class MainWindow(QtWidgets.QMainWindow):
         logging.getLogger().removeHandler(self.log.handler)
 
 
+def _close_safely_on_signals(window: MainWindow) -> None:
+    """SIGINT/SIGTERM close the window as "abort safely" would: no run is left driving a cell.
+    (Python handlers run between Qt events; the 25 Hz timer gives it those moments.)"""
+
+    def handler(signum: int, frame: object) -> None:
+        window.close_choice = ABORT
+        QtCore.QTimer.singleShot(0, window.close)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labctl gui")
     parser.add_argument("--demo", action="store_true")
@@ -257,6 +270,7 @@ def main(argv: list[str] | None = None, *, demo: bool = False, lab_path: str | N
 
         session = demo_session()
         window = MainWindow(session, Presets(session.runs_dir / "presets.json"))
+        _close_safely_on_signals(window)  # before the demo starts anything
         start_demo(window)
     else:
         from labctl.config import load_lab
@@ -264,6 +278,7 @@ def main(argv: list[str] | None = None, *, demo: bool = False, lab_path: str | N
         lab = load_lab(Path(lab_path)) if lab_path else None
         session = Session(lab=lab, store=store, runs_dir=Path(runs), speed=speed)
         window = MainWindow(session)
+        _close_safely_on_signals(window)
     window.show()
     code = app.exec()
     session.close()

@@ -242,3 +242,27 @@ def test_gui_command_refuses_bad_input_before_any_window(tmp_path: Path) -> None
     bad.write_text("[instruments.x]\ndriver = 'nope'\n")
     result = CliRunner().invoke(main, ["gui", "--lab", str(bad)])
     assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output
+
+
+def test_a_job_run_by_another_process_is_followed_and_controlled(qtbot, window: MainWindow) -> None:
+    """A queue job runs in the runner's process: the live view follows its run file, and
+    Pause / Abort go through the store to the job's process (as from the CLI)."""
+    session = window.session
+    session.speed = "10"  # 10 h of cycling at 10x: the job cannot end before the test acts
+    job = session.store.add(JobSpec("cycling", CellInfo("Li-Li-remote"), {}, channel="sim2"))
+    qtbot.mouseClick(window.queue.runner_button, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "sim2" in window.live.views and window.live.views["sim2"].curve_E.n_points > 0,
+                    timeout=WAIT_MS)  # fmt: skip
+    view = window.live.views["sim2"]
+    assert f"queue job {job.id}" in view.header.text()
+    qtbot.mouseClick(view.pause_button, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: session.store.get(job.id).state == JobState.PAUSED, timeout=WAIT_MS)
+    window.instruments.reload()
+    assert window.instruments.state_of("sim2").startswith(f"paused – cell held (job {job.id}")
+    qtbot.waitUntil(lambda: view.resume_button.isEnabled(), timeout=WAIT_MS)
+    qtbot.mouseClick(view.abort_button, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: session.store.get(job.id).done, timeout=WAIT_MS)
+    done = session.store.get(job.id)
+    assert done.state in (JobState.CANCELLED, JobState.ABORTED)
+    qtbot.waitUntil(lambda: not window.followers, timeout=WAIT_MS)  # the GUI let go of the file
+    assert describe_run(done.file)["status"] == "aborted"
