@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,10 @@ MAX_LOADED_RUNS = 50
 COLORS = ("#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#5d4037")
 
 
+class _TextSignal(QtCore.QObject):
+    done = QtCore.Signal(str)
+
+
 class InstrumentsPanel(QtWidgets.QWidget):
     """Configured channels (lab file, or the simulators), their state, identify and acknowledge."""
 
@@ -32,6 +37,8 @@ class InstrumentsPanel(QtWidgets.QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.info = QtWidgets.QLabel("", objectName="instrument_info", wordWrap=True)
+        self._identified = _TextSignal()
+        self._identified.done.connect(self.info.setText)
         identify = QtWidgets.QPushButton("Identify", objectName="identify")
         identify.clicked.connect(self.identify)
         ack = QtWidgets.QPushButton("Acknowledge hold", objectName="acknowledge")
@@ -80,25 +87,37 @@ class InstrumentsPanel(QtWidgets.QWidget):
         return ""
 
     def identify(self) -> None:
+        """Ask the instrument who it is, in a thread (a silent instrument takes its timeout)."""
         channel = self.selected()
         if channel is None:
             return
         if self.session.lab is None:
             self.info.setText(f"{channel}: labctl physics simulator (no hardware)")
             return
-        from labctl.instruments import build_instrument
+        state = self.state_of(channel)
+        if not state.startswith(("idle", "held", "fault")):
+            self.info.setText(f"{channel}: busy ({state}); identify it when it is idle")
+            return
+        self.info.setText(f"{channel}: asking…")
+        lab = self.session.lab
 
-        try:
-            config, ch = self.session.lab.channel(channel)
-            instrument = build_instrument(config, ch.name)
-            instrument.open()
+        def work() -> None:
+            from labctl.instruments import build_instrument
+
             try:
-                info = instrument.identify().as_dict()
-            finally:
-                instrument.close()
-            self.info.setText(f"{channel}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
-        except Exception as exc:
-            self.info.setText(f"{channel}: cannot identify: {' '.join(str(exc).split())}")
+                config, ch = lab.channel(channel)
+                instrument = build_instrument(config, ch.name)
+                instrument.open()
+                try:
+                    info = instrument.identify().as_dict()
+                finally:
+                    instrument.close()
+                text = f"{channel}: " + ", ".join(f"{k} {v}" for k, v in info.items())
+            except Exception as exc:  # shown, never a crash
+                text = f"{channel}: cannot identify: {' '.join(str(exc).split())}"
+            self._identified.done.emit(text)
+
+        threading.Thread(target=work, name="gui-identify", daemon=True).start()
 
     def acknowledge(self) -> None:
         channel = self.selected()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy import QtCore, QtWidgets
+from qtpy import QtCore, QtGui, QtWidgets
 
 from gui.session import GUI_HOLD, Session
 from labctl.queue import Job, JobState, QueueError
@@ -19,12 +19,33 @@ from labctl.queue.display import clock_time, key_params, progress_text
 COLUMNS = ("id", "cell", "protocol", "parameters", "state", "channel", "progress", "ETA")
 
 
+class JobTable(QtWidgets.QTableWidget):
+    """The job table; dropping dragged rows asks for a move instead of moving cells around."""
+
+    rows_dropped = QtCore.Signal(int)  # the row they were dropped on (-1: below the last)
+
+    def __init__(self, rows: int, columns: int, **kwargs: object) -> None:
+        super().__init__(rows, columns, **kwargs)
+        self.setDragEnabled(True)
+        self.setAcceptDrops(True)
+        self.viewport().setAcceptDrops(True)
+        self.setDragDropMode(QtWidgets.QAbstractItemView.DragDropMode.InternalMove)
+        self.setDropIndicatorShown(True)
+
+    def dropEvent(self, event: QtGui.QDropEvent) -> None:  # Qt's name
+        row = self.rowAt(int(event.position().y()))
+        event.setDropAction(QtCore.Qt.DropAction.IgnoreAction)  # the store decides the order
+        event.accept()
+        self.rows_dropped.emit(row)
+
+
 class QueuePanel(QtWidgets.QWidget):
     def __init__(self, session: Session, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
         self.jobs: list[Job] = []
-        self.table = QtWidgets.QTableWidget(0, len(COLUMNS), objectName="queue_table")
+        self.table = JobTable(0, len(COLUMNS), objectName="queue_table")
+        self.table.rows_dropped.connect(self.drop_before)
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.ExtendedSelection)
@@ -168,6 +189,27 @@ class QueuePanel(QtWidgets.QWidget):
             before = rest[after_it] if after_it < len(rest) else None
         try:
             self.session.store.move(moving, before=before)
+        except QueueError as exc:
+            self._report("", [str(exc)])
+        self.reload()
+        self.select_ids(ids)
+
+    def drop_before(self, row: int) -> None:
+        """Dragged jobs dropped on ``row``: they go just before that job (at the tail below the last)."""
+        ids = self.selected_ids()
+        chosen = [j for j in self.jobs if j.id in ids]
+        lanes = {j.requested_channel for j in chosen}
+        if not chosen or len(lanes) != 1 or any(j.state != JobState.QUEUED for j in chosen):
+            self._report("", ["move: drag queued jobs of one channel queue"])
+            return
+        target = self.jobs[row] if 0 <= row < len(self.jobs) else None
+        if target is not None and target.id in ids:
+            return  # dropped on itself
+        same_lane = target is not None and target.state == JobState.QUEUED and target.requested_channel in lanes
+        before = target.id if same_lane and target is not None else None
+        lane = [j.id for j in self.jobs if j.state == JobState.QUEUED and j.requested_channel in lanes]
+        try:
+            self.session.store.move(sorted(ids, key=lane.index), before=before)
         except QueueError as exc:
             self._report("", [str(exc)])
         self.reload()

@@ -16,7 +16,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest
 
 pytest.importorskip("pytestqt")
-from qtpy import QtCore, QtWidgets
+from qtpy import QtCore, QtGui, QtWidgets
 
 from gui.app import ABORT, MainWindow
 from gui.presets import Presets
@@ -93,9 +93,15 @@ def test_form_run_pause_resume_results(qtbot, window: MainWindow) -> None:
     qtbot.mouseClick(launcher.start_button, QtCore.Qt.MouseButton.LeftButton)
     assert "parameter 'amplitude'" in launcher.status.text()
     assert not session.runs and not (session.runs_dir.exists() and any(session.runs_dir.iterdir()))
-    # ... and a cross-parameter refusal from the protocol's own check lands under its field too.
     launcher.field("amplitude").setText("10")
     assert launcher.field_error("amplitude") == ""
+    # ... and a cross-parameter refusal from the protocol's own check lands under its field too.
+    fill(window, "li_cu_ce", "sim1", "Cu-01", q_t="1", q_c="2")
+    assert launcher.field_error("q_c") == ""  # each value alone is in range
+    qtbot.mouseClick(launcher.queue_button, QtCore.Qt.MouseButton.LeftButton)
+    assert launcher.field_error("q_c").startswith("parameter 'q_c': Q_c = 2 mAh/cm² must not exceed Q_t")
+    assert session.store.list_jobs() == []
+    fill(window, "eis", "sim1", "SS-PEO-01", amplitude="10")
 
     clock = GatedClock(free=3)
     gate_channels(session, clock)
@@ -130,6 +136,15 @@ def test_form_run_pause_resume_results(qtbot, window: MainWindow) -> None:
     assert window.instruments.state_of("sim1") == "idle"
 
 
+def drop_on_row(table: QtWidgets.QTableWidget, row: int) -> None:
+    """What releasing a drag of the selected rows over ``row`` delivers to the table."""
+    rect = table.visualRect(table.model().index(row, 0))
+    mime = table.model().mimeData(table.selectionModel().selectedIndexes())
+    event = QtGui.QDropEvent(QtCore.QPointF(rect.center()), QtCore.Qt.DropAction.MoveAction, mime,
+                             QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier)  # fmt: skip
+    table.dropEvent(event)
+
+
 def test_queue_three_jobs_reorder_cancel(qtbot, window: MainWindow, tmp_path: Path) -> None:
     session = window.session
     launcher = window.launcher
@@ -149,6 +164,10 @@ def test_queue_three_jobs_reorder_cancel(qtbot, window: MainWindow, tmp_path: Pa
     panel.select_ids([ids[2]])
     qtbot.mouseClick(panel.buttons["up"], QtCore.Qt.MouseButton.LeftButton)
     assert [j.id for j in panel.jobs] == [ids[0], ids[2], ids[1], extra.id]
+    # Dragging the last job onto the first puts it first (a drop the store carries out).
+    panel.select_ids([extra.id])
+    drop_on_row(panel.table, 0)
+    assert [j.id for j in panel.jobs] == [extra.id, ids[0], ids[2], ids[1]]
     panel.select_ids([extra.id])
     qtbot.mouseClick(panel.buttons["cancel"], QtCore.Qt.MouseButton.LeftButton)
     assert session.store.get(extra.id).state == JobState.CANCELLED
@@ -266,3 +285,30 @@ def test_a_job_run_by_another_process_is_followed_and_controlled(qtbot, window: 
     assert done.state in (JobState.CANCELLED, JobState.ABORTED)
     qtbot.waitUntil(lambda: not window.followers, timeout=WAIT_MS)  # the GUI let go of the file
     assert describe_run(done.file)["status"] == "aborted"
+
+
+def test_lab_file_channels_and_identify_over_the_wire(qtbot, tmp_path: Path) -> None:
+    """With a lab file the panels list its channels; Identify asks the instrument (here the
+    Keithley 2450 wire emulator, over its SCPI socket) in a thread."""
+    from drivers.sim import SimParams
+    from labctl.config import load_lab
+    from labctl.registry import emulator_factory
+
+    with emulator_factory("keithley2450")(SimParams(), cell_type="li_li") as server:
+        lab_path = tmp_path / "lab.toml"
+        lab_path.write_text(f'[instruments.smu]\ndriver = "keithley2450"\nresource = "{server.resource}"\n')
+        session = Session(lab=load_lab(lab_path), store=str(tmp_path / "q.sqlite3"), runs_dir=tmp_path / "runs")
+        win = MainWindow(session, Presets(tmp_path / "presets.json"))
+        qtbot.addWidget(win)
+        try:
+            assert session.channels() == ["smu"]
+            assert [win.launcher.channel.itemText(i) for i in range(win.launcher.channel.count())] == ["smu"]
+            win.instruments.reload()
+            assert win.instruments.state_of("smu") == "idle"
+            win.instruments.table.selectRow(0)
+            win.instruments.identify()
+            qtbot.waitUntil(lambda: "2450" in win.instruments.info.text(), timeout=WAIT_MS)
+            assert not server.output_on
+        finally:
+            win.close()
+            session.close()
