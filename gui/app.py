@@ -231,6 +231,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _shutdown(self) -> None:
         self.timer.stop()
         self.queue.timer.stop()
+        self.queue.watcher.close()
         for follower in self.followers.values():
             follower.close()
         logging.getLogger().removeHandler(self.log.handler)

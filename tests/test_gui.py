@@ -312,3 +312,33 @@ def test_lab_file_channels_and_identify_over_the_wire(qtbot, tmp_path: Path) -> 
         finally:
             win.close()
             session.close()
+
+
+def test_queue_import_duplicate_retry(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    panel = window.queue
+    batch = tmp_path / "night.toml"
+    batch.write_text(
+        '[[job]]\nprotocol = "eis"\ncell_id = "B-1"\nchannel = "sim2"\nparams = { rest = 0 }\n'
+        '[[job]]\nprotocol = "lsv"\ncell_id = "B-2"\nchannel = "sim2"\n'
+    )
+    panel.do_import(str(batch))
+    assert [(j.cell.id, j.protocol) for j in panel.jobs] == [("B-1", "eis"), ("B-2", "lsv")]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[job]]\nprotocol = "eis"\ncell_id = "B-3"\nparams = { amplitude = 5000 }\n')
+    panel.do_import(str(bad))
+    assert "amplitude" in panel.status.text() and len(panel.jobs) == 2  # refused whole, nothing queued
+
+    first = panel.jobs[0]
+    panel.select_ids([first.id])
+    qtbot.mouseClick(panel.buttons["duplicate"], QtCore.Qt.MouseButton.LeftButton)
+    copy = panel.jobs[-1]
+    assert (copy.protocol, copy.cell.id, dict(copy.params)) == ("eis", "B-1", dict(first.params))
+    panel.select_ids([first.id])
+    qtbot.mouseClick(panel.buttons["cancel"], QtCore.Qt.MouseButton.LeftButton)
+    panel.select_ids([first.id])
+    qtbot.mouseClick(panel.buttons["retry"], QtCore.Qt.MouseButton.LeftButton)
+    retried = [j for j in panel.jobs if j.retry_of == first.id]
+    assert len(retried) == 1 and retried[0].state == JobState.QUEUED
+    panel.select_ids([copy.id, panel.jobs[1].id])  # a finished job cannot be paused: said, not crashed
+    qtbot.mouseClick(panel.buttons["pause"], QtCore.Qt.MouseButton.LeftButton)
+    assert panel.status.text()
