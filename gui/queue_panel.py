@@ -8,7 +8,10 @@ worker on another PC shows up within a second. Every control is a store call, as
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 from qtpy import QtCore, QtGui, QtWidgets
 
@@ -37,6 +40,10 @@ class JobTable(QtWidgets.QTableWidget):
         event.setDropAction(QtCore.Qt.DropAction.IgnoreAction)  # the store decides the order
         event.accept()
         self.rows_dropped.emit(row)
+
+
+class _ScheduleSignal(QtCore.QObject):
+    done = QtCore.Signal(object)  # Schedule, or None when it could not be made
 
 
 class QueuePanel(QtWidgets.QWidget):
@@ -72,6 +79,13 @@ class QueuePanel(QtWidgets.QWidget):
         layout.addWidget(self.table, 1)
         layout.addWidget(self.channel_ends)
         layout.addWidget(self.status)
+        #: The dry-run schedule (``labctl queue estimate``'s): expected end of each job and channel.
+        self.schedule: Any = None
+        self._schedule_signal = _ScheduleSignal()
+        self._schedule_signal.done.connect(self._schedule_done)
+        self._schedule_busy = False
+        self._schedule_stale = True
+        self._estimator: Any = None
         self.watcher = session.store.watch()
         self.timer = QtCore.QTimer(self, interval=250)
         self.timer.timeout.connect(self.poll)
@@ -92,6 +106,7 @@ class QueuePanel(QtWidgets.QWidget):
 
     def reload(self) -> None:
         self._last_full = 0
+        self._schedule_stale = True
         selected = set(self.selected_ids())
         self.jobs = self.session.store.list_jobs()
         self.table.setRowCount(len(self.jobs))
@@ -99,7 +114,7 @@ class QueuePanel(QtWidgets.QWidget):
             state = job.state.value + (f" ({job.request.value}?)" if job.request else "")
             cells = (str(job.id), job.cell.id, job.protocol, key_params(job), state,
                      job.channel or job.requested_channel or "any", progress_text(job),
-                     clock_time(job.eta) if job.active else "")  # fmt: skip
+                     self._eta_text(job))  # fmt: skip
             for c, text in enumerate(cells):
                 item = self.table.item(r, c)
                 if item is None:
@@ -114,17 +129,68 @@ class QueuePanel(QtWidgets.QWidget):
             if job.id in selected:
                 self.table.selectionModel().select(self.table.model().index(r, 0), mode)
         self.channel_ends.setText(self._channel_ends())
+        self._start_schedule()
+
+    def _eta_text(self, job: Job) -> str:
+        """The worker's ETA for a running job; the dry-run schedule's expected end otherwise."""
+        if job.active and job.eta is not None:
+            return clock_time(job.eta)
+        if job.state == JobState.QUEUED and self.schedule is not None:
+            try:
+                slot = self.schedule.slot(job.id)
+            except StopIteration:
+                return ""
+            return f"≈ {clock_time(slot.end)}" if slot.end is not None else "unknown"
+        return ""
 
     def _channel_ends(self) -> str:
-        """When each channel will be free: the ETA of its active job (queued work not included)."""
+        """When each channel runs out of work (dry-run schedule), and which are held."""
         ends = []
-        for job in self.jobs:
-            if job.active and job.eta is not None:
-                ends.append(f"{job.channel}: free at {clock_time(job.eta)}")
+        if self.schedule is not None:
+            for channel, end in sorted(self.schedule.channel_ends.items()):
+                if any(
+                    j.active or j.state == JobState.QUEUED
+                    for j in self.jobs
+                    if channel in (j.channel, j.requested_channel)
+                ):
+                    ends.append(f"{channel}: free ≈ {clock_time(end) if end is not None else 'unknown'}")
         holds = self.session.store.holds()
         ends += [f"{h.channel}: {h.reason}" if h.reason.startswith(GUI_HOLD) else f"{h.channel}: held ({h.reason})"
                  for h in holds]  # fmt: skip
         return "   ".join(ends) or "no channel busy"
+
+    def _start_schedule(self) -> None:
+        """Recompute the schedule in a thread (dry runs are cached per recipe)."""
+        if self._schedule_busy or not self._schedule_stale:
+            return
+        if not any(j.active or j.state == JobState.QUEUED for j in self.jobs):
+            self.schedule = None
+            return
+        self._schedule_busy = True
+        self._schedule_stale = False
+        jobs, lab, channels = list(self.jobs), self.session.lab, self.session.channels()
+
+        def work() -> None:
+            from labctl.queue.estimate import Estimator, estimate_queue
+
+            try:
+                if self._estimator is None:
+                    self._estimator = Estimator(lab=lab)
+                schedule = estimate_queue(jobs, time.time(), estimator=self._estimator, channels=channels)
+            except Exception:  # an estimate is a nicety: never a crash
+                schedule = None
+            self._schedule_signal.done.emit(schedule)
+
+        threading.Thread(target=work, name="gui-schedule", daemon=True).start()
+
+    def _schedule_done(self, schedule: Any) -> None:
+        self._schedule_busy = False
+        self.schedule = schedule
+        for r, job in enumerate(self.jobs):
+            item = self.table.item(r, len(COLUMNS) - 1)
+            if item is not None:
+                item.setText(self._eta_text(job))
+        self.channel_ends.setText(self._channel_ends())
 
     def selected_ids(self) -> list[int]:
         rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})

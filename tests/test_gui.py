@@ -172,6 +172,13 @@ def test_queue_three_jobs_reorder_cancel(qtbot, window: MainWindow, tmp_path: Pa
     qtbot.mouseClick(panel.buttons["cancel"], QtCore.Qt.MouseButton.LeftButton)
     assert session.store.get(extra.id).state == JobState.CANCELLED
 
+    # Before anything runs, the dry-run schedule gives each queued job its expected end.
+    row = [j.id for j in panel.jobs].index(ids[1])  # the last of sim1's queue
+    qtbot.waitUntil(lambda: panel.table.item(row, 7).text().startswith("≈"), timeout=WAIT_MS)
+    assert "sim1: free ≈" in panel.channel_ends.text()
+    ends = [panel.schedule.slot(i).end for i in (ids[0], ids[2], ids[1])]
+    assert ends == sorted(ends) and ends[0] < ends[-1]  # one after another on sim1, in the new order
+
     qtbot.mouseClick(panel.runner_button, QtCore.Qt.MouseButton.LeftButton)  # run the queue here
     assert session.runner_alive
     qtbot.waitUntil(lambda: all(session.store.get(i).state == JobState.COMPLETED for i in ids), timeout=WAIT_MS)
