@@ -43,6 +43,16 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def with_uncertainty(value: float, err: float) -> str:
+    """``0.5142 ± 0.0015``: the uncertainty to two significant digits, the value to match."""
+    if not (math.isfinite(value) and math.isfinite(err)) or err <= 0:
+        return f"{fmt(value)} ± {fmt(err)}"
+    decimals = max(1 - math.floor(math.log10(err)), 0)
+    if decimals > 8 or abs(value) >= 1e6:
+        return f"{value:.4g} ± {err:.2g}"
+    return f"{value:.{decimals}f} ± {err:.{decimals}f}"
+
+
 def headline_rows(results: Mapping[str, Any]) -> list[ResultRow]:
     rows: list[ResultRow] = []
     shown: set[str] = set()
@@ -51,7 +61,7 @@ def headline_rows(results: Mapping[str, Any]) -> list[ResultRow]:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
         err = next((results[k] for k in err_keys if isinstance(results.get(k), (int, float))), None)
-        text = fmt(value) if err is None else f"{fmt(value)} ± {fmt(err)}"
+        text = fmt(value) if err is None else with_uncertainty(value, err)
         rows.append(ResultRow(label, f"{text} {unit}".strip(), key))
         shown.update((key, *err_keys))
     table = results.get("table")
@@ -59,7 +69,7 @@ def headline_rows(results: Mapping[str, Any]) -> list[ResultRow]:
         for row in table:
             if isinstance(row, Mapping) and isinstance(row.get("sigma_S_cm"), (int, float)):
                 t_c = row.get("T_C")
-                where = f"{t_c:.1f} °C" if isinstance(t_c, (int, float)) else "?"
+                where = f"{round(t_c, 1) + 0.0:.1f} °C" if isinstance(t_c, (int, float)) else "?"  # no "-0.0"
                 rows.append(ResultRow(f"σ ({where})", f"{fmt(row['sigma_S_cm'])} S/cm", "table"))
         shown.add("sigma_S_cm")
     rows += warning_rows(results)

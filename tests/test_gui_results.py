@@ -17,10 +17,18 @@ def test_headline_first_with_its_uncertainty_then_warnings() -> None:
     rows = headline_rows(
         {"method": "x", "ea_eV": 0.3444, "ea_stderr_eV": 0.0010, "valid": False, "invalid_reasons": ["shorted"]}
     )
-    assert (rows[0].name, rows[0].value) == ("Ea", "0.3444 ± 0.001 eV")
+    assert (rows[0].name, rows[0].value) == ("Ea", "0.3444 ± 0.0010 eV")
     warnings = [r.value for r in rows if r.warning]
     assert warnings == ["shorted", "valid = false"]
     assert "ea_stderr_eV" not in [r.name for r in rows]  # shown with its value, not twice
+
+
+def test_uncertainty_sets_the_digits() -> None:
+    from gui.results_view import with_uncertainty
+
+    assert with_uncertainty(0.514234, 0.001463) == "0.5142 ± 0.0015"
+    assert with_uncertainty(1234.4, 56.0) == "1234 ± 56"
+    assert with_uncertainty(3.3e-4, 2e-6) == "0.0003300 ± 0.0000020"
 
 
 def test_arrhenius_points_and_line_follow_the_stored_table() -> None:
