@@ -99,12 +99,20 @@ class MainWindow(QtWidgets.QMainWindow):
             if run.subscription is None:
                 continue
             view = self.live.view(run.channel)
-            for event in run.subscription.drain():
+            events = run.subscription.drain()
+            for event in events:
                 view.handle(event)
                 if isinstance(event, StatusChanged) and event.state in ("safe", "unsafe"):
                     (self.safe if event.state == "safe" else self.unsafe).add(run.run_id)
                 if isinstance(event, RunEnded):
                     self._run_ended(run, event)
+            if not events and run.handle.done and self.session.runs.get(run.channel) is run:
+                # The end event never reached this subscription: the engine's outcome says the same.
+                outcome = run.handle.wait(0)
+                if outcome is not None:
+                    ended = RunEnded(outcome.status.value, outcome.results, outcome.error)
+                    view.handle(ended)
+                    self._run_ended(run, ended)
         if self._frames % FOLLOW_EVERY == 0:
             self._follow_jobs()
         self.live.refresh()
