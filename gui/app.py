@@ -133,6 +133,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.show_error(f"Run {run.run_id} ({run.protocol}) on {run.channel} failed", event.error, run.run_id)
         elif event.status == "completed" and not self._closing_keep:
             self.tabs.setCurrentWidget(self.results)
+        self.safe.discard(run.run_id)
+        self.unsafe.discard(run.run_id)
 
     def show_error(self, title: str, error: str, run_id: str = "") -> None:
         if run_id in self.unsafe:
