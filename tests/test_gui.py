@@ -118,6 +118,9 @@ def test_form_run_pause_resume_results(qtbot, window: MainWindow) -> None:
     window.instruments.reload()
     assert window.instruments.state_of("sim1").startswith("paused – cell held")
     assert not view.pause_button.isEnabled() and view.resume_button.isEnabled()
+    # A run file still being written opens in the results panel too.
+    assert window.results.open_file(str(run.path)) is None
+    assert window.results.title.text().endswith(": running"), window.results.title.text()
 
     qtbot.mouseClick(view.resume_button, QtCore.Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: view.state == "running", timeout=WAIT_MS)
