@@ -58,6 +58,7 @@ class MainWindow(QtWidgets.QMainWindow):
         logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO, logging.INFO))
         self.launcher.run_started.connect(self.watch_run)
         self.launcher.job_added.connect(lambda job: self.queue.reload())
+        self.results.use_parameters.connect(self._reuse_parameters)
         self.unsafe: set[str] = set()  # runs whose safe state failed
         self.safe: set[str] = set()  # runs whose channel reported its safe state
         self.errors_shown: list[str] = []
@@ -77,6 +78,10 @@ class MainWindow(QtWidgets.QMainWindow):
         view = self.live.view(run.channel)
         self.live.setCurrentWidget(view)
         logging.getLogger("gui").info("run %s (%s) started on %s: %s", run.run_id, run.protocol, run.channel, run.path)
+
+    def _reuse_parameters(self, path: str) -> None:
+        self.launcher.use_past_run(path)
+        self.tabs.setCurrentWidget(self.launcher)
 
     def control(self, channel: str, action: str) -> None:
         """Pause / resume / abort the run on ``channel``: a run of this GUI, else its queue job."""

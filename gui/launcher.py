@@ -51,6 +51,7 @@ class LauncherPanel(QtWidgets.QWidget):
         self.geometry_form: ParamForm | None = None
         self.form: ParamForm | None = None
         self._estimate_gen = 0
+        self._estimate_busy = False
         self._estimate_signal = _EstimateSignal()
         self._estimate_signal.done.connect(self._estimate_done)
         self._estimate_timer = QtCore.QTimer(self, singleShot=True, interval=400)
@@ -255,6 +256,10 @@ class LauncherPanel(QtWidgets.QWidget):
         self._estimate_timer.start()
 
     def _start_estimate(self) -> None:
+        """One dry run at a time (a 60-hour protocol takes seconds even in virtual time); a
+        change made meanwhile is estimated when the running one ends."""
+        if self._estimate_busy:
+            return
         gen = self._estimate_gen
         request = self.request()
         lab = self.session.lab
@@ -275,11 +280,15 @@ class LauncherPanel(QtWidgets.QWidget):
                 text = f"estimate: unknown ({' '.join(str(exc).split())})"
             self._estimate_signal.done.emit(gen, text)
 
+        self._estimate_busy = True
         threading.Thread(target=work, name="gui-estimate", daemon=True).start()
 
     def _estimate_done(self, gen: int, text: str) -> None:
+        self._estimate_busy = False
         if gen == self._estimate_gen:
             self.estimate.setText(text)
+        else:
+            self._estimate_timer.start()  # the form changed meanwhile
 
 
 def _as_parameter_error(exc: Exception) -> Exception:

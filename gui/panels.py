@@ -140,6 +140,8 @@ class InstrumentsPanel(QtWidgets.QWidget):
 class ResultsPanel(QtWidgets.QWidget):
     """Headline results of a run (live or opened), its Arrhenius and Nyquist plots, and overlays."""
 
+    use_parameters = QtCore.Signal(str)  # the run file whose parameters the launcher should take
+
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.title = QtWidgets.QLabel("no run yet", objectName="results_title", wordWrap=True)
@@ -166,12 +168,17 @@ class ResultsPanel(QtWidgets.QWidget):
             plot.showGrid(x=True, y=True, alpha=0.2)
         open_button = QtWidgets.QPushButton("Open run file…", objectName="open_run")
         open_button.clicked.connect(lambda: self.open_file())
+        reuse_button = QtWidgets.QPushButton("Use its parameters", objectName="reuse_parameters")
+        reuse_button.clicked.connect(self._reuse)
         left = QtWidgets.QVBoxLayout()
         left.addWidget(self.title)
         left.addWidget(self.table, 3)
         left.addWidget(QtWidgets.QLabel("runs (select several to compare)"))
         left.addWidget(self.runs, 1)
-        left.addWidget(open_button)
+        row = QtWidgets.QHBoxLayout()
+        row.addWidget(open_button)
+        row.addWidget(reuse_button)
+        left.addLayout(row)
         layout = QtWidgets.QHBoxLayout(self)
         layout.addLayout(left, 2)
         layout.addWidget(plots, 3)
@@ -212,6 +219,11 @@ class ResultsPanel(QtWidgets.QWidget):
         self.runs.clearSelection()
         item.setSelected(True)
         return None
+
+    def _reuse(self) -> None:
+        items = self.runs.selectedItems()
+        if items:
+            self.use_parameters.emit(str(items[-1].data(QtCore.Qt.ItemDataRole.UserRole)))
 
     def _show_selected(self) -> None:
         keys = [item.data(QtCore.Qt.ItemDataRole.UserRole) for item in self.runs.selectedItems()]

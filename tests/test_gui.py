@@ -24,6 +24,8 @@ from gui.session import Session
 from labctl.channel import InstrumentError
 from labctl.clock import VirtualClock
 from labctl.queue import CellInfo, JobSpec, JobState, open_store
+from labctl.queue.estimate import Estimator
+from labctl.queue.estimate_cli import format_duration
 from labctl.storage import describe_run
 
 WAIT_MS = 60_000  # generous: the machine may be busy; the conditions decide, not the clock
@@ -102,6 +104,9 @@ def test_form_run_pause_resume_results(qtbot, window: MainWindow) -> None:
     assert launcher.field_error("q_c").startswith("parameter 'q_c': Q_c = 2 mAh/cm² must not exceed Q_t")
     assert session.store.list_jobs() == []
     fill(window, "eis", "sim1", "SS-PEO-01", amplitude="10")
+    qtbot.waitUntil(lambda: "dry run" in launcher.estimate.text(), timeout=WAIT_MS)  # shown before start
+    expected = Estimator().estimate(JobSpec("eis", CellInfo("x"), {"amplitude": "10"}, channel="sim1"))
+    assert launcher.estimate.text().startswith(f"estimate: {format_duration(expected.duration)} (")
 
     clock = GatedClock(free=3)
     gate_channels(session, clock)
@@ -135,6 +140,10 @@ def test_form_run_pause_resume_results(qtbot, window: MainWindow) -> None:
     assert states[-2:] == ["safe", "completed"]
     assert desc["cell"]["id"] == "SS-PEO-01"
     assert session.store.holds() == []  # the GUI run's hold on sim1 was released
+    # "Use its parameters": the finished run's parameters go back into the launcher.
+    launcher.field("amplitude").setText("")
+    qtbot.mouseClick(window.findChild(QtWidgets.QPushButton, "reuse_parameters"), QtCore.Qt.MouseButton.LeftButton)
+    assert float(launcher.field("amplitude").text()) == 10.0 and window.tabs.currentWidget() is launcher
     window.instruments.reload()
     assert window.instruments.state_of("sim1") == "idle"
 
