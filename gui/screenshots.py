@@ -1,8 +1,8 @@
 """``python -m gui.screenshots OUTDIR``: PNGs of each main view with simulated runs going.
 
 Runs the demo offscreen, waits (on conditions, with a generous bound) until each view has
-something to show, and grabs it: instruments, launcher, live E–t, live Nyquist, queue, and
-results with the Arrhenius plot of two membranes.
+something to show, and grabs it: instruments, launcher (with its estimate, and refusing a
+value), live E–t, live Nyquist, queue, and results with the Arrhenius plot of two membranes.
 """
 
 from __future__ import annotations
@@ -70,9 +70,11 @@ def main(argv: list[str]) -> int:
     window.launcher.protocol.setCurrentText("transference")
     window.launcher.cell_id.setText("Li-PEO-Li-11")
     window.launcher.electrolyte.setText("PEO:LiTFSI 20:1")
-    window.launcher.field("dv").setText("500")  # shows the as-you-type check
-    _wait(app, lambda: "…" not in window.launcher.estimate.text(), 60)
-    shot("launcher", window.launcher)
+    window.launcher.field("dv").setText("20")
+    _wait(app, lambda: "dry run" in window.launcher.estimate.text(), 60)
+    shot("launcher", window.launcher)  # the dry-run estimate, before anything starts
+    window.launcher.field("dv").setText("500")
+    shot("launcher_invalid", window.launcher)  # the as-you-type check, with the CLI's message
     window.results.runs.clearSelection()
     for i in range(window.results.runs.count()):
         item = window.results.runs.item(i)
