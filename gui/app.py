@@ -245,8 +245,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _shutdown(self) -> None:
         self.timer.stop()
-        self.queue.timer.stop()
-        self.queue.watcher.close()
+        self.queue.shutdown()
+        self.launcher.shutdown()
+        self.instruments.closed = True
         for follower in self.followers.values():
             follower.close()
         logging.getLogger().removeHandler(self.log.handler)

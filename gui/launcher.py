@@ -52,6 +52,7 @@ class LauncherPanel(QtWidgets.QWidget):
         self.form: ParamForm | None = None
         self._estimate_gen = 0
         self._estimate_busy = False
+        self._closed = False
         self._estimate_signal = _EstimateSignal()
         self._estimate_signal.done.connect(self._estimate_done)
         self._estimate_timer = QtCore.QTimer(self, singleShot=True, interval=400)
@@ -283,8 +284,15 @@ class LauncherPanel(QtWidgets.QWidget):
         self._estimate_busy = True
         threading.Thread(target=work, name="gui-estimate", daemon=True).start()
 
+    def shutdown(self) -> None:
+        """Estimates still running are dropped when they arrive."""
+        self._estimate_timer.stop()
+        self._closed = True
+
     def _estimate_done(self, gen: int, text: str) -> None:
         self._estimate_busy = False
+        if self._closed:
+            return
         if gen == self._estimate_gen:
             self.estimate.setText(text)
         else:

@@ -38,7 +38,8 @@ class InstrumentsPanel(QtWidgets.QWidget):
         self.table.horizontalHeader().setStretchLastSection(True)
         self.info = QtWidgets.QLabel("", objectName="instrument_info", wordWrap=True)
         self._identified = _TextSignal()
-        self._identified.done.connect(self.info.setText)
+        self._identified.done.connect(self._identify_done)
+        self.closed = False
         identify = QtWidgets.QPushButton("Identify", objectName="identify")
         identify.clicked.connect(self.identify)
         ack = QtWidgets.QPushButton("Acknowledge hold", objectName="acknowledge")
@@ -55,6 +56,8 @@ class InstrumentsPanel(QtWidgets.QWidget):
         self.reload()
 
     def reload(self) -> None:
+        if self.closed:
+            return
         channels = self.session.channels()
         jobs = self.session.store.list_jobs()
         holds = {h.channel: h.reason for h in self.session.store.holds()}
@@ -118,6 +121,10 @@ class InstrumentsPanel(QtWidgets.QWidget):
             self._identified.done.emit(text)
 
         threading.Thread(target=work, name="gui-identify", daemon=True).start()
+
+    def _identify_done(self, text: str) -> None:
+        if not self.closed:
+            self.info.setText(text)
 
     def acknowledge(self) -> None:
         channel = self.selected()

@@ -85,6 +85,7 @@ class QueuePanel(QtWidgets.QWidget):
         self._schedule_signal.done.connect(self._schedule_done)
         self._schedule_busy = False
         self._schedule_stale = True
+        self._closed = False
         self._estimator: Any = None
         self.watcher = session.store.watch()
         self.timer = QtCore.QTimer(self, interval=250)
@@ -97,6 +98,8 @@ class QueuePanel(QtWidgets.QWidget):
 
     def poll(self) -> None:
         """Redraw on a committed change; otherwise every second for progress and ETA."""
+        if self._closed:
+            return
         self._last_full += 1
         if self.watcher.wait(0) is not None or self._last_full >= 4:
             self.reload()
@@ -105,6 +108,8 @@ class QueuePanel(QtWidgets.QWidget):
         self.runner_button.blockSignals(False)
 
     def reload(self) -> None:
+        if self._closed:
+            return
         self._last_full = 0
         self._schedule_stale = True
         selected = set(self.selected_ids())
@@ -183,8 +188,16 @@ class QueuePanel(QtWidgets.QWidget):
 
         threading.Thread(target=work, name="gui-schedule", daemon=True).start()
 
+    def shutdown(self) -> None:
+        """Stop polling; a schedule still being computed is dropped when it arrives."""
+        self.timer.stop()
+        self.watcher.close()
+        self._closed = True
+
     def _schedule_done(self, schedule: Any) -> None:
         self._schedule_busy = False
+        if self._closed:
+            return
         self.schedule = schedule
         for r, job in enumerate(self.jobs):
             item = self.table.item(r, len(COLUMNS) - 1)
