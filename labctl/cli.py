@@ -666,6 +666,10 @@ from labctl.report.command import report_command  # noqa: E402
 main.add_command(report_command)
 main.add_command(export_command)
 
+from labctl.gui_cli import gui_command  # noqa: E402 - imports gui only when run
+
+main.add_command(gui_command)
+
 
 if __name__ == "__main__":
     main()

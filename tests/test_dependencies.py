@@ -40,6 +40,7 @@ APPLICATION = frozenset(
                 *(".tabulate", ".writers"),
             )
         ),
+        "gui_cli",  # ``labctl gui``: opens the window (its one lazy import of gui is allowed below)
         # the queue's modules that run (or dry-run) jobs the way ``labctl run`` does
         *(
             f"queue.{name}"
@@ -159,12 +160,18 @@ def layer(module: str) -> str:
     return top
 
 
+#: The only edges into gui/ from outside it: the ``labctl gui`` command, importing inside the command.
+GUI_ENTRY_POINTS = frozenset({("labctl.gui_cli", "gui.app")})
+
+
 def violations(allowed: dict[str, set[str]]) -> list[str]:
     return sorted(
         f"{source} -> {target}"
         for source, targets in GRAPH.items()
         for target in targets
-        if layer(target) != layer(source) and layer(target) not in allowed[layer(source)]
+        if layer(target) != layer(source)
+        and layer(target) not in allowed[layer(source)]
+        and (source, target) not in GUI_ENTRY_POINTS
     )
 
 
