@@ -188,8 +188,13 @@ def test_queue_three_jobs_reorder_cancel(qtbot, window: MainWindow, tmp_path: Pa
     row = [j.id for j in panel.jobs].index(ids[1])  # the last of sim1's queue
     qtbot.waitUntil(lambda: panel.table.item(row, 7).text().startswith("≈"), timeout=WAIT_MS)
     assert "sim1: free ≈" in panel.channel_ends.text()
-    ends = [panel.schedule.slot(i).end for i in (ids[0], ids[2], ids[1])]
-    assert ends == sorted(ends) and ends[0] < ends[-1]  # one after another on sim1, in the new order
+
+    def planned_in_new_order() -> bool:  # the schedule is recomputed in a thread: wait for the one after the moves
+        slots = [panel.schedule.slot(i) if panel.schedule is not None else None for i in (ids[0], ids[2], ids[1])]
+        ends = [slot.end if slot is not None else None for slot in slots]
+        return None not in ends and ends == sorted(ends) and ends[0] < ends[-1]
+
+    qtbot.waitUntil(planned_in_new_order, timeout=WAIT_MS)  # one after another on sim1, in the new order
 
     qtbot.mouseClick(panel.runner_button, QtCore.Qt.MouseButton.LeftButton)  # run the queue here
     assert session.runner_alive
