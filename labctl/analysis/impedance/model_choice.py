@@ -10,11 +10,11 @@ from typing import Literal
 import numpy as np
 
 from labctl.analysis.impedance.circuits import CIRCUIT_FAMILIES, CIRCUITS, CircuitSpec
-from labctl.analysis.impedance.constants import _DIFFUSION_REL_SE
+from labctl.analysis.impedance.constants import _APEX_ABOVE_BAND_MAX, _ARC_REL_SE_MAX, _DIFFUSION_REL_SE
 from labctl.analysis.impedance.fitting import _apex, _fit_one, _Result, _stderr
 from labctl.analysis.impedance.parameterisation import _Data, _from_theta, _prepare, _to_theta
 from labctl.analysis.impedance.results import EisFit, _summarise
-from labctl.analysis.impedance.seeding import _grid_seeds, _grid_seeds_li
+from labctl.analysis.impedance.seeding import _add_arc_seeds_blocking, _grid_seeds, _grid_seeds_li
 
 
 def fit_spectrum(
@@ -56,6 +56,14 @@ def fit_spectrum(
             seeds = _grid_seeds_li(spec, data, bases=tuple(one), one_arc_seeds=one_seeds)
         else:
             seeds = grid_seeds[spec] = _grid_seeds(spec, data)
+            if spec.n_arcs == 2 and not spec.interface:
+                # also from the refined one-arc fits with the same electrode end
+                one = [
+                    _from_theta(r.spec, r.theta, data)
+                    for r in results
+                    if r.spec.n_arcs == 1 and r.spec.spike == spec.spike and not r.spec.interface
+                ]
+                seeds = seeds + _add_arc_seeds_blocking(spec, data, one)
         if (r := _fit_one(spec, data, seeds)) is not None:
             results.append(r)
     if circuit in CIRCUIT_FAMILIES and CIRCUITS[CIRCUIT_FAMILIES[circuit][0]].diffusion:
@@ -63,6 +71,10 @@ def fit_spectrum(
     if not results:
         raise RuntimeError("impedance fit failed for every candidate circuit")
     admissible = [r for r in results if _arcs_in_band(r, data)] or results
+    # a candidate whose extra arc the data do not determine loses to the simpler circuit,
+    # whatever its BIC (a 374 %-uncertain "bulk" arc at 6x f_max fitted to the inductive
+    # tail of a dummy cell is noise-fitting, not a grain boundary)
+    admissible = [r for r in admissible if _extra_arcs_identifiable(r, data)] or admissible
     general = min(admissible, key=lambda r: r.bic)
     best = general
     if inductance == "auto" and not inductive:
@@ -135,3 +147,21 @@ def _arcs_in_band(res: _Result, data: _Data) -> bool:
     every arc is built into its parameterisation, see _TAU_D_MIN_RATIO.)"""
     p = _from_theta(res.spec, res.theta, data)
     return all(_apex(p, a) >= data.freq[-1] for a in res.spec.arc_labels)
+
+
+def _extra_arcs_identifiable(res: _Result, data: _Data) -> bool:
+    """A two-arc electrolyte circuit is admissible only when both arcs are identifiable: each
+    arc's R known to ``_ARC_REL_SE_MAX`` (1 sigma, from the fit covariance) and each apex
+    inside the band (a second arc above f_max or below f_min is an extrapolation). One-arc
+    circuits are always admissible: their arc above the band still gives R_total = R0 + R1."""
+    if res.spec.n_arcs < 2:
+        return True
+    p = _from_theta(res.spec, res.theta, data)
+    se = _stderr(res, data)[0]
+    for i in range(1, res.spec.n_arcs + 1):
+        r, s = p[f"R{i}"], se[f"R{i}"]
+        if not (math.isfinite(s) and s < _ARC_REL_SE_MAX * r):
+            return False
+        if not data.freq[-1] <= _apex(p, i) <= _APEX_ABOVE_BAND_MAX * data.freq[0]:
+            return False
+    return True
