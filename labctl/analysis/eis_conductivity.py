@@ -65,8 +65,10 @@ class ConductivityResult:
     #: σ of the bulk arc alone (pellets whose grain-boundary arc is resolved), with its SE.
     sigma_bulk_S_cm: float | None = None
     sigma_bulk_stderr_S_cm: float | None = None
-    #: Electronic conductivity from a leakage resistor across the blocking branch.
+    #: Electronic conductivity from a leakage resistor across the blocking branch (fitted, or
+    #: the leakage reading of a spectrum that closes after a µF arc, with σ_ion under it).
     sigma_e_S_cm: float | None = None
+    sigma_if_leakage_S_cm: float | None = None
     #: The circuit with each element's physical label, e.g. R0[series]-p(R1,CPE1)[bulk]-CPEdl[electrode].
     circuit_labelled: str = ""
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -179,6 +181,24 @@ def assemble(
             f"(R_b = {r_b:.4g} +- {r_b_se:.2g} ohm)"
             + ("; R_b is comparable with unmeasured leads: measure them (labctl run leads)" if lead_se else "")
         )
+    electrode_arcs = [a for a in arcs if not labels[a].electrolyte]
+    sigma_leak = sigma_e = None
+    if valid and electrode_arcs and not spec.spike:
+        # the spectrum closes to the real axis after a µF arc: a faradaic electrode process
+        # (the reading above) or electronic leakage R_e across the blocking double layer. For
+        # ideal elements both circuits give the same Z(f), so the spectrum cannot decide:
+        # under leakage Re = R_b + electrode arcs and the ionic R_b' = 1/(1/R_b − 1/Re).
+        r_e = r_b + sum(p[f"R{a}"] for a in electrode_arcs)
+        r_ion = 1.0 / (1.0 / r_b - 1.0 / r_e)
+        sigma_leak = sigma_from_resistance(r_ion, thickness_um, area_cm2)
+        sigma_e = sigma_from_resistance(r_e, thickness_um, area_cm2)
+        sigma_se = math.hypot(sigma_se, sigma - sigma_leak)
+        warnings.append(
+            "the low-frequency arc closes to the real axis: a faradaic electrode process (sigma as reported) or "
+            f"electronic leakage across blocking electrodes (then sigma_ion = {sigma_leak:.4g} S/cm and "
+            f"sigma_e = {sigma_e:.3g} S/cm); the spectrum cannot tell them apart (a DC polarisation can). "
+            "The uncertainty covers both"
+        )
     if fit.rel_rms > POOR_FIT_REL_RMS:
         warnings.append(f"poor fit: rms relative residual {fit.rel_rms:.1%}; the circuit does not describe the spectrum")
 
@@ -200,7 +220,6 @@ def assemble(
             f"the electrolyte arc's capacitance implies eps_r = {labels['1'].eps_r:.3g} for this geometry "
             "(a bulk arc has 1-1000): check thickness and area, or this is not a bulk arc"
         )
-    sigma_e = None
     if leak:
         sigma_e = sigma_from_resistance(p["Re"], thickness_um, area_cm2)
         warnings.append(
@@ -240,6 +259,7 @@ def assemble(
         sigma_bulk_S_cm=sigma_bulk,
         sigma_bulk_stderr_S_cm=sigma_bulk_se,
         sigma_e_S_cm=sigma_e,
+        sigma_if_leakage_S_cm=sigma_leak,
         circuit_labelled=_labelled(fit, labels),
         labels={a: {"label": lab.label, "C_eff_F": lab.c_eff_F, "eps_r": lab.eps_r} for a, lab in labels.items()},
         warnings=tuple(warnings),

@@ -61,7 +61,7 @@ def fit_spectrum(
                 one = [
                     _from_theta(r.spec, r.theta, data)
                     for r in results
-                    if r.spec.n_arcs == 1 and r.spec.spike == spec.spike and not r.spec.interface
+                    if r.spec.n_arcs == 1 and r.spec.spike == spec.spike and not r.spec.interface and not r.spec.leakage
                 ]
                 seeds = seeds + _add_arc_seeds_blocking(spec, data, one)
         if (r := _fit_one(spec, data, seeds)) is not None:
@@ -154,10 +154,14 @@ def _extra_arcs_identifiable(res: _Result, data: _Data) -> bool:
     arc's R known to ``_ARC_REL_SE_MAX`` (1 sigma, from the fit covariance) and each apex
     inside the band (a second arc above f_max or below f_min is an extrapolation). One-arc
     circuits are always admissible: their arc above the band still gives R_total = R0 + R1."""
-    if res.spec.n_arcs < 2:
+    if res.spec.n_arcs < 2 and not res.spec.leakage:
         return True
     p = _from_theta(res.spec, res.theta, data)
     se = _stderr(res, data)[0]
+    if res.spec.leakage and not (math.isfinite(se["Re"]) and se["Re"] < _ARC_REL_SE_MAX * p["Re"]):
+        return False
+    if res.spec.n_arcs < 2:
+        return True
     for i in range(1, res.spec.n_arcs + 1):
         r, s = p[f"R{i}"], se[f"R{i}"]
         if not (math.isfinite(s) and s < _ARC_REL_SE_MAX * r):

@@ -203,4 +203,13 @@ def _model_and_jacobian(spec: CircuitSpec, theta: np.ndarray, data: _Data) -> tu
         jac[:, col + 1] = dtau  # d/du
         for i, v in _ln_tau_ref(spec, theta)[1].items():  # τ_ref moves with the arcs
             jac[:, i] += dtau * v
+    if spec.leakage:
+        # Z = R0 [+ jωL] + Re·Zi/(Re + Zi): the branch's columns scale by Re²/(Re + Zi)²
+        first = 1 + int(spec.inductance)
+        zi = z - p["R0"] - (1j * omega * p["L"] if spec.inductance else 0.0)
+        re = p["Re"]
+        den = re + zi
+        jac[:, first:-1] *= (re * re / (den * den))[:, None]
+        jac[:, -1] = re * zi * zi / (den * den)
+        z = z - zi + re * zi / den
     return z, jac

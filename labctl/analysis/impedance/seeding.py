@@ -78,6 +78,8 @@ def _grid_seeds(spec: CircuitSpec, data: _Data, n_best: int = 3) -> list[np.ndar
     """
     if spec.interface or spec.diffusion:
         return _grid_seeds_li(spec, data, n_best)
+    if spec.leakage:
+        return _leakage_seeds(spec, data, n_best)
     grid = _blocking_grid(spec, data)
     coef, cost = _solve_blocking_grid(spec, data, grid)
     picks, best_inner = _best_per_basin(spec, grid, coef, cost, n_best)
@@ -448,7 +450,7 @@ def _add_arc_seeds_blocking(
     near f_max (seen: σ 6 % off with a 9 % rms misfit, while the two-arc optimum started
     from the truth fits to the noise). Holding what the one-arc fit already explains and
     searching only for the arc it lacks finds that basin."""
-    if spec.n_arcs != 2 or spec.interface or spec.diffusion or not bases:
+    if spec.n_arcs != 2 or spec.interface or spec.diffusion or spec.leakage or not bases:
         return []
     ln_jw, w = data.ln_jw, data.w
     ln_tau = _tau_grid(data)
@@ -478,4 +480,18 @@ def _add_arc_seeds_blocking(
             if spec.spike:
                 params.update({"Qdl": 1.0 / float(cf[k + 2]), "ndl": ndl})
             seeds.append(_to_theta(spec, params, data))
+    return seeds
+
+
+def _leakage_seeds(spec: CircuitSpec, data: _Data, n_best: int) -> list[np.ndarray]:
+    """Seeds of R0-p(Re, arcs-CPEdl): the blocking circuit's grid seeds with Re from the
+    low-frequency end, where the spectrum returns to the real axis at R0 + Re (Re is not
+    linear in Z, so it gets a few trial values instead of a grid dimension)."""
+    base = replace(spec, leakage=False)
+    re_lf = float(np.max(data.z.real))
+    seeds = []
+    for theta in _grid_seeds(base, data, n_best):
+        params = _from_theta(base, theta, data)
+        for factor in (1.0, 3.0):
+            seeds.append(_to_theta(spec, {**params, "Re": factor * max(re_lf - params["R0"], data.rscale)}, data))
     return seeds
