@@ -16,13 +16,13 @@ known/unknown), the circuit with each element's physical label, ``warnings`` and
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from labctl.analysis.conductivity import conductivity
-from labctl.analysis.impedance import EisFit, fit_spectrum
+from labctl.analysis.impedance import EisFit, arc_apex_frequency, fit_spectrum
 from labctl.analysis.impedance.labels import BULK, ELECTRODE, GRAIN_BOUNDARY, ArcLabel, label_arc
 
 #: Protocol circuit names -> fitter circuit names.
@@ -133,6 +133,10 @@ def assemble(
     labels = {
         a: label_arc(a, p[f"R{a}"], p[f"Q{a}"], p[f"n{a}"], thickness_um, area_cm2) for a in arcs
     }
+    if spec.n_arcs == 2 and labels["1"].label == BULK and labels["2"].electrolyte and labels["2"].c_eff_F > labels["1"].c_eff_F:
+        # brick layer: the slower electrolyte arc with the larger capacitance is the grain
+        # boundary (C_gb/C_b ~ grain size / boundary thickness > 1) even when its εr would pass for bulk
+        labels["2"] = replace(labels["2"], label=GRAIN_BOUNDARY)
     electrolyte = [a for a in arcs if labels[a].electrolyte]
     for a in arcs:
         if not labels[a].electrolyte:
@@ -149,7 +153,7 @@ def assemble(
     if electrolyte == arcs:
         r_total_se = max(r_total_se, fit.R_total_stderr) if math.isfinite(fit.R_total_stderr) else r_total_se
 
-    bulk_in_band = bool(electrolyte) and electrolyte[0] == "1" and fit.arc_resolved
+    bulk_in_band = bool(electrolyte) and electrolyte[0] == "1" and _in_band(fit, "1")
     lead_se = 0.0
     if r_leads_ohm == 0.0 and not bulk_in_band:
         lead_se = R_LEADS_UNKNOWN_SE_OHM
@@ -233,7 +237,7 @@ def assemble(
         R_total_ohm=r_total,
         r_leads_ohm=r_leads_ohm,
         R_series_fit_ohm=fit.R_series,
-        R_bulk_fit_ohm=fit.R_bulk_fit if bulk_in_band else None,
+        R_bulk_fit_ohm=fit.R_bulk_fit,
         R_gb_ohm=r_gb,
         R_bulk_arc_ohm=p.get("R1") if "1" in electrolyte else None,
         R_bulk_arc_rel_err=(fit.stderr.get("R1", math.nan) / p["R1"]) if "1" in electrolyte else None,
@@ -266,6 +270,14 @@ def assemble(
         valid=valid,
         reason=reason,
     )
+
+
+def _in_band(fit: EisFit, arc: str) -> bool:
+    """The arc peaks inside the band (to 3 f_max) and its R is known to 50 %: then the fitted
+    R0 in front of it is the series (lead) resistance, not part of the electrolyte."""
+    p, se = fit.params, fit.stderr.get(f"R{arc}", math.nan)
+    apex = arc_apex_frequency(p[f"R{arc}"], p[f"Q{arc}"], p[f"n{arc}"])
+    return bool(fit.f_min <= apex <= 3.0 * fit.f_max and math.isfinite(se) and se < 0.5 * p[f"R{arc}"])
 
 
 def _labelled(fit: EisFit, labels: dict[str, ArcLabel]) -> str:

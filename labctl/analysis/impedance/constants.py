@@ -36,8 +36,8 @@ _DIFFUSION_REL_SE = 0.05
 #: an electrode interface 1e-7–1e-5 F/cm² (Irvine, Sinclair & West, Adv. Mater. 2 (1990) 132).
 GEOMETRIC_CAPACITANCE_MAX_F = 1e-8
 
-#: A second electrolyte arc counts as identifiable when its R is known to 30 % (1 sigma) and
+#: A second electrolyte arc counts as identifiable when its R is known to 50 % (1 sigma) and
 #: its apex lies within [f_min, 3 f_max]; otherwise the one-arc circuit is chosen whatever
 #: the BIC (the extra parameters then fit noise or an instrument artefact, not a process).
-_ARC_REL_SE_MAX = 0.3
+_ARC_REL_SE_MAX = 0.5
 _APEX_ABOVE_BAND_MAX = 3.0

@@ -74,7 +74,8 @@ def fit_spectrum(
     # a candidate whose extra arc the data do not determine loses to the simpler circuit,
     # whatever its BIC (a 374 %-uncertain "bulk" arc at 6x f_max fitted to the inductive
     # tail of a dummy cell is noise-fitting, not a grain boundary)
-    admissible = [r for r in admissible if _extra_arcs_identifiable(r, data)] or admissible
+    if any(r.spec.n_arcs == 1 for r in admissible):  # only when the simpler circuit was fitted
+        admissible = [r for r in admissible if _extra_arcs_identifiable(r, data)] or admissible
     general = min(admissible, key=lambda r: r.bic)
     best = general
     if inductance == "auto" and not inductive:
@@ -157,7 +158,13 @@ def _extra_arcs_identifiable(res: _Result, data: _Data) -> bool:
     if res.spec.n_arcs < 2 and not res.spec.leakage:
         return True
     p = _from_theta(res.spec, res.theta, data)
-    se = _stderr(res, data)[0]
+    # R0 and L sitting on their bound 0 are fixed there, not free: their columns would only
+    # add a direction the bound forbids and inflate the arcs' errors
+    jac = res.jac.copy()
+    for i, k in enumerate(res.spec.param_names):
+        if k in ("R0", "L") and res.theta[i] <= 1e-8:
+            jac[:, i] = 0.0
+    se = _stderr(replace(res, jac=jac), data)[0]
     if res.spec.leakage and not (math.isfinite(se["Re"]) and se["Re"] < _ARC_REL_SE_MAX * p["Re"]):
         return False
     if res.spec.n_arcs < 2:
