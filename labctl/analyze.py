@@ -14,7 +14,6 @@ through the same conductivity analysis as the ``eis`` protocol.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -235,13 +234,13 @@ def headline(results: Mapping[str, Any]) -> list[str]:
     lines = []
     if results.get("valid") is False:
         lines.append(f"INVALID: {results.get('reason')}")
-    sigma, se = results.get("sigma_S_cm"), results.get("sigma_stderr_S_cm")
-    if isinstance(sigma, float) and math.isfinite(sigma):
-        lines.append(f"sigma = {sigma:.4g} ± {se:.2g} S/cm (1 sigma)" if isinstance(se, float) else f"sigma = {sigma:.4g} S/cm")
-    if isinstance(results.get("sigma_bulk_S_cm"), float):
-        lines.append(f"sigma_bulk = {results['sigma_bulk_S_cm']:.4g} ± {results.get('sigma_bulk_stderr_S_cm') or math.nan:.2g} S/cm")
-    if isinstance(results.get("ea_eV"), float):
-        lines.append(f"Ea = {results['ea_eV']:.4f} ± {results.get('ea_stderr_eV') or math.nan:.4f} eV ({results.get('form')} form)")
+    for key, unit, fmt in (("sigma", "S/cm", ".4g"), ("sigma_bulk", "S/cm", ".4g"), ("ea", "eV", ".4f")):
+        value = results.get(f"{key}_{unit.replace('/', '_')}" if key != "ea" else "ea_eV")
+        if isinstance(value, float) and math.isfinite(value):
+            se = results.get(f"{key}_stderr_{unit.replace('/', '_')}" if key != "ea" else "ea_stderr_eV")
+            pm = f" ± {se:{fmt}}" if isinstance(se, float) and math.isfinite(se) else ""
+            form = f" ({results.get('form')} form)" if key == "ea" else ""
+            lines.append(f"{key} = {value:{fmt}}{pm} {unit} (1 sigma){form}")
     if results.get("circuit_labelled"):
         lines.append(f"circuit: {results['circuit_labelled']}")
     lines += [f"warning: {w}" for w in results.get("warnings") or []]
@@ -332,7 +331,9 @@ def analyze_arrhenius_files(
     temps = np.array([r["T_C"] for r in rows])
     ses = [r["sigma_stderr_S_cm"] for r in rows]
     weighted = all(isinstance(s, float) and math.isfinite(s) and s > 0 for s in ses)
-    total = fit_arrhenius(temps, [r["sigma_S_cm"] for r in rows], form=form, sigma_stderr_S_cm=ses if weighted else None)
+    total = fit_arrhenius(
+        temps, [r["sigma_S_cm"] for r in rows], form=form, sigma_stderr_S_cm=ses if weighted else None
+    )
     warnings = sorted({w for r in rows for w in r["warnings"]})
     out: dict[str, Any] = {
         "ea_eV": total.Ea_eV,

@@ -130,10 +130,13 @@ def assemble(
     p, spec = fit.params, fit.spec
     warnings: list[str] = []
     arcs = [str(i) for i in range(1, spec.n_arcs + 1)]
-    labels = {
-        a: label_arc(a, p[f"R{a}"], p[f"Q{a}"], p[f"n{a}"], thickness_um, area_cm2) for a in arcs
-    }
-    if spec.n_arcs == 2 and labels["1"].label == BULK and labels["2"].electrolyte and labels["2"].c_eff_F > labels["1"].c_eff_F:
+    labels = {a: label_arc(a, p[f"R{a}"], p[f"Q{a}"], p[f"n{a}"], thickness_um, area_cm2) for a in arcs}
+    if (
+        spec.n_arcs == 2
+        and labels["1"].label == BULK
+        and labels["2"].electrolyte
+        and labels["2"].c_eff_F > labels["1"].c_eff_F
+    ):
         # brick layer: the slower electrolyte arc with the larger capacitance is the grain
         # boundary (C_gb/C_b ~ grain size / boundary thickness > 1) even when its εr would pass for bulk
         labels["2"] = replace(labels["2"], label=GRAIN_BOUNDARY)
@@ -171,19 +174,25 @@ def assemble(
     r_b_se = math.hypot(r_total_se if math.isfinite(r_total_se) else math.inf, lead_se)
     valid, reason = True, None
     if r_b <= 0:
-        valid, reason = False, (
-            f"R_total ({r_total:.4g} ohm) does not exceed the lead resistance ({r_leads_ohm:.4g} ohm): "
-            "the electrolyte resistance is not resolved"
+        valid, reason = (
+            False,
+            (
+                f"R_total ({r_total:.4g} ohm) does not exceed the lead resistance ({r_leads_ohm:.4g} ohm): "
+                "the electrolyte resistance is not resolved"
+            ),
         )
         r_b = math.nan
     geom_rel = math.hypot(_rel(thickness_stderr_um, thickness_um), _rel(area_stderr_cm2, area_cm2))
     sigma = sigma_from_resistance(r_b, thickness_um, area_cm2) if valid else math.nan
     sigma_se = sigma * math.hypot(r_b_se / r_b, geom_rel) if valid else math.nan
     if valid and not (sigma_se < SIGMA_MAX_REL_SE * sigma):
-        valid, reason = False, (
-            f"sigma not determined: relative standard error {sigma_se / sigma:.0%} "
-            f"(R_b = {r_b:.4g} +- {r_b_se:.2g} ohm)"
-            + ("; R_b is comparable with unmeasured leads: measure them (labctl run leads)" if lead_se else "")
+        valid, reason = (
+            False,
+            (
+                f"sigma not determined: relative standard error {sigma_se / sigma:.0%} "
+                f"(R_b = {r_b:.4g} +- {r_b_se:.2g} ohm)"
+                + ("; R_b is comparable with unmeasured leads: measure them (labctl run leads)" if lead_se else "")
+            ),
         )
     electrode_arcs = [a for a in arcs if not labels[a].electrolyte]
     sigma_leak = sigma_e = None
@@ -204,7 +213,9 @@ def assemble(
             "The uncertainty covers both"
         )
     if fit.rel_rms > POOR_FIT_REL_RMS:
-        warnings.append(f"poor fit: rms relative residual {fit.rel_rms:.1%}; the circuit does not describe the spectrum")
+        warnings.append(
+            f"poor fit: rms relative residual {fit.rel_rms:.1%}; the circuit does not describe the spectrum"
+        )
 
     sigma_bulk = sigma_bulk_se = None
     r_gb = None
