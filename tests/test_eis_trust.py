@@ -126,8 +126,8 @@ def test_search_is_not_beaten_by_a_start_at_the_truth(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(N_DRAWS))
 def test_leakage_is_not_reported_as_the_ionic_conductivity(seed: int) -> None:
     rng = draws(seed + 20)
-    sigma = 10 ** rng.uniform(-5, -4)
-    truth = {"sigma": sigma, "sigma_e": sigma / rng.uniform(5, 30), "thickness": rng.uniform(50, 300)}
+    sigma_e = 10 ** rng.uniform(-6.5, -6)  # the simulator's range ends at 1e-6 S/cm
+    truth = {"sigma": sigma_e * rng.uniform(5, 20), "sigma_e": sigma_e, "thickness": rng.uniform(50, 300)}
     p, freq, z = sim_spectrum(seed, **truth)
     res = conductivity_from_spectrum(freq, z, thickness_um=p.thickness, area_cm2=p.area)
     # the old failure: σ came out as σ_e (and the double layer as a grain boundary)

@@ -171,7 +171,12 @@ def assemble(
             f"{sigma_from_resistance(r_total - p['R0'], thickness_um, area_cm2):.4g} S/cm)"
         )
     r_b = r_total - r_leads_ohm
-    r_b_se = math.hypot(r_total_se if math.isfinite(r_total_se) else math.inf, lead_se)
+    fit_rel = (r_total_se / r_b) if math.isfinite(r_total_se) and r_b > 0 else math.inf
+    # unmeasured leads only ever make R_total too large; an error of up to 2·lead_se in R
+    # is an error of σ·2·lead_se/(R − 2·lead_se) in σ, so that relative SE makes 2 sigma cover it
+    lead_rel = 0.0
+    if lead_se:
+        lead_rel = lead_se / (r_b - 2 * lead_se) if r_b > 2 * lead_se else math.inf
     valid, reason = True, None
     if r_b <= 0:
         valid, reason = (
@@ -183,20 +188,22 @@ def assemble(
         )
         r_b = math.nan
     geom_rel = math.hypot(_rel(thickness_stderr_um, thickness_um), _rel(area_stderr_cm2, area_cm2))
+    rel = math.hypot(fit_rel, lead_rel, geom_rel)
+    r_b_se = r_b * math.hypot(fit_rel, lead_rel) if valid else math.nan
     sigma = sigma_from_resistance(r_b, thickness_um, area_cm2) if valid else math.nan
-    sigma_se = sigma * math.hypot(r_b_se / r_b, geom_rel) if valid else math.nan
-    if valid and not (sigma_se < SIGMA_MAX_REL_SE * sigma):
+    sigma_se = sigma * rel if valid else math.nan
+    if valid and not rel < SIGMA_MAX_REL_SE:
         valid, reason = (
             False,
             (
-                f"sigma not determined: relative standard error {sigma_se / sigma:.0%} "
-                f"(R_b = {r_b:.4g} +- {r_b_se:.2g} ohm)"
+                f"sigma not determined: relative standard error {rel:.0%} (R_b = {r_b:.4g} ohm)"
                 + ("; R_b is comparable with unmeasured leads: measure them (labctl run leads)" if lead_se else "")
             ),
         )
     electrode_arcs = [a for a in arcs if not labels[a].electrolyte]
     sigma_leak = sigma_e = None
-    if valid and electrode_arcs and not spec.spike:
+    spike_seen = spec.spike and fit.stderr.get("Qdl", math.inf) < 0.5 * p["Qdl"]
+    if valid and electrode_arcs and not spike_seen:
         # the spectrum closes to the real axis after a µF arc: a faradaic electrode process
         # (the reading above) or electronic leakage R_e across the blocking double layer. For
         # ideal elements both circuits give the same Z(f), so the spectrum cannot decide:

@@ -37,7 +37,7 @@ _DIFFUSION_REL_SE = 0.05
 GEOMETRIC_CAPACITANCE_MAX_F = 1e-8
 
 #: A second electrolyte arc counts as identifiable when its R is known to 50 % (1 sigma) and
-#: its apex lies within [f_min, 3 f_max]; otherwise the one-arc circuit is chosen whatever
+#: its apex lies within [f_min, 10 f_max]; otherwise the one-arc circuit is chosen whatever
 #: the BIC (the extra parameters then fit noise or an instrument artefact, not a process).
 _ARC_REL_SE_MAX = 0.5
-_APEX_ABOVE_BAND_MAX = 3.0
+_APEX_ABOVE_BAND_MAX = 10.0

@@ -158,11 +158,14 @@ def _extra_arcs_identifiable(res: _Result, data: _Data) -> bool:
     if res.spec.n_arcs < 2 and not res.spec.leakage:
         return True
     p = _from_theta(res.spec, res.theta, data)
-    # R0 and L sitting on their bound 0 are fixed there, not free: their columns would only
-    # add a direction the bound forbids and inflate the arcs' errors
+    # L, and R0 when every arc peaks inside the band, sitting on their bound 0 are fixed
+    # there, not free: their columns would only add a direction the bound forbids and inflate
+    # the arcs' errors. An arc above the band keeps R0 free: there the bound R0 >= 0 is what
+    # would make it look determined (the arc then plays the series resistance)
     jac = res.jac.copy()
+    in_band = all(_apex(p, a) <= data.freq[0] for a in res.spec.arc_labels)
     for i, k in enumerate(res.spec.param_names):
-        if k in ("R0", "L") and res.theta[i] <= 1e-8:
+        if (k == "L" or (k == "R0" and in_band)) and res.theta[i] <= 1e-6:
             jac[:, i] = 0.0
     se = _stderr(replace(res, jac=jac), data)[0]
     if res.spec.leakage and not (math.isfinite(se["Re"]) and se["Re"] < _ARC_REL_SE_MAX * p["Re"]):
