@@ -141,6 +141,12 @@ def assemble(
         # boundary (C_gb/C_b ~ grain size / boundary thickness > 1) even when its εr would pass for bulk
         labels["2"] = replace(labels["2"], label=GRAIN_BOUNDARY)
     electrolyte = [a for a in arcs if labels[a].electrolyte]
+    if spec.randles:
+        labels["ct"] = label_arc("ct", p["Rct"], p["Qct"], p["nct"], thickness_um, area_cm2)
+        warnings.append(
+            f"faradaic electrode (Randles): R_ct = {p['Rct']:.4g} ohm with its diffusion, "
+            f"C_dl {labels['ct'].c_eff_F:.3g} F; the electrolyte is R0 alone"
+        )
     for a in arcs:
         if not labels[a].electrolyte:
             warnings.append(
@@ -301,7 +307,9 @@ def _in_band(fit: EisFit, arc: str) -> bool:
 def _labelled(fit: EisFit, labels: dict[str, ArcLabel]) -> str:
     parts = ["L[leads]"] if fit.spec.inductance else []
     parts.append("R0[series]")
-    inner = [f"p(R{a},CPE{a})[{labels[a].label}]" for a in labels]
+    inner = [f"p(R{a},CPE{a})[{labels[a].label}]" for a in labels if a != "ct"]
+    if fit.spec.randles:
+        inner.append(f"p(CPEct,Rct-CPEw)[{ELECTRODE}]")
     if fit.spec.spike:
         inner.append(f"CPEdl[{ELECTRODE}]")
     if "Re" in fit.params:

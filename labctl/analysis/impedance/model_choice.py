@@ -10,7 +10,13 @@ from typing import Literal
 import numpy as np
 
 from labctl.analysis.impedance.circuits import CIRCUIT_FAMILIES, CIRCUITS, CircuitSpec
-from labctl.analysis.impedance.constants import _APEX_ABOVE_BAND_MAX, _ARC_REL_SE_MAX, _DIFFUSION_REL_SE
+from labctl.analysis.impedance.constants import (
+    _APEX_ABOVE_BAND_MAX,
+    _ARC_REL_SE_MAX,
+    _DIFFUSION_REL_SE,
+    GEOMETRIC_CAPACITANCE_MAX_F,
+)
+from labctl.analysis.impedance.elements import effective_capacitance
 from labctl.analysis.impedance.fitting import _apex, _fit_one, _Result, _stderr
 from labctl.analysis.impedance.parameterisation import _Data, _from_theta, _prepare, _to_theta
 from labctl.analysis.impedance.results import EisFit, _summarise
@@ -66,6 +72,8 @@ def fit_spectrum(
                 seeds = seeds + _add_arc_seeds_blocking(spec, data, one)
         if (r := _fit_one(spec, data, seeds)) is not None:
             results.append(r)
+    if circuit in ("auto", "randles"):
+        results += _randles_candidates(results, data, with_l)
     if circuit in CIRCUIT_FAMILIES and CIRCUITS[CIRCUIT_FAMILIES[circuit][0]].diffusion:
         results += _without_diffusion(results, data)
     if not results:
@@ -101,6 +109,8 @@ def _candidate_circuits(circuit: str, n_arcs: int | Literal["auto"], data: _Data
             if closes:
                 bases.append(CircuitSpec(k, False))
         return bases
+    if circuit == "randles":
+        return [CircuitSpec(1, True)]  # seeds the Randles fit, which is then the only admissible one
     if circuit in CIRCUITS:
         return [CIRCUITS[circuit]]
     if circuit in CIRCUIT_FAMILIES:
@@ -179,3 +189,28 @@ def _extra_arcs_identifiable(res: _Result, data: _Data) -> bool:
         if not data.freq[-1] <= _apex(p, i) <= _APEX_ABOVE_BAND_MAX * data.freq[0]:
             return False
     return True
+
+
+def _randles_candidates(results: list[_Result], data: _Data, with_l: bool) -> list[_Result]:
+    """The Randles electrode R0-p(CPEct,Rct-CPEw), seeded from each one-arc blocking fit
+    (its arc → Rct‖CPEct, its spike → the diffusion CPE inside the branch).
+
+    A faradaic electrode (liquid electrolytes with a redox species, reactive electrodes)
+    puts the diffusion impedance in series with Rct, both shunted by the double layer; the
+    blocking chain R0-p(R,CPE)-CPE with the diffusion outside the arc then misplaces R0 by
+    several per cent. Kept only when its arc is interfacial (C_eff above the geometric
+    range): with a pF arc the two circuits are the same spectrum and the simpler reading wins.
+    """
+    spec = CircuitSpec(0, False, inductance=with_l, randles=True)
+    out = []
+    for res in [r for r in results if r.spec.n_arcs == 1 and r.spec.spike and not r.spec.leakage]:
+        p = _from_theta(res.spec, res.theta, data)
+        seed = {"R0": p["R0"], "Rct": p["R1"], "Qct": p["Q1"], "nct": p["n1"], "Qw": p["Qdl"], "nw": p["ndl"]}
+        if with_l:
+            seed["L"] = p.get("L", 1e-6 * data.lscale)
+        fit = _fit_one(spec, data, [_to_theta(spec, seed, data)])
+        if fit is not None:
+            q = _from_theta(spec, fit.theta, data)
+            if effective_capacitance(q["Rct"], q["Qct"], q["nct"]) > GEOMETRIC_CAPACITANCE_MAX_F:
+                out.append(fit)
+    return out
