@@ -149,7 +149,7 @@ def _point_warnings(table: list[dict[str, Any]]) -> list[str]:
     seen: dict[str, list[str]] = {}
     for row in table:
         for w in row.get("warnings", []):
-            seen.setdefault(w.split(";")[0].split(":")[0], []).append(f"{row['T_set_C']:g}")
+            seen.setdefault(w.split(";")[0], []).append(f"{row['T_set_C']:g}")
         if row.get("valid") is False:
             seen.setdefault(f"excluded (invalid): {row.get('reason')}", []).append(f"{row['T_set_C']:g}")
     return [f"{text} [at {', '.join(ts)} °C]" for text, ts in seen.items()]

@@ -274,3 +274,51 @@ def test_faradaic_electrode_arc_is_not_electrolyte(name: str) -> None:
     assert "p(CPEct,Rct-CPEw)[electrode]" in res.circuit_labelled
     assert res.R_total_ohm == pytest.approx(PYEIS[name], rel=0.03)
     assert res.fit_params["Rct"] > 3 * res.R_total_ohm  # the arc is there, and not in sigma
+
+
+# --------------------------------------------------------------------------- Arrhenius
+
+
+def test_pellet_activation_energies_keep_their_published_values(reference_data: Path) -> None:
+    """EISFitpython's report (Example3/Arrhenius_Analysis_Report.txt), σT form: Ea(total)
+    0.8555 eV, Ea(bulk) 0.5869 ± 0.0163 eV; labctl's Ea now carries a standard error from the
+    fit weighted by the per-point σ uncertainties, and the form is recorded."""
+    from labctl.analyze import analyze_arrhenius_files
+
+    files = sorted((reference_data / "eisfitpython_solid_electrolyte").glob("s04147-*deg.txt"))
+    given = {"thickness": "2100", "area": str(float(disc_area_cm2(0.8)))}
+    r = analyze_arrhenius_files(files, [140, 150, 160, 170, 180, 190, 200], given, "sigmaT")["results"]
+    assert r["ea_eV"] == pytest.approx(0.8555, abs=0.01)
+    assert 0 < r["ea_stderr_eV"] < 0.02
+    assert r["ea_bulk_eV"] == pytest.approx(0.5869, abs=2 * 0.0163)
+    assert r["conventions"]["form"] == "sigmaT" and "weighted" in r["conventions"]["fit"]
+    assert all(row["sigma_stderr_S_cm"] > 0 for row in r["table"])
+
+
+def test_arrhenius_weighting_and_warnings_from_the_points() -> None:
+    """The arrhenius protocol's analysis: invalid points are left out (and said so), the
+    points' warnings are propagated, Ea's SE comes from the per-point σ SEs."""
+    from labctl.analysis.arrhenius import K_B_EV
+    from protocols.arrhenius import ArrheniusValues, analyse_arrhenius
+
+    rng = np.random.default_rng(7)
+    ea, temps = 0.4, [0.0, 20.0, 40.0, 60.0, 80.0]
+    table = []
+    for t in temps:
+        sigma = 1e-3 * math.exp(-ea / (K_B_EV * (t + 273.15)) + ea / (K_B_EV * 298.15))
+        table.append({
+            "T_set_C": t, "T_C": t, "sigma_S_cm": sigma * (1 + 0.01 * rng.standard_normal()),
+            "sigma_stderr_S_cm": 0.01 * sigma, "valid": True, "reason": None,
+            "warnings": ["bulk arc above the band: sigma includes the leads; measure them"] if t > 50 else [],
+        })  # fmt: skip
+    table.append({"T_set_C": 100.0, "T_C": 100.0, "sigma_S_cm": 1.0, "sigma_stderr_S_cm": None,
+                  "valid": False, "reason": "sigma not determined", "warnings": []})  # fmt: skip
+    values = ArrheniusValues.__new__(ArrheniusValues)
+    object.__setattr__(values, "form", "sigma")
+    object.__setattr__(values, "vtf", False)
+    out = analyse_arrhenius(values, table)
+    assert out["ea_eV"] == pytest.approx(ea, abs=3 * out["ea_stderr_eV"])
+    assert 0 < out["ea_stderr_eV"] < 0.01
+    assert any("leads" in w and "60, 80" in w for w in out["warnings"])
+    assert any("invalid" in w and "100" in w for w in out["warnings"])
+    assert "100.00" not in out["sigma_S_cm"]
