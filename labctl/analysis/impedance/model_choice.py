@@ -205,6 +205,8 @@ def _randles_candidates(results: list[_Result], data: _Data, with_l: bool) -> li
     out = []
     for res in [r for r in results if r.spec.n_arcs == 1 and r.spec.spike and not r.spec.leakage]:
         p = _from_theta(res.spec, res.theta, data)
+        if effective_capacitance(p["R1"], p["Q1"], p["n1"]) <= GEOMETRIC_CAPACITANCE_MAX_F:
+            continue  # a geometric arc: the Randles reading would be the same spectrum, relabelled
         seed = {"R0": p["R0"], "Rct": p["R1"], "Qct": p["Q1"], "nct": p["n1"], "Qw": p["Qdl"], "nw": p["ndl"]}
         if with_l:
             seed["L"] = p.get("L", 1e-6 * data.lscale)

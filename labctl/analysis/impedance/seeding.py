@@ -455,7 +455,7 @@ def _add_arc_seeds_blocking(
     ln_jw, w = data.ln_jw, data.w
     ln_tau = _tau_grid(data)
     t, n = (x.ravel() for x in np.meshgrid(ln_tau, np.array([0.6, 0.7, 0.8, 0.9, 1.0]), indexing="ij"))
-    seeds: list[np.ndarray] = []
+    seeds: list[tuple[float, np.ndarray]] = []
     b = _weighted_rows(data.z, w)
     for base in bases:
         old_n = float(base["n1"])
@@ -479,8 +479,9 @@ def _add_arc_seeds_blocking(
             params.update({"R2": r2, "Q2": math.exp(float(n[o]) * float(t[o])) / r2, "n2": float(n[o])})
             if spec.spike:
                 params.update({"Qdl": 1.0 / float(cf[k + 2]), "ndl": ndl})
-            seeds.append(_to_theta(spec, params, data))
-    return seeds
+            seeds.append((float(cost[o]), _to_theta(spec, params, data)))
+    # the best few over all bases: each seed costs a polish
+    return [theta for _, theta in sorted(seeds, key=lambda c: c[0])[:n_best]]
 
 
 def _leakage_seeds(spec: CircuitSpec, data: _Data, n_best: int) -> list[np.ndarray]:
