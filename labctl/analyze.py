@@ -322,6 +322,7 @@ def analyze_arrhenius_files(
                 "sigma_bulk_S_cm": None
                 if bulk is None
                 else sigma_from_resistance(bulk, values["thickness"], values["area"]),
+                "sigma_bulk_stderr_S_cm": fit.sigma_bulk_stderr_S_cm,
                 "circuit": fit.circuit,
             }
         )
@@ -346,7 +347,14 @@ def analyze_arrhenius_files(
         "table": rows,
     }
     if all(r["sigma_bulk_S_cm"] is not None for r in rows) and len(rows) >= 2:
-        bulk_fit = fit_arrhenius(temps, [r["sigma_bulk_S_cm"] for r in rows], form=form)
+        bulk_ses = [r["sigma_bulk_stderr_S_cm"] for r in rows]
+        bulk_weighted = all(isinstance(s, float) and math.isfinite(s) and s > 0 for s in bulk_ses)
+        bulk_fit = fit_arrhenius(
+            temps,
+            [r["sigma_bulk_S_cm"] for r in rows],
+            form=form,
+            sigma_stderr_S_cm=bulk_ses if bulk_weighted else None,
+        )
         out["ea_bulk_eV"] = bulk_fit.Ea_eV
         out["ea_bulk_stderr_eV"] = bulk_fit.Ea_stderr_eV
     return {"files": [str(p) for p in paths], "results": out}
