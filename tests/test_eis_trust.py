@@ -171,6 +171,27 @@ def test_electrode_arcs_are_not_electrolyte(seed: int, spike: bool) -> None:
     assert res.R_gb_ohm is None
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_two_electrode_arcs_are_not_electrolyte(seed: int) -> None:
+    """R – (SEI/film arc) – (charge-transfer arc), the bulk arc above the band: both µF arcs
+    are electrode processes; σ is from R0 alone (its SE also covers the leakage reading)."""
+    rng = draws(seed + 50)
+    area, thickness = rng.uniform(0.2, 2), rng.uniform(50, 500)
+    sigma = 10 ** rng.uniform(-3.5, -2.5)
+    r_b, r_s = thickness * 1e-4 / (sigma * area), 0.3
+    r1, r2 = r_b * rng.uniform(2, 10), r_b * rng.uniform(10, 50)
+    c1, c2 = rng.uniform(1.5e-6, 5e-6) * area, rng.uniform(2e-5, 1e-4) * area
+    params = {
+        "R0": r_s + r_b, "R1": r1, "Q1": zel.q_for_capacitance(c1, r1, 0.9), "n1": 0.9,
+        "R2": r2, "Q2": zel.q_for_capacitance(c2, r2, 0.8), "n2": 0.8,
+    }  # fmt: skip
+    freq = np.logspace(5, -1, 61)
+    z = zel.with_noise(circuit_impedance(CircuitSpec(2, spike=False), params, freq), 0.003, np.random.default_rng(seed))
+    res = conductivity_from_spectrum(freq, z, thickness_um=thickness, area_cm2=area, r_leads_ohm=r_s)
+    assert res.circuit_labelled.count("[electrode]") == 2
+    assert res.valid and covered(res.sigma_S_cm, res.sigma_stderr_S_cm, sigma)
+
+
 # --------------------------------------------------------------------------- 5. unmeasured leads
 
 
