@@ -69,6 +69,10 @@ def fit_spectrum(
                     for r in results
                     if r.spec.n_arcs == 1 and r.spec.spike == spec.spike and not r.spec.interface and not r.spec.leakage
                 ]
+                if not one and not spec.leakage:  # a named two-arc circuit: fit its one-arc form for seeds
+                    base = replace(spec, n_arcs=1)
+                    if (r1 := _fit_one(base, data, _grid_seeds(base, data))) is not None:
+                        one = [_from_theta(base, r1.theta, data)]
                 seeds = seeds + _add_arc_seeds_blocking(spec, data, one)
         if (r := _fit_one(spec, data, seeds)) is not None:
             results.append(r)
