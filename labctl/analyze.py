@@ -14,6 +14,7 @@ through the same conductivity analysis as the ``eis`` protocol.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,25 @@ def _last_row(run: Any, record: Any) -> dict[str, float]:
     return {name: float(row[name][0]) for name in row.dtype.names}
 
 
+def headline(results: Mapping[str, Any]) -> list[str]:
+    """The lines a reader needs first: σ ± SE (or why there is none), Ea ± SE, the labelled
+    circuit and every warning in full."""
+    lines = []
+    if results.get("valid") is False:
+        lines.append(f"INVALID: {results.get('reason')}")
+    for key, unit, fmt in (("sigma", "S/cm", ".4g"), ("sigma_bulk", "S/cm", ".4g"), ("ea", "eV", ".4f")):
+        value = results.get(f"{key}_{unit.replace('/', '_')}" if key != "ea" else "ea_eV")
+        if isinstance(value, float) and math.isfinite(value):
+            se = results.get(f"{key}_stderr_{unit.replace('/', '_')}" if key != "ea" else "ea_stderr_eV")
+            pm = f" ± {se:{fmt}}" if isinstance(se, float) and math.isfinite(se) else ""
+            form = f" ({results.get('form')} form)" if key == "ea" else ""
+            lines.append(f"{key} = {value:{fmt}}{pm} {unit} (1 sigma){form}")
+    if results.get("circuit_labelled"):
+        lines.append(f"circuit: {results['circuit_labelled']}")
+    lines += [f"warning: {w}" for w in results.get("warnings") or []]
+    return lines
+
+
 def analyze_spectrum_file(path: Path, given: Mapping[str, str]) -> dict[str, Any]:
     """Conductivity of one imported spectrum."""
     from labctl.importers import load_spectrum
@@ -299,27 +319,48 @@ def analyze_arrhenius_files(
                 "T_C": float(temp),
                 "R_total_ohm": fit.R_total_ohm,
                 "sigma_S_cm": fit.sigma_S_cm,
+                "sigma_stderr_S_cm": fit.sigma_stderr_S_cm,
+                "valid": fit.valid,
+                "warnings": list(fit.warnings),
                 "R_bulk_ohm": bulk,
                 "R_bulk_rel_err": fit.R_bulk_arc_rel_err if bulk is not None else None,
                 "R_gb_ohm": fit.R_gb_ohm,
                 "sigma_bulk_S_cm": None
                 if bulk is None
                 else sigma_from_resistance(bulk, values["thickness"], values["area"]),
+                "sigma_bulk_stderr_S_cm": fit.sigma_bulk_stderr_S_cm,
                 "circuit": fit.circuit,
             }
         )
+    invalid = [r["file"] for r in rows if not r["valid"]]
+    if invalid:
+        raise NothingToAnalyse(f"sigma not determined for {', '.join(invalid)}: see 'labctl analyze FILE'")
     temps = np.array([r["T_C"] for r in rows])
-    total = fit_arrhenius(temps, [r["sigma_S_cm"] for r in rows], form=form)
+    ses = [r["sigma_stderr_S_cm"] for r in rows]
+    weighted = all(isinstance(s, float) and math.isfinite(s) and s > 0 for s in ses)
+    total = fit_arrhenius(
+        temps, [r["sigma_S_cm"] for r in rows], form=form, sigma_stderr_S_cm=ses if weighted else None
+    )
+    warnings = sorted({w for r in rows for w in r["warnings"]})
     out: dict[str, Any] = {
         "ea_eV": total.Ea_eV,
         "ea_stderr_eV": total.Ea_stderr_eV,
         "r_squared": total.r_squared,
         "form": form,
         "basis": "total electrolyte resistance (bulk + grain boundary)",
+        "conventions": total.conventions,
+        "warnings": warnings,
         "table": rows,
     }
     if all(r["sigma_bulk_S_cm"] is not None for r in rows) and len(rows) >= 2:
-        bulk_fit = fit_arrhenius(temps, [r["sigma_bulk_S_cm"] for r in rows], form=form)
+        bulk_ses = [r["sigma_bulk_stderr_S_cm"] for r in rows]
+        bulk_weighted = all(isinstance(s, float) and math.isfinite(s) and s > 0 for s in bulk_ses)
+        bulk_fit = fit_arrhenius(
+            temps,
+            [r["sigma_bulk_S_cm"] for r in rows],
+            form=form,
+            sigma_stderr_S_cm=bulk_ses if bulk_weighted else None,
+        )
         out["ea_bulk_eV"] = bulk_fit.Ea_eV
         out["ea_bulk_stderr_eV"] = bulk_fit.Ea_stderr_eV
     return {"files": [str(p) for p in paths], "results": out}

@@ -313,6 +313,8 @@ def analyze_command(
     title = escape(f"analysis of {report.get('file', ', '.join(report.get('files', [])))}")
     table = Table("result", "value", title=title)
     for key, value in results.items():
+        if key == "warnings":
+            continue  # printed in full below the table
         if isinstance(value, (dict, list)):
             text = json.dumps(to_jsonable(value))[:160]
         elif isinstance(value, float):
@@ -321,6 +323,10 @@ def analyze_command(
             text = str(value)
         table.add_row(escape(str(key)), escape(text))
     console.print(table)
+    from labctl.analyze import headline
+
+    for line in headline(results):
+        console.print(escape(line))
     if report.get("note"):
         console.print(f"note: {escape(report['note'])}")
 

@@ -9,6 +9,7 @@ Default range -20…90 °C in 10 K steps (12 temperatures).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,18 +103,25 @@ def conductivity_row(p: ArrheniusValues, cell: Cell, set_point: float, sweep: St
         "R_total_ohm": fit.R_total_ohm,
         "R_bulk_ohm": fit.R_bulk_ohm,
         "sigma_S_cm": fit.sigma_S_cm,
+        "sigma_stderr_S_cm": fit.sigma_stderr_S_cm,
         "arc_resolved": fit.arc_resolved,
+        "valid": fit.valid,
+        "reason": fit.reason,
+        "warnings": list(fit.warnings),
     }
 
 
 def analyse_arrhenius(p: ArrheniusValues, table: list[dict[str, Any]]) -> dict[str, Any]:
     """Activation energy from the reached temperatures' rows (skipped ones are kept in the table)."""
-    measured_rows = [row for row in table if "sigma_S_cm" in row]
+    measured_rows = [row for row in table if "sigma_S_cm" in row and row.get("valid", True)]
     if len(measured_rows) < 2:
-        raise RuntimeError("fewer than two temperatures were reached: no activation energy")
+        raise RuntimeError("fewer than two temperatures gave a valid conductivity: no activation energy")
     temps = [row["T_C"] for row in measured_rows]
     sigmas = [row["sigma_S_cm"] for row in measured_rows]
-    fit = fit_arrhenius(temps, sigmas, form=p.form)
+    ses = [row.get("sigma_stderr_S_cm") for row in measured_rows]
+    weighted = all(se is not None and math.isfinite(se) and se > 0 for se in ses)
+    fit = fit_arrhenius(temps, sigmas, form=p.form, sigma_stderr_S_cm=ses if weighted else None)
+    warnings = _point_warnings(table)
     results: dict[str, Any] = {
         "ea_eV": fit.Ea_eV,
         "ea_stderr_eV": fit.Ea_stderr_eV,
@@ -125,6 +133,8 @@ def analyse_arrhenius(p: ArrheniusValues, table: list[dict[str, Any]]) -> dict[s
         "table": table,
         "r_leads_ohm": p.r_leads,
         "r_leads_source": r_leads_source(p),
+        "warnings": warnings,
+        "valid": True,
         "conventions": {
             **fit.conventions,
             "temperature": "mean measured cell temperature during each sweep",
@@ -134,6 +144,17 @@ def analyse_arrhenius(p: ArrheniusValues, table: list[dict[str, Any]]) -> dict[s
     if p.vtf:
         results["vtf"] = fit_arrhenius(temps, sigmas, form="vtf").as_dict()
     return results
+
+
+def _point_warnings(table: list[dict[str, Any]]) -> list[str]:
+    """The temperatures' warnings, each once, prefixed with the set points it came from."""
+    seen: dict[str, list[str]] = {}
+    for row in table:
+        for w in row.get("warnings", []):
+            seen.setdefault(w.split(";")[0], []).append(f"{row['T_set_C']:g}")
+        if row.get("valid") is False:
+            seen.setdefault(f"excluded (invalid): {row.get('reason')}", []).append(f"{row['T_set_C']:g}")
+    return [f"{text} [at {', '.join(ts)} °C]" for text, ts in seen.items()]
 
 
 def demands(p: ArrheniusValues, cell: Cell) -> list[Demand]:

@@ -84,6 +84,7 @@ def fit_arrhenius(
     form: ArrheniusForm = "sigma",
     *,
     T0_bounds_K: tuple[float, float] | None = None,
+    sigma_stderr_S_cm: np.ndarray | list[float] | None = None,
 ) -> ArrheniusFit:
     """Fit σ(T) with one of the forms ``"sigma"``, ``"sigmaT"`` or ``"vtf"``.
 
@@ -91,13 +92,24 @@ def fit_arrhenius(
     lowest measured temperature (T0 must lie below every data point or the model diverges).
     Raises ValueError naming the bad input (mismatched lengths, non-positive σ, temperatures
     below absolute zero, too few distinct temperatures for the form).
+
+    ``sigma_stderr_S_cm`` (linear forms): per-point standard errors of σ (from the EIS fits).
+    The line is then fitted by weighted least squares on ln y with weights (σ/SE)², and
+    Ea's standard error is the larger of the one the stated errors imply and the one the
+    scatter implies (√χ²_red times it), so neither optimistic errors nor a bad point hide.
     """
     t_c, sigma, T = _checked_data(temperatures_C, sigma_S_cm, form)
+    rel_se = None
+    if sigma_stderr_S_cm is not None and form != "vtf":
+        se = _as_1d(sigma_stderr_S_cm, "sigma_stderr_S_cm")
+        if se.size != sigma.size or np.any(se <= 0):
+            raise ValueError("sigma_stderr_S_cm must have one value > 0 per point")
+        rel_se = se / sigma
 
     if form == "vtf":
         ln_a, ea, t0, se_ln_a, se_ea, se_t0 = _fit_vtf(T, sigma, T0_bounds_K)
     else:
-        ln_a, ea, se_ln_a, se_ea = _fit_linear(form, T, sigma)
+        ln_a, ea, se_ln_a, se_ea = _fit_linear(form, T, sigma, rel_se)
         t0, se_t0 = None, None
 
     ln_fit = _model_ln_sigma(form, T, ln_a, ea, t0 or 0.0)
@@ -110,6 +122,11 @@ def fit_arrhenius(
     kT_mean = K_B_EV * float(T.mean())
 
     conventions = _fit_conventions(form, kT_mean, T, T0_bounds_K)
+    if rel_se is not None:
+        conventions["fit"] = (
+            "weighted linear least squares of ln(y) vs 1/(kT), weights (sigma/SE)^2 from the per-point "
+            "standard errors; SE(Ea) = max(stated-error SE, sqrt(chi2_red) x it)"
+        )
 
     return ArrheniusFit(
         form=form,
@@ -208,11 +225,27 @@ def _fit_conventions(
     return conventions
 
 
-def _fit_linear(form: str, T: np.ndarray, sigma: np.ndarray) -> tuple[float, float, float, float]:
+def _fit_linear(
+    form: str, T: np.ndarray, sigma: np.ndarray, rel_se: np.ndarray | None = None
+) -> tuple[float, float, float, float]:
     x = 1.0 / (K_B_EV * T)
     y = np.log(sigma * T) if form == "sigmaT" else np.log(sigma)
-    a, b, se_a, se_b, _ = _ols(x, y)
+    if rel_se is None:
+        a, b, se_a, se_b, _ = _ols(x, y)
+        return a, -b, se_a, se_b
+    a, b, se_a, se_b = _wls(x, y, 1.0 / rel_se**2)
     return a, -b, se_a, se_b
+
+
+def _wls(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float, float, float]:
+    """Weighted straight line y = a + b·x (w = 1/var(y)); SEs from the weights, scaled up by
+    √χ²_red when the scatter exceeds what the weights claim."""
+    design = np.column_stack([np.ones_like(x), x])
+    cov = np.linalg.inv(design.T @ (design * w[:, None]))
+    a, b = cov @ (design.T @ (w * y))
+    chi2 = float(np.sum(w * (y - a - b * x) ** 2))
+    scale = max(1.0, math.sqrt(chi2 / (x.size - 2))) if x.size > 2 else 1.0
+    return float(a), float(b), scale * math.sqrt(cov[0, 0]), scale * math.sqrt(cov[1, 1])
 
 
 def _vtf_bounds(T: np.ndarray, bounds: tuple[float, float] | None) -> tuple[float, float]:

@@ -62,9 +62,19 @@ Why the fit is built the way it is:
   free, because an unknown series inductance trades off against the split of an arc near the
   top of the band).
 
+- **Identifiability before BIC** (issue 9): a two-arc candidate is admissible only when both
+  arcs' R are known to 50 % from the fit covariance and both apexes lie in [f_min, 10 f_max]
+  (a dummy cell's inductive tail is not a bulk arc); two-arc fits are also seeded from the
+  refined one-arc fits with a fine grid for the missing arc (an in-band grain boundary). A
+  faradaic electrode is fitted as Randles R0-p(CPEct,Rct-CPEw) when its arc is interfacial;
+  ``leakage`` (R0-p(Re, arcs-CPEdl)) is available by name. Labels (bulk / grain boundary /
+  electrode) need the geometry and are given by ``labels.label_arc`` in the conductivity
+  layer.
+
 One job per module: ``elements`` (CPE, arc, Warburg), ``circuits`` (:class:`CircuitSpec`
 and the named circuits), ``constants`` (bounds and thresholds with their reasons),
 ``parameterisation`` (the prepared spectrum, θ, bounds, weighted model and Jacobian),
+``labels`` (what an arc is, from C_eff and the geometry),
 ``seeding`` (variable-projection grids), ``fitting`` (one circuit from its seeds, standard
 errors), ``model_choice`` (the candidates and BIC: :func:`fit_spectrum`) and ``results``
 (:class:`EisFit` and its summary). The underscored names are internal to the package; the

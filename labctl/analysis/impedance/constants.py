@@ -35,3 +35,9 @@ _DIFFUSION_REL_SE = 0.05
 #: C = ε0·εr·A/L is 1e-12–1e-9 F for pellets and films of 0.1–2 cm², 10 µm–2 mm and εr ≤ 100,
 #: an electrode interface 1e-7–1e-5 F/cm² (Irvine, Sinclair & West, Adv. Mater. 2 (1990) 132).
 GEOMETRIC_CAPACITANCE_MAX_F = 1e-8
+
+#: A second electrolyte arc counts as identifiable when its R is known to 50 % (1 sigma) and
+#: its apex lies within [f_min, 10 f_max]; otherwise the one-arc circuit is chosen whatever
+#: the BIC (the extra parameters then fit noise or an instrument artefact, not a process).
+_ARC_REL_SE_MAX = 0.5
+_APEX_ABOVE_BAND_MAX = 10.0

@@ -203,4 +203,27 @@ def _model_and_jacobian(spec: CircuitSpec, theta: np.ndarray, data: _Data) -> tu
         jac[:, col + 1] = dtau  # d/du
         for i, v in _ln_tau_ref(spec, theta)[1].items():  # τ_ref moves with the arcs
             jac[:, i] += dtau * v
+    if spec.randles:
+        # Zr = 1/Y, Y = Qct·s^nct + 1/Zb, Zb = Rct + Zw, Zw = 1/(Qw·s^nw): dZr = −Zr²·dY
+        ycpe = p["Qct"] * np.exp(p["nct"] * ln_jw)
+        zw = np.exp(-p["nw"] * ln_jw) / p["Qw"]
+        zb = p["Rct"] + zw
+        zr = 1.0 / (ycpe + 1.0 / zb)
+        z += zr
+        zr2, g = zr * zr, (zr / zb) ** 2  # dZr/dZb = Zr²/Zb²
+        jac[:, col] = g * p["Rct"]  # d/d ln Rct
+        jac[:, col + 1] = -zr2 * ycpe  # d/d ln Qct
+        jac[:, col + 2] = -zr2 * ycpe * ln_jw  # d/d nct
+        jac[:, col + 3] = -g * zw  # d/d ln Qw
+        jac[:, col + 4] = -g * zw * ln_jw  # d/d nw
+        col += 5
+    if spec.leakage:
+        # Z = R0 [+ jωL] + Re·Zi/(Re + Zi): the branch's columns scale by Re²/(Re + Zi)²
+        first = 1 + int(spec.inductance)
+        zi = z - p["R0"] - (1j * omega * p["L"] if spec.inductance else 0.0)
+        re = p["Re"]
+        den = re + zi
+        jac[:, first:-1] *= (re * re / (den * den))[:, None]
+        jac[:, -1] = re * zi * zi / (den * den)
+        z = z - zi + re * zi / den
     return z, jac
