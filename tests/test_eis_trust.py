@@ -337,6 +337,8 @@ def test_arrhenius_weighting_and_warnings_from_the_points() -> None:
     values = ArrheniusValues.__new__(ArrheniusValues)
     object.__setattr__(values, "form", "sigma")
     object.__setattr__(values, "vtf", False)
+    object.__setattr__(values, "r_leads", 0.0)
+    object.__setattr__(values, "r_leads_source", "")
     out = analyse_arrhenius(values, table)
     assert out["ea_eV"] == pytest.approx(ea, abs=3 * out["ea_stderr_eV"])
     assert 0 < out["ea_stderr_eV"] < 0.01
