@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labctl.analysis.ccd import CCDThresholds, HalfCycle, classify_half_cycle, critical_current_density
+from labctl.analysis.ccd import CCDDetector, CCDThresholds, HalfCycle, critical_current_density
 from labctl.params import Param, ParameterError
 from labctl.protocol import GEOMETRY_PARAMS, Cell, GeometryValues, Plan, Protocol, largest_current_step
 from labctl.safety import Demand
@@ -105,6 +105,7 @@ def half_cycle_limits(p: CcdValues, j: float, cell: Cell) -> Limits:
 
 def plan(p: CcdValues, cell: Cell) -> Plan:
     half_cycles: list[OnDemand] = []
+    detector = CCDDetector()  # judges each half-cycle against the ones before it, as they run
     for j in current_densities(p):
         for sign, name in ((-1, "plate"), (1, "strip")):
             current = sign * current_density_to_a(j, cell.area_cm2)
@@ -112,7 +113,7 @@ def plan(p: CcdValues, cell: Cell) -> Plan:
                 current, half_cycle_limits(p, j, cell), p.sample_period, f"{name} {j:g} mA/cm²"
             )
             half_cycles.append(half_cycle_record(j, step))
-            if classify_half_cycle(half_cycles[-1], len(half_cycles) - 1).kind != "normal":
+            if detector.add(half_cycles[-1]).kind != "normal":
                 return analyse_ccd(p, half_cycles)
             yield from rest(p.rest)
     return analyse_ccd(p, half_cycles)
@@ -140,6 +141,14 @@ def analyse_ccd(p: CcdValues, half_cycles: Sequence[HalfCycle | Mapping[str, Any
     out["stopped"] = (
         f"half-cycle {ended[0].index} {ended[0].kind}: {ended[0].reason}" if ended else "all current densities passed"
     )
+    out["parameters"] = {
+        "start": p.start,
+        "step": p.step,
+        "max": p.max,
+        "capacity": p.capacity,
+        "half_cycle_h": p.half_cycle,
+        "sample_period_s": p.sample_period,
+    }
     return out
 
 
