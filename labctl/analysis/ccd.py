@@ -407,9 +407,10 @@ def summarise(det: CCDDetector) -> CCDResult:
             "the CCD is not determined (only bounded below by last_passed)"
         )
     else:
+        limit = (1 - th.fall_fraction) / th.fall_fraction
         warnings.append(
-            f"no short detected: a short path with a resistance above ~{(1 - th.fall_fraction) / th.fall_fraction:.3g}× "
-            "the cell's own resistance lowers |V| by less than the detection threshold "
+            f"no short detected: a short path with a resistance above ~{limit:.3g}× the cell's own resistance"
+            " lowers |V| by less than the detection threshold "
             f"({th.fall_fraction:.0%}) and would pass unnoticed"
         )
     failed_at = ccd if ccd is not None else (ended.current_density_mA_cm2 if ended is not None else None)
@@ -489,7 +490,7 @@ def _persistent_fall(t: np.ndarray, a: np.ndarray, th: CCDThresholds) -> tuple[i
     return k, level, sudden, 1.0 - after / level if level > 0 else 0.0
 
 
-def _fit_ohmic_kinetic(js: np.ndarray, vs: np.ndarray, b: float):  # noqa: ANN202 (returns a callable)
+def _fit_ohmic_kinetic(js: np.ndarray, vs: np.ndarray, b: float):
     """Least-squares V = R·j + 2b·asinh(j/(2·j0)), R >= 0, over a grid of j0 (same units as j)."""
     best: tuple[float, float, float] | None = None
     for j0 in np.logspace(-6, 6, 241):
