@@ -114,7 +114,14 @@ class SimParams:
     i_lim_ox: float = _p(1.0, "mA/cm²", 0.1, 1000.0, "limiting current density of electrolyte oxidation")
 
     # --- Li plating / stripping on a host (Li|Cu, Li|SS) -----------------------
-    nuc_eta: float = _p(0.05, "V", 0.0, 0.5, "nucleation overpotential on a bare host (dip minus growth plateau)")
+    nuc_eta: float = _p(
+        0.05,
+        "V",
+        0.0,
+        0.5,
+        "amplitude of the nucleation overpotential at plating onset on a bare host (the observable "
+        "dip minus growth plateau, in the nucleation event, is smaller while the salt gradient builds)",
+    )
     nuc_charge: float = _p(0.02, "mAh/cm²", 0.001, 0.2, "plated charge over which the nucleation dip decays (1/e)")
     knee_charge: float = _p(0.05, "mAh/cm²", 1e-4, 0.5, "Li left on the host below which stripping loses active area")
 

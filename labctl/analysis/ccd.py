@@ -293,7 +293,7 @@ class CCDDetector:
             )
 
         # 2. A fall at some point of this half-cycle that persists to its end.
-        fall = _persistent_fall(t, a, th)
+        fall = persistent_fall(t, a, th)
         if fall is not None:
             k, level_before, sudden, fall_frac = fall
             collapsed = (f.end_level < th.hard_short_V and f.peak >= th.hard_min_peak_factor * th.hard_short_V) or (
@@ -462,7 +462,7 @@ def _features(t: np.ndarray, a: np.ndarray, th: CCDThresholds) -> _Features:
     return _Features(t, a, start, peak, end_level, float(drop), float(rel_noise), i_peak)
 
 
-def _persistent_fall(t: np.ndarray, a: np.ndarray, th: CCDThresholds) -> tuple[int, float, bool, float] | None:
+def persistent_fall(t: np.ndarray, a: np.ndarray, th: CCDThresholds) -> tuple[int, float, bool, float] | None:
     """(onset index, level before, sudden?, fall) of a fall below (1 − f)·running max that persists.
 
     Persists = at least ``persist`` of the samples from the onset to the end stay below, and
@@ -589,4 +589,5 @@ __all__ = [
     "HalfCycleClass",
     "classify_half_cycle",
     "critical_current_density",
+    "persistent_fall",
 ]
