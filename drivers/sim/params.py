@@ -84,7 +84,14 @@ class SimParams:
     r_series: float = _p(0.25, "Ω", 0.0, 1000.0, "series resistance of leads and contacts R_s")
     seed: int = _p(0, "", 0, 2**32 - 1, "seed of all simulated noise", kind=int)
     t_plus: float = _p(0.4, "", 0.01, 0.99, "Li+ transference number (sets R_D = R_b(1−t+)/t+)")
-    esw: float = _p(4.5, "V", 2.5, 7.0, "oxidative stability limit: applied E where j = 0.05 mA/cm² at 1 mV/s")
+    esw: float = _p(
+        4.5,
+        "V",
+        3.0,
+        7.0,
+        "oxidative stability limit: applied E where j = 0.05 mA/cm² at 1 mV/s (above ocv_bare: an electrolyte "
+        "oxidised below a bare host's rest potential could not rest there)",
+    )
     ccd: float = _p(1.0, "mA/cm²", 0.01, 50.0, "critical current density: shorts form only above it")
     ce: float = _p(0.98, "", 0.5, 1.0, "coulombic efficiency of Li plating on the host (Cu/SS)")
     cell: str = _choice("auto", ("auto", *CELL_TYPES), "cell type; auto = the protocol chooses")
@@ -168,6 +175,12 @@ class SimParams:
                 raise ValueError(
                     f"sim parameter {spec.name}={value!r} {spec.unit} is out of range {spec.allowed} ({spec.help})"
                 )
+
+        if self.esw < self.ocv_bare + 0.1:
+            raise ValueError(
+                f"sim parameter esw={self.esw!r} V must be at least 0.1 V above ocv_bare={self.ocv_bare!r} V: "
+                "an electrolyte oxidised below the bare host's rest potential could not rest there"
+            )
 
     # --- description ----------------------------------------------------------------
     @classmethod
