@@ -143,7 +143,9 @@ class SimParams:
     # --- full cell ------------------------------------------------------------------
     cathode: str = _choice("nmc", ("nmc", "lfp"), "cathode OCV curve: nmc (sloping) or lfp (3.42 V plateau)")
     capacity: float = _p(2.0, "mAh/cm²", 0.01, 50.0, "cathode capacity of a full cell")
-    soc0: float = _p(0.0, "", 0.0, 1.0, "initial state of charge of a full cell")
+    soc0: float = _p(
+        0.0, "", 0.0, 0.8, "initial state of charge of a full cell (≤ 0.8: cycling starts with a charge to v_max)"
+    )
     fade: float = _p(0.002, "", 0.0, 0.2, "capacity fade per cycle (per 2 × capacity of charge throughput)")
     ce_full: float = _p(0.998, "", 0.5, 1.0, "coulombic efficiency of full-cell charging")
     r_cathode: float = _p(20.0, "Ω·cm²", 0.01, 1e5, "cathode charge-transfer resistance at 25 °C")
