@@ -33,7 +33,7 @@ def test_no_current_at_open_circuit_and_no_solver_failure(sigma, r_series) -> No
     model = OxidationModel.calibrate(p, 25.0, p.ocv_bare, p.q_dl * p.area)
     i_f, _ = model.faradaic(np.array([p.ocv_bare]))
     assert i_f[0] == 0.0  # no oxidation at the rest potential, whatever the calibration
-    e_int, current = model.solve(np.array([p.ocv_bare, 5.0, 6.0]), 0.0)
+    _, current = model.solve(np.array([p.ocv_bare, 5.0, 6.0]), 0.0)
     assert current[0] == pytest.approx(0.0, abs=1e-15) and np.all(np.isfinite(current))
     assert np.all(np.diff(current) > 0)  # more oxidising, more current
     if not model.calibrated:  # said so: the ohmic drop at 0.05 mA/cm² spans the window
