@@ -2,10 +2,14 @@
 
 Each current density j (default from 0.1 mA/cm² in 0.1 steps) gets one plating
 and one stripping half-cycle, time-limited (default 0.5 h) or capacity-limited
-(``capacity`` > 0). After every half-cycle its voltage trace is classified
-(``labctl.analysis.ccd``): a hard or soft short ends the test and defines the
-CCD; a voltage rising into the cutoff is contact loss, which ends the test too
-but is not a short.
+(``capacity`` > 0). After every half-cycle its voltage trace is judged
+(``labctl.analysis.ccd.CCDDetector``) against what the earlier half-cycles
+predict at its current density (ohmic + asinh fit) and against its own running
+maximum: a half-cycle that starts shorted (the short formed at the end of the
+previous one), a sudden lasting fall, a collapse or a flickering fall is a
+short; it ends the test and the CCD is the current density of the half-cycle
+the short formed in, with the evidence recorded. A voltage rising into the
+cutoff is contact loss, which ends the test too but is not a short.
 """
 
 from __future__ import annotations

@@ -89,6 +89,7 @@ class CCDThresholds:
     soft_noise_rel: float = 0.002
     noise_factor: float = 5.0
     flicker_bin_s: float = 10.0
+    significance: float = 10.0
     contact_loss_rise_fraction: float = 0.95
     end_window_fraction: float = 0.05
     min_samples: int = 5
@@ -155,6 +156,8 @@ class _Features:
     drop: float
     rel_noise: float
     i_peak: int
+    sigma: float  # measurement noise (robust sample-to-sample scatter), V
+    white_flicker: float  # the flicker white noise of that size shows, V
 
 
 class CCDDetector:
@@ -241,6 +244,9 @@ class CCDDetector:
         early_v = float(np.median(v_signed[: max(1, min(th.start_samples, v_signed.size))])) * polarity
         early_pred = self.predict_early(j, polarity, predicted) if predicted is not None else None
         noise_limit = max(th.soft_noise_rel, th.noise_factor * self.baseline_noise())
+        if f.peak > 0:  # and well above what the measurement noise alone shows
+            noise_limit = max(noise_limit, th.noise_factor * f.white_flicker / f.peak)
+        significant = th.significance * f.sigma  # a fall must exceed this many noise σ (V)
 
         def make(kind: str, why: str, event: float | None = None, **extra: Any) -> HalfCycleClass:
             formed_in = extra.pop("formed_in", index if kind.endswith("short") else None)
@@ -277,7 +283,12 @@ class CCDDetector:
 
         # 1. Started shorted: never reached what the earlier half-cycles predict.
         low_early = early_pred is None or early_v < early_pred - th.fall_fraction * predicted
-        if predicted is not None and f.peak < (1.0 - th.fall_fraction) * predicted and low_early:
+        if (
+            predicted is not None
+            and f.peak < (1.0 - th.fall_fraction) * predicted
+            and predicted - f.peak > significant
+            and low_early
+        ):
             kind, noise = kind_by_flicker(f.i_peak, predicted)
             ratio = f.peak / predicted
             prev = index - 1 if index > 0 else index
@@ -299,7 +310,7 @@ class CCDDetector:
             collapsed = (f.end_level < th.hard_short_V and f.peak >= th.hard_min_peak_factor * th.hard_short_V) or (
                 f.drop > th.hard_drop_fraction
             )
-            if sudden or collapsed:
+            if (sudden or collapsed) and level_before * fall_frac > significant:
                 kind, noise = kind_by_flicker(k, level_before)
                 what = "sudden fall" if sudden else "collapse"
                 return make(
@@ -314,7 +325,7 @@ class CCDDetector:
                     flicker=noise,
                 )
 
-        if predicted is not None and f.peak < (1.0 - th.fall_fraction) * predicted:
+        if predicted is not None and f.peak < (1.0 - th.fall_fraction) * predicted and predicted - f.peak > significant:
             kind, noise = kind_by_flicker(f.i_peak, predicted)
             return make(
                 kind,
@@ -333,7 +344,11 @@ class CCDDetector:
 
         # 4. Soft short: a noisy fall from the maximum (slow), or an end below the prediction.
         below_prediction = predicted is not None and f.end_level < (1.0 - th.soft_drop_fraction) * predicted
-        if (f.drop >= th.soft_drop_fraction or below_prediction) and f.rel_noise >= noise_limit:
+        if (
+            (f.drop >= th.soft_drop_fraction or below_prediction)
+            and f.peak - f.end_level > significant
+            and f.rel_noise >= noise_limit
+        ):
             return make(
                 "soft_short",
                 f"|V| fell {f.drop:.0%} from its maximum with {f.rel_noise:.2%} flicker (threshold {noise_limit:.2%})",
@@ -451,15 +466,21 @@ def summarise(det: CCDDetector) -> CCDResult:
 
 
 def _features(t: np.ndarray, a: np.ndarray, th: CCDThresholds) -> _Features:
-    run_max = np.maximum.accumulate(a)
-    peak = float(run_max[-1])
+    # The peak of a 3-sample running median: single noisy samples do not make a maximum.
+    smooth = np.median(np.lib.stride_tricks.sliding_window_view(np.pad(a, 1, mode="edge"), 3), axis=1)
+    peak = float(smooth.max())
     n_end = max(th.min_samples, math.ceil(th.end_window_fraction * a.size))
     end_level = float(np.median(a[-n_end:]))
     drop = 1.0 - end_level / peak if peak > 0 else 0.0
-    i_peak = int(np.argmax(a))
+    i_peak = int(np.argmax(smooth))
     rel_noise = _flicker(t[i_peak:], a[i_peak:], th) / peak if a.size - i_peak >= th.min_samples and peak > 0 else 0.0
     start = float(np.median(a[: max(1, min(th.start_samples, a.size))]))
-    return _Features(t, a, start, peak, end_level, float(drop), float(rel_noise), i_peak)
+    # Measurement noise from the trace up to its peak (before any short); whole trace if too short.
+    sigma = _scatter(a[: i_peak + 1]) if i_peak + 1 >= 4 * th.min_samples else _scatter(a)
+    dt = float(np.median(np.diff(t))) if t.size > 1 else 1.0
+    per_bin = max(th.flicker_bin_s / dt, 3.0) if dt > 0 else 3.0
+    white = 0.845 * sigma / math.sqrt(per_bin)  # flicker of white measurement noise alone
+    return _Features(t, a, start, peak, end_level, float(drop), float(rel_noise), i_peak, sigma, white)
 
 
 def persistent_fall(t: np.ndarray, a: np.ndarray, th: CCDThresholds) -> tuple[int, float, bool, float] | None:
