@@ -74,7 +74,7 @@ def _draws(n: int, seed: int) -> list[tuple[dict, dict]]:
     return out
 
 
-@pytest.mark.parametrize(("params", "sim"), _draws(14, 2026))
+@pytest.mark.parametrize(("params", "sim"), _draws(10, 2026))
 def test_ccd_is_the_first_failing_step(params, sim, tmp_path) -> None:
     results, truth = run_ccd(params, sim, tmp_path)
     check_against_truth(results, truth)

@@ -29,7 +29,7 @@ SHORT: dict[str, tuple[str, dict[str, object]]] = {
     "arrhenius": ("arrhenius", {"temperatures": "25,60", "settle_time": 0, "f_stop": 100, "points_per_decade": 3}),
     "transference": (
         "transference",
-        {"max_time": 0.1, "steady_window": 60, "points_per_decade": 3, "rest": 1, "sample_period": 5},
+        {"max_time": 0.05, "steady_window": 30, "points_per_decade": 2, "f_stop": 0.3, "rest": 1, "sample_period": 10},
     ),
     "lsv": ("lsv", {"upper": 6, "rate": 10, "resolution": 10, "rest": 1}),
     "ccd": ("ccd", {"start": 0.5, "step": 0.5, "max": 1.5, "half_cycle": 0.05, "sample_period": 2}),
