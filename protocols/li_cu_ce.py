@@ -134,6 +134,12 @@ def _with_short_check(out: dict[str, Any], steps: list[tuple[StepResult, bool, b
     out["short_detected"] = bool(evidence)
     if evidence:
         out["valid"] = False
+        first = steps[0][0].step.label if steps else ""
+        if any(f"'{first}'" in e for e in evidence):  # shorted while nucleating: its trace is not a clean dip
+            out.update(_nucleation_mv(None))
+            out.setdefault("warnings", []).append(
+                f"the cell shorted during '{first}': no nucleation overpotential from its trace"
+            )
         out["invalid_reasons"] = [*out.get("invalid_reasons", []), *(f"cell shorted: {e}" for e in evidence)]
     out["reason"] = "; ".join(out.get("invalid_reasons", []))
     return out
