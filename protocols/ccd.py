@@ -2,10 +2,14 @@
 
 Each current density j (default from 0.1 mA/cm² in 0.1 steps) gets one plating
 and one stripping half-cycle, time-limited (default 0.5 h) or capacity-limited
-(``capacity`` > 0). After every half-cycle its voltage trace is classified
-(``labctl.analysis.ccd``): a hard or soft short ends the test and defines the
-CCD; a voltage rising into the cutoff is contact loss, which ends the test too
-but is not a short.
+(``capacity`` > 0). After every half-cycle its voltage trace is judged
+(``labctl.analysis.ccd.CCDDetector``) against what the earlier half-cycles
+predict at its current density (ohmic + asinh fit) and against its own running
+maximum: a half-cycle that starts shorted (the short formed at the end of the
+previous one), a sudden lasting fall, a collapse or a flickering fall is a
+short; it ends the test and the CCD is the current density of the half-cycle
+the short formed in, with the evidence recorded. A voltage rising into the
+cutoff is contact loss, which ends the test too but is not a short.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labctl.analysis.ccd import CCDThresholds, HalfCycle, classify_half_cycle, critical_current_density
+from labctl.analysis.ccd import CCDDetector, CCDThresholds, HalfCycle, critical_current_density
 from labctl.params import Param, ParameterError
 from labctl.protocol import GEOMETRY_PARAMS, Cell, GeometryValues, Plan, Protocol, largest_current_step
 from labctl.safety import Demand
@@ -105,6 +109,7 @@ def half_cycle_limits(p: CcdValues, j: float, cell: Cell) -> Limits:
 
 def plan(p: CcdValues, cell: Cell) -> Plan:
     half_cycles: list[OnDemand] = []
+    detector = CCDDetector()  # judges each half-cycle against the ones before it, as they run
     for j in current_densities(p):
         for sign, name in ((-1, "plate"), (1, "strip")):
             current = sign * current_density_to_a(j, cell.area_cm2)
@@ -112,7 +117,7 @@ def plan(p: CcdValues, cell: Cell) -> Plan:
                 current, half_cycle_limits(p, j, cell), p.sample_period, f"{name} {j:g} mA/cm²"
             )
             half_cycles.append(half_cycle_record(j, step))
-            if classify_half_cycle(half_cycles[-1], len(half_cycles) - 1).kind != "normal":
+            if detector.add(half_cycles[-1]).kind != "normal":
                 return analyse_ccd(p, half_cycles)
             yield from rest(p.rest)
     return analyse_ccd(p, half_cycles)
@@ -140,6 +145,14 @@ def analyse_ccd(p: CcdValues, half_cycles: Sequence[HalfCycle | Mapping[str, Any
     out["stopped"] = (
         f"half-cycle {ended[0].index} {ended[0].kind}: {ended[0].reason}" if ended else "all current densities passed"
     )
+    out["parameters"] = {
+        "start": p.start,
+        "step": p.step,
+        "max": p.max,
+        "capacity": p.capacity,
+        "half_cycle_h": p.half_cycle,
+        "sample_period_s": p.sample_period,
+    }
     return out
 
 

@@ -7,8 +7,12 @@ Sequence on Li|SE|Cu (working electrode Cu; negative current plates Li on Cu):
 3. n × (strip Q_c, plate Q_c);
 4. strip everything left to the cutoff: Q_s.
 CE_avg = (Q_s + n·Q_c)/(Q_t + n·Q_c). The result is invalid when a cycling
-strip hit the cutoff before passing Q_c (the reservoir ran out). The
-nucleation overpotential is read from the first plating on bare Cu.
+strip hit the cutoff before passing Q_c (the reservoir ran out), or when the
+cell shorted (a sudden lasting fall of |V|, a step far below the earlier ones,
+or a strip to the cutoff that never reaches it: the current then flows through
+the filament, not by stripping Li; the sequence stops there). The nucleation
+overpotential (spike minus the growth plateau just after it) is read from the
+first plating on bare Cu.
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from labctl.analysis.coulombic import NucleationResult, average_coulombic_efficiency, nucleation_overpotential
+from labctl.analysis.coulombic import (
+    CCStep,
+    NucleationResult,
+    average_coulombic_efficiency,
+    li_cu_short_evidence,
+    nucleation_overpotential,
+)
 from labctl.params import Param, ParameterError
 from labctl.protocol import GEOMETRY_PARAMS, Cell, GeometryValues, Plan, Protocol, largest_current_step
 from labctl.safety import Demand
@@ -77,25 +87,78 @@ def plan(p: LiCuValues, cell: Cell) -> Plan:
         return strip_charge(current, charge, p.cutoff, p.sample_period, label, budget_C=q_t * 3)
 
     platings: list[StepResult] = []
+    steps: list[tuple[StepResult, bool, bool]] = []  # (step, onto bare Cu, strip to the cutoff)
     if p.precondition:
         platings.append((yield from plate(q_t, "precondition plate Q_t")))
+        steps.append((platings[-1], True, False))
         if platings[-1].end_reason != EndReason.CHARGE:
             return _aborted_sequence(platings[-1], area)
         yield from rest(p.rest)
-        yield from strip(None, "precondition strip to cutoff")
+        pre_strip = yield from strip(None, "precondition strip to cutoff")
+        steps.append((pre_strip, False, True))
+        if pre_strip.end_reason not in (EndReason.VOLTAGE_ABOVE,):
+            return _shorted_sequence(steps, platings[0], area)
         yield from rest(p.rest)
     platings.append((yield from plate(q_t, "plate reservoir Q_t")))
+    steps.append((platings[-1], True, False))
     if platings[-1].end_reason != EndReason.CHARGE:
         return _aborted_sequence(platings[-1], area)
     yield from rest(p.rest)
     strips: list[StepResult] = []
     for k in range(p.n):
         strips.append((yield from strip(q_c, f"cycle {k + 1} strip Q_c")))
+        steps.append((strips[-1], False, False))
         yield from rest(p.rest)
         platings.append((yield from plate(q_c, f"cycle {k + 1} plate Q_c")))
+        steps.append((platings[-1], False, False))
         yield from rest(p.rest)
     final = yield from strip(None, "final strip to cutoff")
-    return analyse_coulombic_efficiency(p, cell, platings, strips, final)
+    steps.append((final, False, True))
+    out = analyse_coulombic_efficiency(p, cell, platings, strips, final)
+    return _with_short_check(out, steps)
+
+
+def _cc_steps(steps: list[tuple[StepResult, bool, bool]]) -> list[CCStep]:
+    out = []
+    for r, bare, to_cutoff in steps:
+        data = r.data
+        if data is None or len(data) == 0:
+            continue
+        out.append(CCStep(r.step.label, data["t"] - r.t_start, data["E"], r.end_reason.value, bare, to_cutoff))
+    return out
+
+
+def _with_short_check(out: dict[str, Any], steps: list[tuple[StepResult, bool, bool]]) -> dict[str, Any]:
+    """Invalid, with the evidence, when the cell shorted anywhere in the sequence."""
+    evidence = li_cu_short_evidence(_cc_steps(steps))
+    out["short_detected"] = bool(evidence)
+    if evidence:
+        out["valid"] = False
+        first = steps[0][0].step.label if steps else ""
+        if any(f"'{first}'" in e for e in evidence):  # shorted while nucleating: its trace is not a clean dip
+            out.update(_nucleation_mv(None))
+            out.setdefault("warnings", []).append(
+                f"the cell shorted during '{first}': no nucleation overpotential from its trace"
+            )
+        out["invalid_reasons"] = [*out.get("invalid_reasons", []), *(f"cell shorted: {e}" for e in evidence)]
+    out["reason"] = "; ".join(out.get("invalid_reasons", []))
+    return out
+
+
+def _shorted_sequence(steps: list[tuple[StepResult, bool, bool]], first: StepResult, area: float) -> dict[str, Any]:
+    """The precondition strip never reached the cutoff: no CE can follow; say why."""
+    out: dict[str, Any] = {
+        "ce_avg": None,
+        "valid": False,
+        "invalid_reasons": [],
+        "warnings": [],
+        **_nucleation_mv(_nucleation(first)),
+    }
+    out = _with_short_check(out, steps)
+    if not out["short_detected"]:  # a strip that passes on and on: say so even without other evidence
+        out["invalid_reasons"].append("the precondition strip did not reach the voltage cutoff")
+        out["reason"] = "; ".join(out["invalid_reasons"])
+    return out
 
 
 def analyse_coulombic_efficiency(
@@ -126,10 +189,18 @@ def analyse_coulombic_efficiency(
             *out["invalid_reasons"],
             f"plating ended before its charge (plating_limit {p.plating_limit:g} V): {', '.join(short_platings)}",
         ]
+    warnings = []
+    if nucleation is None or not nucleation.has_dip:
+        warnings.append(
+            "no nucleation spike distinguishable from the growth transient in the first plating on bare Cu "
+            "(or too few samples): nucleation overpotential not reported"
+        )
     out.update(
         {
-            "ce_avg": result.ce_avg,
+            "ce_avg": result.ce_avg if out["valid"] else None,
+            "ce_avg_unchecked": result.ce_avg,
             "valid": out["valid"],
+            "warnings": warnings,
             "Q_s_mAh_cm2": c_to_areal_capacity(abs(final.charge), area),
             "Q_t_mAh_cm2": c_to_areal_capacity(abs(reservoir.charge), area),
             "Q_c_mAh_cm2": p.q_c,
@@ -151,20 +222,33 @@ def _nucleation(plating: StepResult) -> NucleationResult | None:
 
 
 def _nucleation_mv(nucleation: NucleationResult | None) -> dict[str, float | None]:
-    if nucleation is None:
-        return {"nucleation_overpotential_mV": None, "nucleation_dip_mV": None, "growth_plateau_mV": None}
+    if nucleation is None or not nucleation.has_dip:
+        return {
+            "nucleation_overpotential_mV": None,
+            "nucleation_dip_mV": None,
+            "growth_plateau_mV": None,
+            "nucleation_magnitude_mV": None,
+        }
     return {
         "nucleation_overpotential_mV": nucleation.overpotential_V * 1e3,
         "nucleation_dip_mV": nucleation.dip_V * 1e3,
         "growth_plateau_mV": nucleation.plateau_V * 1e3,
+        "nucleation_magnitude_mV": nucleation.magnitude_V * 1e3,
     }
 
 
 def _aborted_sequence(plating: StepResult, area: float) -> dict[str, Any]:
     """A reservoir that could not be plated: no CE, and the reason why."""
+    reason = (
+        f"'{plating.step.label}' ended by {plating.end_reason.value} after "
+        f"{c_to_areal_capacity(abs(plating.charge), area):.4g} mAh/cm² "
+        f"(E = {plating.last.get('E', float('nan')):.3f} V): the reservoir could not be plated"
+    )
     return {
         "ce_avg": None,
         "valid": False,
+        "reason": reason,
+        "warnings": [],
         "invalid_reasons": [
             f"'{plating.step.label}' ended by {plating.end_reason.value} after "
             f"{c_to_areal_capacity(abs(plating.charge), area):.4g} mAh/cm² "

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from labctl.analysis.lsv import lsv_onset
 from labctl.params import Param, ParameterError
 from labctl.protocol import GEOMETRY_PARAMS, Cell, GeometryValues, Plan, Protocol
@@ -109,6 +111,75 @@ def analyse_lsv(p: LsvValues, cell: Cell, ocv: float | None, sweep: StepResult) 
     )
     out = onset.as_dict()
     out.update({"ocv_V": ocv, "sweep_end_reason": sweep.end_reason.value, "E_max_V": float(data["E"].max())})
+    out.update(judge_onset(data["E"], data["I"], cell.area_cm2, out.get("onset_V"), p.threshold))
+    return out
+
+
+def _steepest_exponent(e: Any, j: Any, onset_V: float, span_V: float = 0.05) -> float:
+    """Steepest d ln j / d ln(E − E_start) over ``span_V`` windows below the onset.
+
+    A leakage (ohmic) current grows like (E − E_ocv): exponent ≤ 1; a Tafel-type oxidation
+    current grows like exp((E − E_ocv)/b): exponent (E − E_ocv)/b ≫ 1 a few b above OCV.
+    """
+    e0 = float(e[0])
+    keep = (e < onset_V) & (j > 0) & (e > e0 + 0.02)
+    e, lj = e[keep], np.log(j[keep])
+    if e.size < 3:
+        return 0.0
+    best = 0.0
+    for lo in np.arange(e.min(), onset_V, span_V / 2):
+        w = (e >= lo) & (e < lo + span_V)
+        if np.count_nonzero(w) >= 3:
+            best = max(best, float(np.polyfit(np.log(e[w] - e0), lj[w], 1)[0]))
+    return best
+
+
+#: An oxidation (Tafel-type) wave grows faster than this power of (E − E_ocv) somewhere below
+#: its onset; leakage and ohmic currents grow like the first power.
+MIN_WAVE_EXPONENT = 3.0
+
+#: Below this rise of log10 j per volt around the onset the current is not a Tafel-type
+#: (exponential) oxidation but ohmic/leakage: even a 500 mV/dec Tafel slope gives 2 decades/V.
+MIN_ONSET_DECADES_PER_V = 1.5
+
+
+def judge_onset(E: Any, current_A: Any, area_cm2: float, onset_V: float | None, threshold: float) -> dict[str, Any]:
+    """valid/reason/warnings for an onset: none found, or a current that is not an oxidation wave.
+
+    A resistive cell (low conductivity, long path, bad contact) drops most of the applied
+    potential ohmically: its current grows about linearly with E and crosses any threshold
+    at a potential that says nothing about the electrolyte's stability.
+    """
+    e = np.asarray(E, dtype=float)
+    j = np.abs(np.asarray(current_A, dtype=float)) / area_cm2 * 1e3  # mA/cm²
+    out: dict[str, Any] = {"valid": True, "reason": "", "warnings": []}
+    if onset_V is None or not np.isfinite(onset_V):
+        out["valid"] = False
+        out["reason"] = (
+            f"no onset: the current density never exceeded {threshold:g} mA/cm² up to {e.max():.3f} V "
+            f"(max {j.max():.3g} mA/cm²); the stability limit is above the sweep, or an ohmic drop "
+            "(resistive cell) shifts it there"
+        )
+        return out
+    window = (e > onset_V - 0.05) & (e < onset_V + 0.05) & (j > 0)
+    if np.count_nonzero(window) >= 3:
+        slope = float(np.polyfit(e[window], np.log10(j[window]), 1)[0])
+        exponent = _steepest_exponent(e, j, onset_V)
+        out["onset_log_slope_dec_per_V"] = slope
+        out["steepest_exponent_below_onset"] = exponent
+        if exponent < MIN_WAVE_EXPONENT:
+            out["valid"] = False
+            out["reason"] = (
+                f"no oxidation wave below the onset: the current grows at most like (E - E_ocv)^{exponent:.2g} "
+                f"(< {MIN_WAVE_EXPONENT:g}; leakage or ohmic current grows like (E - E_ocv)^1); the threshold "
+                "crossing reflects the cell's electronic leakage or resistance, not its stability"
+            )
+        elif slope < MIN_ONSET_DECADES_PER_V:
+            out["warnings"].append(
+                f"an oxidation wave rises below the onset but only {slope:.2g} decades/V at it: "
+                "an ohmic drop flattens it, so the onset depends on the cell's resistance (compare cells of "
+                "similar resistance)"
+            )
     return out
 
 

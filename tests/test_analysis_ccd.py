@@ -172,12 +172,13 @@ def test_no_failure() -> None:
 
 def test_thresholds_are_settable_and_recorded() -> None:
     soft = half_cycle(0.5, "soft")
-    strict = CCDThresholds(soft_noise_rel=0.5)  # demand 50 % flicker: the soft short is missed
-    assert classify_half_cycle(soft, thresholds=strict).kind == "normal"
+    strict = CCDThresholds(soft_noise_rel=0.5)  # demand 50 % flicker: the fall is a short, but not soft
+    assert classify_half_cycle(soft).kind == "soft_short"
+    assert classify_half_cycle(soft, thresholds=strict).kind == "hard_short"
     res = critical_current_density([soft], strict)
     d = json.loads(json.dumps(res.as_dict(), allow_nan=False))
     assert d["conventions"]["thresholds"]["soft_noise_rel"] == 0.5
-    assert d["steps"][0]["kind"] == "normal"
+    assert d["steps"][0]["kind"] == "hard_short"
 
 
 def test_end_reason_enum_members_are_understood() -> None:

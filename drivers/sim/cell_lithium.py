@@ -107,7 +107,9 @@ class LithiumCell(CellModel):
         if not self.host:
             e_open = current * r_ohm + 2.0 * eta_ce + conc
         else:
-            e_open = self._host_voltage(s, current, dt, temp, r_ohm, j0, eta_ce, conc)
+            # Through a short only the Faradaic share of the current plates or strips Li.
+            dt_f = self.faradaic_charge(s, current, dt, temp) / current if current != 0.0 else dt
+            e_open = self._host_voltage(s, current, dt_f, temp, r_ohm, j0, eta_ce, conc)
         e = self._shunt(s, current, dt, temp, e_open)
         return np.clip(e, -COMPLIANCE_V, COMPLIANCE_V)
 
@@ -160,7 +162,38 @@ class LithiumCell(CellModel):
             return e_open
         onset_state = dataclasses.replace(s, t_short=t_on)
         r_sh = self.short_resistance(onset_state, t_abs, temp)
-        return np.where(shorted, lithium.shunted(e_open, r_sh, self.dc_resistance(s, temp)), e_open)
+        v = lithium.shunted(e_open, r_sh, self.dc_resistance(s, temp))
+        # The short carries V/r_sh of the imposed current, never more than all of it: when the
+        # cell itself cannot pass current (a host stripped bare), |V| stays at |I|·r_sh.
+        v = np.sign(v) * np.minimum(np.abs(v), abs(current) * r_sh) if current != 0.0 else v
+        return np.where(shorted, v, e_open)
+
+    def faradaic_charge(
+        self, s: LithiumState, current: float, dt: np.ndarray | float, temp: np.ndarray | float
+    ) -> np.ndarray:
+        """Charge (C, signed like ``current``) passed through the electrolyte, not the short, by dt.
+
+        The shorting path and the cell share the imposed current as r_sh : R_cell (linear
+        divider, R_cell the DC resistance), so after a short only the fraction
+        r_sh/(r_sh + R_cell) plates or strips lithium; the rest flows through the filament.
+        """
+        dt = np.asarray(dt, dtype=float)
+        full = current * dt
+        t_on = self.short_onset(s, current)
+        if current == 0.0 or t_on is None or t_on >= s.t_abs + float(np.max(dt, initial=0.0)):
+            return full
+        a = max(t_on - s.t_abs, 0.0)
+        span = max(float(np.max(dt)) - a, 0.0)
+        grid = np.unique(
+            np.concatenate((a + np.linspace(0.0, span, 401), a + np.minimum(np.geomspace(1e-3, 600.0, 200), span)))
+        )
+        celsius = float(np.mean(np.asarray(temp, dtype=float)))
+        onset_state = dataclasses.replace(s, t_short=t_on)
+        r_sh = self.short_resistance(onset_state, s.t_abs + grid, np.full(grid.shape, celsius))
+        frac = r_sh / (r_sh + float(self.dc_resistance(s, celsius)))
+        cum = np.concatenate(([0.0], np.cumsum(0.5 * (frac[1:] + frac[:-1]) * np.diff(grid))))
+        after = np.interp(np.clip(dt - a, 0.0, span), grid - a, cum)
+        return current * (np.minimum(dt, a) + after)
 
     def cc_advance(self, s: LithiumState, current: float, dt: float, temp_end: float) -> LithiumState:
         p = self.p
@@ -177,7 +210,8 @@ class LithiumCell(CellModel):
                 changes["short_j"] = abs(current) / p.area
             changes["damage"] = s.damage + rate * dt
         if self.host and current != 0.0:
-            changes.update(self._host_bookkeeping(s, current, dt))
+            q_f = float(self.faradaic_charge(s, current, np.asarray(dt), temp_end))
+            changes.update(self._host_bookkeeping(s, current, q_f / current))
         return dataclasses.replace(s, **changes)
 
     def _host_bookkeeping(self, s: LithiumState, current: float, dt: float) -> dict[str, float]:

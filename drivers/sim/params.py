@@ -85,7 +85,14 @@ class SimParams:
     r_series: float = _p(0.25, "Ω", 0.0, 1000.0, "series resistance of leads and contacts R_s")
     seed: int = _p(0, "", 0, 2**32 - 1, "seed of all simulated noise", kind=int)
     t_plus: float = _p(0.4, "", 0.01, 0.99, "Li+ transference number (sets R_D = R_b(1−t+)/t+)")
-    esw: float = _p(4.5, "V", 2.5, 7.0, "oxidative stability limit: applied E where j = 0.05 mA/cm² at 1 mV/s")
+    esw: float = _p(
+        4.5,
+        "V",
+        3.0,
+        7.0,
+        "oxidative stability limit: applied E where j = 0.05 mA/cm² at 1 mV/s (above ocv_bare: an electrolyte "
+        "oxidised below a bare host's rest potential could not rest there)",
+    )
     ccd: float = _p(1.0, "mA/cm²", 0.01, 50.0, "critical current density: shorts form only above it")
     ce: float = _p(0.98, "", 0.5, 1.0, "coulombic efficiency of Li plating on the host (Cu/SS)")
     cell: str = _choice("auto", ("auto", *CELL_TYPES), "cell type; auto = the protocol chooses")
@@ -115,7 +122,14 @@ class SimParams:
     i_lim_ox: float = _p(1.0, "mA/cm²", 0.1, 1000.0, "limiting current density of electrolyte oxidation")
 
     # --- Li plating / stripping on a host (Li|Cu, Li|SS) -----------------------
-    nuc_eta: float = _p(0.05, "V", 0.0, 0.5, "nucleation overpotential on a bare host (dip minus growth plateau)")
+    nuc_eta: float = _p(
+        0.05,
+        "V",
+        0.0,
+        0.5,
+        "amplitude of the nucleation overpotential at plating onset on a bare host (the observable "
+        "dip minus growth plateau, in the nucleation event, is smaller while the salt gradient builds)",
+    )
     nuc_charge: float = _p(0.02, "mAh/cm²", 0.001, 0.2, "plated charge over which the nucleation dip decays (1/e)")
     knee_charge: float = _p(0.05, "mAh/cm²", 1e-4, 0.5, "Li left on the host below which stripping loses active area")
 
@@ -130,7 +144,9 @@ class SimParams:
     # --- full cell ------------------------------------------------------------------
     cathode: str = _choice("nmc", ("nmc", "lfp"), "cathode OCV curve: nmc (sloping) or lfp (3.42 V plateau)")
     capacity: float = _p(2.0, "mAh/cm²", 0.01, 50.0, "cathode capacity of a full cell")
-    soc0: float = _p(0.0, "", 0.0, 1.0, "initial state of charge of a full cell")
+    soc0: float = _p(
+        0.0, "", 0.0, 0.8, "initial state of charge of a full cell (≤ 0.8: cycling starts with a charge to v_max)"
+    )
     fade: float = _p(0.002, "", 0.0, 0.2, "capacity fade per full-depth cycle (capacity lost per charge discharged)")
     ce_full: float = _p(0.998, "", 0.5, 1.0, "coulombic efficiency of full-cell charging")
     r_cathode: float = _p(20.0, "Ω·cm²", 0.01, 1e5, "cathode charge-transfer resistance at 25 °C")
@@ -162,6 +178,12 @@ class SimParams:
                 raise ValueError(
                     f"sim parameter {spec.name}={value!r} {spec.unit} is out of range {spec.allowed} ({spec.help})"
                 )
+
+        if self.esw < self.ocv_bare + 0.1:
+            raise ValueError(
+                f"sim parameter esw={self.esw!r} V must be at least 0.1 V above ocv_bare={self.ocv_bare!r} V: "
+                "an electrolyte oxidised below the bare host's rest potential could not rest there"
+            )
 
     # --- description ----------------------------------------------------------------
     @classmethod

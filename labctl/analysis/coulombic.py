@@ -209,14 +209,20 @@ def nucleation_overpotential(
     V: np.ndarray,
     *,
     early_fraction: float = 0.1,
-    plateau_window: tuple[float, float] = (0.5, 1.0),
+    smooth_samples: int = 3,
 ) -> NucleationResult:
-    """Dip and plateau of a plating trace on Cu.
+    """Nucleation spike (dip) and the growth plateau just after it, from a plating trace on Cu.
 
-    The dip is the extreme voltage in the plating direction within the first
-    ``early_fraction`` of the step; the plateau is the median over ``plateau_window``
-    (fractions of the step duration). The plating direction is the sign of the plateau
-    (negative for a Li‖Cu cell read as V_Cu − V_Li).
+    As the literature reads it (Pei et al., Nano Lett. 17 (2017) 1132; Adams et al. 2018):
+    the voltage spikes in the plating direction at onset (nucleation), relaxes to the
+    growth plateau, then drifts (concentration polarisation, SEI) over the rest of a long
+    plating. η_nuc = spike − plateau, the plateau taken *just after* the spike: the first
+    minimum of the (running-median smoothed) magnitude after the spike, where the relaxation
+    ends — not the late trace, which at low temperature has drifted by more than the spike.
+
+    The plating direction is the sign of the median V (negative for a Li‖Cu cell read as
+    V_Cu − V_Li), so the sign of η is right whatever the temperature: negative when the spike
+    lies beyond the plateau. The spike is the extreme within the first ``early_fraction``.
     """
     t = np.asarray(t, dtype=float)
     V = np.asarray(V, dtype=float)
@@ -230,32 +236,73 @@ def nucleation_overpotential(
         raise ValueError("t must be strictly increasing")
     if not 0 < early_fraction < 1:
         raise ValueError(f"early_fraction must be in (0, 1), got {early_fraction!r}")
-    lo, hi = plateau_window
-    if not 0 <= lo < hi <= 1:
-        raise ValueError(f"plateau_window must be fractions 0 <= start < end <= 1, got {plateau_window!r}")
+    s = -1.0 if float(np.median(V)) <= 0 else 1.0
+    x = s * V  # magnitude in the plating direction
     tau = (t - t[0]) / (t[-1] - t[0])
-    early = tau <= early_fraction
-    late = (tau >= lo) & (tau <= hi)
-    if np.count_nonzero(early) < 2 or np.count_nonzero(late) < 2:
-        raise ValueError("early part or plateau window holds fewer than 2 samples")
-    plateau = float(np.median(V[late]))
-    s = -1.0 if plateau <= 0 else 1.0
-    k = int(np.argmax(s * V[early]))
-    dip = float(V[early][k])
+    early = np.flatnonzero(tau <= early_fraction)
+    if early.size < 2:
+        raise ValueError("the early part holds fewer than 2 samples")
+    xs = _running_median(x, smooth_samples)
+    noise = _robust_step_scatter(x)
+    tol = max(3.0 * noise, 1e-4)
+    # The spike: the first local maximum of the magnitude (it falls by more than tol after it).
+    k, top = 0, xs[0]
+    found = False
+    for i in range(1, int(early[-1]) + 1):
+        if xs[i] > top:
+            k, top = i, xs[i]
+        elif xs[i] < top - tol:
+            found = True
+            break
+    if not found:  # no spike: the magnitude only rises (or stays flat) over the early part
+        k = 0
+    k_raw = max(range(max(k - smooth_samples // 2, 0), min(k + smooth_samples // 2 + 1, x.size)), key=lambda i: x[i])
+    # The growth plateau: the first local minimum after it (rises by more than tol after it).
+    m_idx, m_val = k, xs[k]
+    for i in range(k + 1, x.size):
+        if xs[i] < m_val:
+            m_idx, m_val = i, xs[i]
+        elif xs[i] > m_val + tol:
+            break
+    k = k_raw if found else 0
+    lo, hi = max(m_idx - smooth_samples // 2, k + 1), min(m_idx + smooth_samples // 2 + 1, x.size)
+    plateau_x = float(np.median(x[lo:hi])) if hi > lo else float(xs[m_idx])
+    if not found:
+        m_idx, plateau_x = 0, float(x[0])
+    dip = s * float(x[k])
+    plateau = s * plateau_x
     eta = dip - plateau
     return NucleationResult(
         dip_V=dip,
-        dip_time_s=float(t[early][k] - t[0]),
+        dip_time_s=float(t[k] - t[0]),
         plateau_V=plateau,
         overpotential_V=float(eta),
         magnitude_V=float(abs(eta)),
-        has_dip=bool(s * eta > 0),
+        has_dip=bool(found and x[k] - plateau_x > tol),
         conventions={
-            "dip": f"extreme V in the plating direction over the first {early_fraction:.3g} of the step",
-            "plateau": f"median V over fractions {lo:.3g}..{hi:.3g} of the step",
-            "overpotential": "dip - plateau (signed); magnitude = |dip - plateau|",
+            "dip": f"first local extreme of V in the plating direction within the first {early_fraction:.3g} "
+            "of the step",
+            "plateau": "growth plateau just after the spike: first minimum of the running-median "
+            f"({smooth_samples} samples) magnitude after it (Pei et al., Nano Lett. 17 (2017) 1132)",
+            "overpotential": "dip - plateau (signed: negative for cathodic plating read as V_Cu - V_Li); "
+            "magnitude = |dip - plateau|",
+            "plateau_time_s": float(t[m_idx] - t[0]),
         },
     )
+
+
+def _running_median(x: np.ndarray, n: int) -> np.ndarray:
+    if n <= 1 or x.size < n:
+        return x.copy()
+    half = n // 2
+    padded = np.pad(x, half, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, n)
+    return np.median(windows, axis=1)
+
+
+def _robust_step_scatter(x: np.ndarray) -> float:
+    d = np.diff(x)
+    return 1.4826 * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2) if d.size >= 2 else 0.0
 
 
 def cycle_coulombic_efficiency(
@@ -287,3 +334,77 @@ def cycle_coulombic_efficiency(
 def _reason(r: Any) -> str:
     """End reasons may come as labctl.steps.EndReason members or plain strings."""
     return str(getattr(r, "value", r))
+
+
+@dataclass(frozen=True, eq=False)
+class CCStep:
+    """One galvanostatic step of a Li‖Cu sequence, for the short check (V in volts, t in s)."""
+
+    label: str
+    t: np.ndarray
+    V: np.ndarray
+    end_reason: str
+    bare_start: bool = False  # plating onto a bare host: a nucleation spike opens the trace
+    to_cutoff: bool = False  # a strip meant to end on the voltage cutoff
+
+
+def li_cu_short_evidence(steps: Sequence[CCStep], *, fall_fraction: float = 0.5) -> list[str]:
+    """Reasons to believe a Li‖Cu cell shorted during the sequence (empty: none seen).
+
+    A filament across the electrolyte carries current in parallel with the cell, so (a) |V|
+    falls suddenly within a step and stays down, (b) a later step at the same current runs
+    at a |V| far below the earlier ones, or (c) a strip meant to end on the voltage cutoff
+    never reaches it: the short holds |V| near I·R_short once the plated lithium is gone (or,
+    with a partial short, strips far more charge than was plated). Platings onto bare Cu are
+    judged only after their nucleation spike has relaxed (the spike's relaxation is a fall).
+    ``fall_fraction`` is the fall (a) and (b) need.
+    """
+    from labctl.analysis.ccd import CCDThresholds, persistent_fall  # one-way: ccd knows nothing of CE
+
+    th = CCDThresholds(fall_fraction=fall_fraction)
+    reasons: list[str] = []
+    ref_level: float | None = None
+    ref_label = ""
+    for st in steps:
+        t = np.asarray(st.t, dtype=float)
+        x = np.abs(np.asarray(st.V, dtype=float))
+        if t.size < th.min_samples:
+            continue
+        reason = _reason(st.end_reason)
+        if st.to_cutoff and reason not in VOLTAGE_CUTOFF_END_REASONS:
+            reasons.append(
+                f"'{st.label}' ended by {reason!r} without reaching the voltage cutoff (|V| at the end "
+                f"{x[-1] * 1e3:.3g} mV): the current flows through a short (or electronic leakage), not by stripping Li"
+            )
+        start = 0
+        if st.bare_start and t.size >= 10:
+            try:
+                start = int(np.searchsorted(t - t[0], nucleation_overpotential(t, st.V).conventions["plateau_time_s"]))
+            except ValueError:
+                start = 0
+        if st.to_cutoff:  # judge a strip to the cutoff before its knee
+            knee = np.flatnonzero(x > 2.0 * np.median(x))
+            stop = int(knee[0]) if knee.size else x.size
+        else:
+            stop = x.size
+        seg_t, seg_x = t[start:stop], x[start:stop]
+        if seg_t.size >= th.min_samples:
+            fall = persistent_fall(seg_t, seg_x, th)
+            if fall is not None and fall[2]:
+                k, level, _, frac = fall
+                reasons.append(
+                    f"'{st.label}': |V| fell suddenly by {frac:.0%} from {level * 1e3:.3g} mV at "
+                    f"t = {seg_t[k] - t[0]:.4g} s and stayed down: a short"
+                )
+            mid = seg_x[seg_x.size // 4 : max(3 * seg_x.size // 4, seg_x.size // 4 + 1)]
+            level = float(np.median(mid))
+            if ref_level is not None and level < (1.0 - fall_fraction) * ref_level:
+                reasons.append(
+                    f"'{st.label}' ran at |V| {level * 1e3:.3g} mV, {1 - level / ref_level:.0%} below "
+                    f"'{ref_label}' ({ref_level * 1e3:.3g} mV) at the same current: a short"
+                )
+            if ref_level is None or level > ref_level:
+                ref_level, ref_label = level, st.label
+        if reasons:
+            break  # the first evidence is the useful one; later steps only repeat it
+    return reasons
