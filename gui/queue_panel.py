@@ -162,6 +162,8 @@ class QueuePanel(QtWidgets.QWidget):
         holds = self.session.store.holds()
         ends += [f"{h.channel}: {h.reason}" if h.reason.startswith(GUI_HOLD) else f"{h.channel}: held ({h.reason})"
                  for h in holds]  # fmt: skip
+        if ends and self.session.speed.strip().lower() == "max":
+            ends.append("(simulators run at max speed: times are cell time from now)")
         return "   ".join(ends) or "no channel busy"
 
     def _start_schedule(self) -> None:
@@ -174,14 +176,20 @@ class QueuePanel(QtWidgets.QWidget):
         self._schedule_busy = True
         self._schedule_stale = False
         jobs, lab, channels = list(self.jobs), self.session.lab, self.session.channels()
+        speed = self.session.speed
 
         def work() -> None:
             from labctl.queue.estimate import Estimator, estimate_queue
+            from labctl.queue.jobparams import wall_pace
 
             try:
                 if self._estimator is None:
                     self._estimator = Estimator(lab=lab)
-                schedule = estimate_queue(jobs, time.time(), estimator=self._estimator, channels=channels)
+                # Clock times on simulated channels follow the runner's speed; at "max" there is
+                # no wall time to give, so the schedule is laid out in cell time (and says so).
+                pace = wall_pace(speed) if speed.strip().lower() != "max" else (lambda channel: 1.0)
+                schedule = estimate_queue(jobs, time.time(), estimator=self._estimator, channels=channels,
+                                          pace=pace)  # fmt: skip
             except Exception:  # an estimate is a nicety: never a crash
                 schedule = None
             self._schedule_signal.done.emit(schedule)

@@ -232,17 +232,24 @@ class Schedule:
         return next(s for s in self.jobs if s.job_id == job_id)
 
 
-def _running_remaining(job: Job, est: Estimate, now: float) -> float | None:
-    """What is left of an active job: the worker's ETA when it reported one, else the estimate
-    corrected for the time it has been running (a paused job is taken to resume now)."""
+def _running_remaining(job: Job, est: Estimate, now: float, pace: float | None) -> float | None:
+    """Wall seconds left of an active job: the worker's ETA when it reported one, else the
+    estimate (cell seconds × ``pace``) corrected for the time it has been running (a paused
+    job is taken to resume now)."""
     if job.eta is not None:
         return max(job.eta - now, 0.0)
-    if est.duration is None:
+    if est.duration is None or pace is None:
         return None
     if job.fraction is not None and 0.0 <= job.fraction <= 1.0:
-        return est.duration * (1.0 - job.fraction)
+        return est.duration * pace * (1.0 - job.fraction)
     started = job.started if job.started is not None else now
-    return max(est.duration - (now - started), 0.0)
+    return max(est.duration * pace - (now - started), 0.0)
+
+
+#: Wall seconds per cell second on a channel (``jobparams.wall_pace``); None: unknown.
+Pace = Callable[[str | None], float | None]
+_SAME_PACE: Pace = lambda channel: 1.0  # noqa: E731 - cell time is wall time (hardware)
+MAX_SPEED_NOTE = "simulated as fast as the host runs (--speed max): no clock time to give"
 
 
 def estimate_queue(
@@ -251,8 +258,12 @@ def estimate_queue(
     *,
     estimator: Estimator | None = None,
     channels: Iterable[str] = (),
+    pace: Pace = _SAME_PACE,
 ) -> Schedule:
     """Expected start and end of every unfinished job, and each channel's end time.
+
+    Times are wall-clock: a job's estimate (cell seconds) is multiplied by its channel's
+    ``pace`` (``jobparams.wall_pace(speed)``: 1/N on a simulated channel at N× real time).
 
     Follows the store's claiming rules: each channel runs its jobs one at a time in queue order
     (``jobs`` as ``list_jobs`` returns them), a job waits for its not-before time and for the
@@ -274,7 +285,7 @@ def estimate_queue(
         if not job.active or job.channel is None:
             continue
         est = estimator.estimate(job)
-        left = _running_remaining(job, est, now)
+        left = _running_remaining(job, est, now, pace(job.channel))
         end = None if left is None else now + left
         ends[job.id] = end
         free_at[job.channel] = end
@@ -317,9 +328,11 @@ def estimate_queue(
             progress = True
             est = estimator.estimate(job)
             start, note = _start_time(job, deps, ends, free_at.get(channel, now), now)
-            end = None if start is None or est.duration is None else start + est.duration
+            wall_per_cell = pace(channel)
+            known = start is not None and est.duration is not None and wall_per_cell is not None
+            end = start + est.duration * wall_per_cell if known else None  # type: ignore[operator]
             if end is None and not note:
-                note = est.reason
+                note = est.reason or (MAX_SPEED_NOTE if wall_per_cell is None else "")
             ends[job.id] = end
             free_at[channel] = end
             slots[job.id] = JobSlot(job.id, channel, start, end, est, note)

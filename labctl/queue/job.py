@@ -28,7 +28,7 @@ from labctl.engine import RunHandle, RunState
 from labctl.events import StateChanged, StepStarted, Subscription
 from labctl.jsonable import to_jsonable
 from labctl.queue import JobState, JobStore, QueueError, Request, StoreUnavailable, open_store
-from labctl.queue.jobparams import instrument_for, split_params
+from labctl.queue.jobparams import instrument_for, split_params, wall_pace
 
 #: Wall seconds between heartbeats (each one also collects a waiting pause/resume/cancel).
 HEARTBEAT_S = 0.25
@@ -68,12 +68,17 @@ class JobReporter:
         total_steps: int,
         expected_seconds: float | None,
         orphaned: threading.Event,
+        pace: float | None = 1.0,
     ) -> None:
+        """``expected_seconds``: the dry run's duration in cell seconds; ``pace``: wall seconds
+        per cell second on this channel (1/N for a simulator at N× real time, None at max)."""
         self.store = store
         self.job_id = job_id
         self.worker = worker
         self.total_steps = max(total_steps, 1)
         self.expected_seconds = expected_seconds
+        self.pace = pace
+        self.t_cell = 0.0  # cell seconds since the run started, from the run's events
         self.orphaned = orphaned
         self.cancelled = False
         self.step_index = -1
@@ -99,6 +104,9 @@ class JobReporter:
                 self._beat(handle)
 
     def _note(self, event: Any) -> bool:
+        t_cell = getattr(event, "t_cell", getattr(event, "t_start", None))
+        if isinstance(t_cell, (int, float)) and math.isfinite(t_cell):
+            self.t_cell = max(self.t_cell, float(t_cell))
         if isinstance(event, StepStarted):
             self.step_index = event.index
             self.step_label = event.step.label or type(event.step).__name__
@@ -116,17 +124,30 @@ class JobReporter:
         except QueueError:
             pass  # the store moved on (e.g. a cancel arrived meanwhile); the next heartbeat tells
 
+    def _expected(self) -> float | None:
+        expected = self.expected_seconds
+        return expected if expected is not None and math.isfinite(expected) and expected > 0 else None
+
     def fraction(self) -> float:
-        return min(max(self.step_index, 0) / self.total_steps, 1.0)
+        """Done so far: cell time against the dry run's duration when there is one (a protocol
+        whose plan grows as it goes, such as a CCD ladder, has no fixed step count), else
+        steps started against the planned ones. Never 1 before the run has ended."""
+        expected = self._expected()
+        if expected is not None:
+            return min(self.t_cell / expected, 0.99)
+        return min(max(self.step_index, 0) / self.total_steps, 0.99)
 
     def eta(self) -> float | None:
-        """Expected end (epoch s): the estimate from the start, corrected by the pace so far."""
-        elapsed = time.time() - self.started
+        """Expected end (epoch s, wall clock): the measured pace of the run so far applied to
+        what is left; before any progress, the estimate in cell seconds × the channel's pace."""
+        now = time.time()
+        elapsed = now - self.started
         fraction = self.fraction()
         if fraction > 0:
-            return time.time() + elapsed * (1 - fraction) / fraction
-        if self.expected_seconds is not None and math.isfinite(self.expected_seconds):
-            return self.started + self.expected_seconds
+            return now + elapsed * (1 - fraction) / fraction
+        expected = self._expected()
+        if expected is not None and self.pace is not None:
+            return self.started + expected * self.pace
         return None
 
     def _beat(self, handle: RunHandle) -> None:
@@ -185,7 +206,8 @@ def run_job(args: argparse.Namespace, orphaned: threading.Event) -> int:
             store.finish(job.id, args.worker, JobState.FAILED, error=f"not started: {' '.join(str(exc).split())}")
             return 0
         expected = args.expected_seconds
-        reporter = JobReporter(store, job.id, args.worker, total, expected, orphaned)
+        pace = wall_pace(args.speed)(job.channel)
+        reporter = JobReporter(store, job.id, args.worker, total, expected, orphaned, pace)
         outcome = prepared.execute(reporter, install_signal_handlers=True)
         if orphaned.is_set() and outcome.status != RunState.COMPLETED:
             return 0  # left active: the restarted worker marks it interrupted

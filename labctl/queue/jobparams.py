@@ -13,7 +13,7 @@ an independent physics simulator. Any other channel name is a lab-file channel (
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 SIM_KEY = "@sim"
@@ -30,6 +30,23 @@ def instrument_for(channel: str | None) -> str:
     if channel is None or is_sim_channel(channel):
         return "sim"
     return channel
+
+
+def wall_pace(speed: str) -> Callable[[str | None], float | None]:
+    """Wall seconds per cell second on a channel: 1 on hardware, 1/N on a simulated channel run
+    at ``--speed N``, None at ``--speed max`` (as fast as the host goes: no wall time to give).
+
+    Estimates are in cell seconds; a clock time shown to a technician must be wall time."""
+    from labctl.speed import parse_speed
+
+    factor = parse_speed(speed)
+
+    def pace(channel: str | None) -> float | None:
+        if channel is None or not is_sim_channel(channel):
+            return 1.0
+        return None if factor is None else 1.0 / factor
+
+    return pace
 
 
 def as_text(value: Any) -> str:
