@@ -115,7 +115,21 @@ def analyse_arrhenius(p: ArrheniusValues, table: list[dict[str, Any]]) -> dict[s
     """Activation energy from the reached temperatures' rows (skipped ones are kept in the table)."""
     measured_rows = [row for row in table if "sigma_S_cm" in row and row.get("valid", True)]
     if len(measured_rows) < 2:
-        raise RuntimeError("fewer than two temperatures gave a valid conductivity: no activation energy")
+        # The run measured what it could: a result marked invalid with the points' reasons,
+        # not a failed run (the spectra are in the file, and may be read again by hand).
+        reasons = sorted({str(row.get("reason") or "no conductivity") for row in table if row not in measured_rows})
+        return {
+            "ea_eV": None,
+            "ea_stderr_eV": None,
+            "form": p.form,
+            "valid": False,
+            "reason": "fewer than two temperatures gave a valid conductivity: " + "; ".join(reasons),
+            "sigma_S_cm": {f"{row['T_C']:.2f}": row["sigma_S_cm"] for row in measured_rows},
+            "table": table,
+            "r_leads_ohm": p.r_leads,
+            "r_leads_source": r_leads_source(p),
+            "warnings": _point_warnings(table),
+        }
     temps = [row["T_C"] for row in measured_rows]
     sigmas = [row["sigma_S_cm"] for row in measured_rows]
     ses = [row.get("sigma_stderr_S_cm") for row in measured_rows]

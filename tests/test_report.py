@@ -22,7 +22,7 @@ from labctl.report.figures import figures_for
 from labctl.report.plotting import NYQUIST_X, ReportFigure
 from labctl.report.runview import load_run
 from labctl.report.summary import summarize
-from labctl.report.tabulate import problems, result_rows
+from labctl.report.tabulate import problems, result_rows, rounded_pair
 from labctl.report.writers import render_html
 from labctl.storage import open_run
 from tests.report_runs import CELL_ID, partial_copy, replayed, shared_runs
@@ -127,7 +127,8 @@ def test_arrhenius_plot_matches_the_table_and_states_ea(figures, runs) -> None:
     assert np.allclose(measured.get_ydata(), np.log(sigma))  # the recorded form is "sigma"
     assert results["form"] == "sigma" and "ln(σ" in ax.get_ylabel()
     text = " ".join(t.get_text() for t in ax.texts)
-    assert f"ea_eV = {results['ea_eV']:.6g} ± {results['ea_stderr_eV']:.6g}" in text
+    value, unc = rounded_pair(results["ea_eV"], results["ea_stderr_eV"])
+    assert f"ea_eV = {value} ± {unc}" in text
     fit = next(line for line in ax.get_lines() if line.get_label().startswith("fit"))
     slope = np.polyfit(np.asarray(fit.get_xdata()) / 1000, fit.get_ydata(), 1)[0]
     assert -slope * 8.617333262e-5 == pytest.approx(results["ea_eV"], rel=1e-6)
@@ -212,10 +213,10 @@ def test_uncertainties_are_paired_with_their_values() -> None:
             }
         )
     }
-    assert rows["ea_eV"].uncertainty == "± 0.01"
-    assert rows["sigma_S_cm"].uncertainty == "± 2e-06"
+    assert rows["ea_eV"].uncertainty == "± 0.010"  # two significant digits, the value to match
+    assert rows["sigma_S_cm"].value == "0.0001000" and rows["sigma_S_cm"].uncertainty == "± 0.0000020"
     assert rows["R_bulk_arc_ohm"].uncertainty == "± 0.02 (relative)"
-    assert rows["t_plus"].value == "0.41" and rows["t_plus"].uncertainty == "± 0.03"
+    assert rows["t_plus"].value == "0.410" and rows["t_plus"].uncertainty == "± 0.030"
     assert rows["nested.x_V"].uncertainty == "± [0.9, 1.1]"
     assert rows["lonely_stderr"].value == "3"  # nothing to pair with: shown on its own
     assert "ea_stderr_eV" not in rows and "sigma_stderr" not in rows
@@ -256,7 +257,8 @@ def test_html_report_is_self_contained_with_results(runs, tmp_path: Path, protoc
 def test_html_shows_uncertainties_warnings_and_invalid(runs) -> None:
     view = load_run(runs["arrhenius"])
     r = view.results
-    assert f"{r['ea_eV']:.6g}</td><td class=num>± {r['ea_stderr_eV']:.6g}" in render_html(view, summarize(view), [], [])
+    value, unc = rounded_pair(r["ea_eV"], r["ea_stderr_eV"])
+    assert f"{value}</td><td class=num>± {unc}" in render_html(view, summarize(view), [], [])
     hostile = dataclasses.replace(
         view,
         results={**r, "warnings": ["<script>alert(1)</script> drift"], "valid": False, "reason": "chamber unstable"},
@@ -408,7 +410,7 @@ def test_long_steps_are_decimated_keeping_spikes(tmp_path: Path, monkeypatch: py
     assert np.all(np.diff(step.data["t"]) > 0)  # in time order
     assert view.results_source == "stored" and "could not be replayed" in view.notes[-1]
     assert [f.name for f in figures_for(view)] == ["potential_current"]
-    assert next(r for r in result_rows(view.results) if r.name == "R_ohm").uncertainty == "± 0.1"
+    assert next(r for r in result_rows(view.results) if r.name == "R_ohm").uncertainty == "± 0.10"
 
 
 def test_arrhenius_plot_follows_the_recorded_sigma_t_convention(runs) -> None:

@@ -91,12 +91,28 @@ def _pair_uncertainties(keys: list[str]) -> dict[str, str]:
 
 
 def _row(name: str, value: Any, unc: Any, unc_name: str | None = None) -> ResultRow:
+    relative = bool(unc_name and "rel" in unc_name)
+    pair = None if relative else rounded_pair(value, unc)
+    if pair is not None:
+        return ResultRow(name, pair[0], "± " + pair[1], value, unc)
     shown_unc = ""
     if unc is not None:
-        shown_unc = "± " + format_value(unc)
-        if unc_name and "rel" in unc_name:
-            shown_unc += " (relative)"
+        shown_unc = "± " + format_value(unc) + (" (relative)" if relative else "")
     return ResultRow(name, format_value(value), shown_unc, value, unc)
+
+
+def rounded_pair(value: Any, unc: Any) -> tuple[str, str] | None:
+    """``0.3877 ± 0.0030`` for 0.387736 ± 0.00298381: the uncertainty to two significant
+    digits and the value to the same decimal place (GUM §7.2.6), so no digit is shown that
+    the uncertainty says is noise. None when the pair is not two finite numbers."""
+    numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (value, unc))
+    if not numbers or not (math.isfinite(value) and math.isfinite(unc)) or unc <= 0:
+        return None
+    decimals = 1 - math.floor(math.log10(unc))
+    if decimals < 0 or decimals > 8 or abs(value) >= 1e6:
+        digits = max(2, 2 + math.floor(math.log10(abs(value))) - math.floor(math.log10(unc))) if value else 2
+        return f"{value:.{digits}g}", f"{unc:.2g}"
+    return f"{value:.{decimals}f}", f"{unc:.{decimals}f}"
 
 
 def format_value(value: Any) -> str:
