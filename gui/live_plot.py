@@ -1,0 +1,270 @@
+"""A live curve that hands pyqtgraph a few thousand points, whatever the curve holds.
+
+A ``LiveCurve`` keeps the raw points (x, y as float64, grown in chunks) and a min/max
+pyramid over them (:mod:`gui.decimate`). ``refresh()`` -- called by the GUI's ~25 Hz timer
+after it drained the event bus -- draws the visible x-window as one min and one max point per
+pixel column, computed in O(pixels · log N), so a frame costs the same at 10⁵ and 10⁷ points
+and a single-sample spike (nucleation dip, short) is never averaged or strided away.
+
+Two kinds of curves:
+
+* x non-decreasing (E–t, I–t, anything against time): the window follows the view. With x
+  auto-range on it is the whole curve; when the user zooms or pans, the ViewBox's
+  ``sigXRangeChanged`` marks the curve dirty and the next ``refresh()`` re-decimates the new
+  window (fewer points in the window than 2 per pixel: they are all drawn).
+* x that goes back (Nyquist, I–E, Bode against a falling frequency): detected on the first
+  append that steps back, for good. The curve is cut into one index bucket per pixel and each
+  keeps the points of its x and y extremes (≤ 4 per bucket); short curves (a Nyquist sweep has
+  a few hundred points) are drawn whole. Zoom does not refine such a curve beyond that.
+
+Memory bound (per curve, N points held): raw x+y 16 B/point, up to ×1.5 while a chunk is
+partly filled; the pyramid 32 B per bucket of 8, 16 B/point × 0.29; with non-monotonic x a
+second pyramid for x. Worst case ≈ 29 B/point, ≈ 21 B/point typical. ``max_points`` caps N
+(default 2²², ≈ 120 MB worst case): when exceeded, the older half of the points not yet
+compacted is replaced by the min and max of every block of 512 points -- old spikes stay, old
+detail goes -- and the pyramid is rebuilt (amortised O(1) per point: the next compaction needs
+about N/2 more points). See ``_compact`` for when compacted data is compacted again.
+
+Non-finite points (a NaN from an overflowing range) are dropped on append and counted in
+``n_dropped``: pyqtgraph cannot draw them and min/max over them is meaningless.
+
+Drawing: cosmetic pen (width 1 unless the given pen says otherwise), no anti-aliasing,
+pyqtgraph's own downsampling and clip-to-view off (they would cost O(N) again).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+
+from gui.decimate import FACTOR, ColumnEnvelope, GrowableArray, MinMaxPyramid, index_decimate, window_indices
+
+#: Default cap on the points one curve holds before its older half is compacted.
+DEFAULT_MAX_POINTS = 1 << 22
+#: Compaction keeps the min and max of each block of this many raw points (pyramid level 2).
+COMPACT_LEVEL = 2
+#: Bounds on the pixel columns used (a hidden widget reports a width of 0 or a huge one).
+MIN_COLUMNS, MAX_COLUMNS = 64, 4096
+
+
+class LiveCurve:
+    """One growing curve on a ``pyqtgraph.PlotItem``, drawn decimated to the visible pixels."""
+
+    def __init__(
+        self,
+        plot_item: pg.PlotItem,
+        pen: Any = None,
+        name: str | None = None,
+        *,
+        max_points: int | None = DEFAULT_MAX_POINTS,
+    ) -> None:
+        least = 16 * FACTOR ** (COMPACT_LEVEL + 1)  # a compaction must free whole blocks
+        if max_points is not None and max_points < least:
+            raise ValueError(f"max_points: must be ≥ {least} or None, got {max_points}")
+        self.max_points = max_points
+        self.n_dropped = 0
+        qpen = pg.mkPen(pen) if pen is not None else pg.mkPen()
+        qpen.setCosmetic(True)
+        self.item = pg.PlotDataItem(
+            pen=qpen,
+            name=name,
+            antialias=False,
+            autoDownsample=False,
+            clipToView=False,
+            skipFiniteCheck=True,
+            connect="all",
+        )
+        self._plot = plot_item
+        self._vb = plot_item.getViewBox()
+        plot_item.addItem(self.item)
+        self._x = GrowableArray()
+        self._y = GrowableArray()
+        self._pyr_y = MinMaxPyramid()
+        self._pyr_x: MinMaxPyramid | None = None  # only once x has gone back
+        self._monotonic = True
+        self._compacted = 0  # held points [0, _compacted) are compacted old data
+        self._envelope: ColumnEnvelope | None = None  # the auto-ranging whole-curve view
+        self._window_key: tuple[object, ...] | None = None  # the last zoomed window drawn, and its result
+        self._window_idx = np.empty(0, dtype=np.int64)
+        self._window_n = 0
+        self._dirty = True
+        self._vb.sigXRangeChanged.connect(self._mark_dirty)
+        self._vb.sigResized.connect(self._mark_dirty)
+
+    # -- data ---------------------------------------------------------------------------------
+
+    @property
+    def n_points(self) -> int:
+        """Points held (after any compaction), not points drawn."""
+        return len(self._x)
+
+    @property
+    def monotonic(self) -> bool:
+        """Whether x has never gone back (then the view window is decimated by x columns)."""
+        return self._monotonic
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes allocated for this curve's raw points and pyramids."""
+        pyr = self._pyr_y.nbytes + (self._pyr_x.nbytes if self._pyr_x is not None else 0)
+        return self._x.nbytes + self._y.nbytes + pyr
+
+    def append(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Add points; amortised O(len(x)). The pyramid catches up at the next refresh."""
+        x = np.asarray(x, dtype=np.float64).ravel()
+        y = np.asarray(y, dtype=np.float64).ravel()
+        if x.shape != y.shape:
+            raise ValueError(f"x, y: lengths differ ({len(x)} and {len(y)})")
+        finite = np.isfinite(x) & np.isfinite(y)
+        if not finite.all():
+            self.n_dropped += int(len(x) - finite.sum())
+            x, y = x[finite], y[finite]
+        if len(x) == 0:
+            return
+        if self._monotonic and (
+            (len(self._x) and x[0] < self._x.view()[-1]) or (len(x) > 1 and bool((np.diff(x) < 0).any()))
+        ):
+            self._monotonic = False
+        self._x.extend(x)
+        self._y.extend(y)
+        self._dirty = True
+        if self.max_points is not None and len(self._x) > self.max_points:
+            self._compact()
+
+    def clear(self) -> None:
+        """Forget every point (the curve stays on its plot)."""
+        self._x.clear()
+        self._y.clear()
+        self._pyr_y.clear()
+        self._pyr_x = None
+        self._monotonic = True
+        self._compacted = 0
+        self._envelope = None
+        self._window_key = None
+        self.n_dropped = 0
+        self.item.setData([], [])
+        self._dirty = False
+
+    def _sync(self) -> None:
+        """Bring the pyramids up to date with the raw points."""
+        self._pyr_y.update(self._y.view())
+        if not self._monotonic:
+            if self._pyr_x is None:
+                self._pyr_x = MinMaxPyramid()
+            self._pyr_x.update(self._x.view())
+
+    def _compact(self) -> None:
+        """Shrink the held points to about half the cap, keeping every block's min and max.
+
+        Points ``[0, _compacted)`` are already compacted. The older half of the rest is replaced
+        by the min and max (of y, and of x for a non-monotonic curve) of each block of
+        F**(COMPACT_LEVEL+1) = 512 points, so every spike survives. Only when the compacted part
+        itself outgrows half the cap (after ≈ 64 × cap points) is everything old compacted
+        again, coarser. The pyramid is rebuilt: O(cap), once per cap/2 new points.
+        """
+        self._sync()
+        block = FACTOR ** (COMPACT_LEVEL + 1)
+        n = len(self._x)
+        assert self.max_points is not None
+        done = self._compacted if self._compacted <= self.max_points // 2 else 0
+        start = -(-done // block) * block  # blocks are aligned on the pyramid's buckets
+        stop = (start + (n - start) // 2) // block * block
+        keep = [np.arange(max(start, 1), dtype=np.int64)]  # the first point stays: the curve's start
+        for pyramid in (self._pyr_y, self._pyr_x):
+            if pyramid is not None:
+                keep.append(pyramid.bucket_extrema(COMPACT_LEVEL, start // block, stop // block))
+        kept = np.unique(np.concatenate(keep))
+        x, y = self._x.view(), self._y.view()
+        new_x = np.concatenate((x[kept], x[stop:]))
+        new_y = np.concatenate((y[kept], y[stop:]))
+        self._x, self._y = GrowableArray(capacity=len(new_x) * 3 // 2), GrowableArray(capacity=len(new_x) * 3 // 2)
+        self._x.extend(new_x)
+        self._y.extend(new_y)
+        self._compacted = len(kept)
+        self._pyr_y = MinMaxPyramid()
+        self._pyr_x = None
+        self._envelope = None
+        self._window_key = None
+        self._sync()
+
+    # -- drawing ------------------------------------------------------------------------------
+
+    def _mark_dirty(self, *_: object) -> None:
+        self._dirty = True
+
+    def columns(self) -> int:
+        """Pixel columns of the plot area (device pixels), bounded to [MIN_COLUMNS, MAX_COLUMNS]."""
+        width = self._vb.width()
+        scene = self._vb.scene()
+        views = scene.views() if scene is not None else []
+        if views:
+            width *= views[0].devicePixelRatioF()
+        return int(min(max(math.ceil(width), MIN_COLUMNS), MAX_COLUMNS))
+
+    def window(self) -> tuple[float, float]:
+        """The x-window to draw, in data units: the whole curve while x auto-ranges, else the view."""
+        x = self._x.view()
+        if self._vb.autoRangeEnabled()[0] is not False or len(x) == 0:
+            return (float(x[0]), float(x[-1])) if len(x) else (0.0, 0.0)
+        v0, v1 = self._vb.viewRange()[0]
+        if self.item.opts["logMode"][0]:
+            return 10.0**v0, 10.0**v1
+        return v0, v1
+
+    def visible_indices(self) -> np.ndarray:
+        """Sorted raw indices of the points ``refresh()`` would draw now."""
+        n = len(self._x)
+        if n == 0:
+            return np.empty(0, dtype=np.int64)
+        self._sync()
+        columns = self.columns()
+        x, y = self._x.view(), self._y.view()
+        if not self._monotonic:
+            assert self._pyr_x is not None
+            return index_decimate(n, columns, [(x, self._pyr_x), (y, self._pyr_y)])
+        log_x = bool(self.item.opts["logMode"][0])
+        if self._vb.autoRangeEnabled()[0] is not False and not log_x:
+            # whole curve: the incremental grid, O(new points) per frame
+            if n <= 2 * columns:
+                return np.arange(n, dtype=np.int64)
+            if self._envelope is None or self._envelope.target != columns:
+                self._envelope = ColumnEnvelope(columns)
+            self._envelope.update(x, y, self._pyr_y)
+            idx = self._envelope.indices()
+            # the first point, and the newest: the live value is where the eye looks
+            head = [0] if len(idx) == 0 or idx[0] != 0 else []
+            tail = [n - 1] if len(idx) == 0 or idx[-1] != n - 1 else []
+            return np.concatenate((np.array(head, dtype=np.int64), idx, np.array(tail, dtype=np.int64)))
+        return self._window_indices(x, y, columns, log_x)
+
+    def _window_indices(self, x: np.ndarray, y: np.ndarray, columns: int, log_x: bool) -> np.ndarray:
+        """Pixel-exact columns of the visible window (zoomed, panned or log x): O(columns · log N)."""
+        n = len(x)
+        x0, x1 = self.window()
+        first = int(np.searchsorted(x, x0, side="left"))
+        stop = int(np.searchsorted(x, x1, side="right"))
+        key = (x0, x1, columns, log_x, first, stop)
+        if key == self._window_key and stop < self._window_n:
+            # same window, and the point past its right edge was already there: nothing changed
+            return self._window_idx
+        if stop - first <= 2 * columns:  # few points in view: draw them all
+            idx = np.arange(max(first - 1, 0), min(stop + 1, n), dtype=np.int64)
+        else:
+            if log_x and x0 > 0 and x1 > 0:
+                edges = np.logspace(math.log10(x0), math.log10(x1), columns + 1)
+            else:
+                edges = np.linspace(x0, x1, columns + 1)
+            idx = window_indices(x, y, self._pyr_y, edges)
+        self._window_key, self._window_n, self._window_idx = key, n, idx
+        return idx
+
+    def refresh(self) -> None:
+        """Draw the decimated visible window; does nothing when neither data nor view changed."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        idx = self.visible_indices()
+        self.item.setData(self._x.view()[idx], self._y.view()[idx])
