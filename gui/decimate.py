@@ -243,36 +243,70 @@ def column_edges(x0: float, x1: float, pixels: int) -> np.ndarray:
     return np.linspace(x0, x1, pixels + 1)
 
 
-def window_indices(x: np.ndarray, y: np.ndarray, pyramid: MinMaxPyramid, edges: np.ndarray) -> np.ndarray:
-    """Sorted raw indices to draw a monotonic-x curve in columns bounded by ``edges``.
+def paired(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Sorted indices of per-column (min, max) pairs, empty columns (-1) skipped, no repeats.
 
-    Column c holds the points with ``edges[c] <= x < edges[c+1]`` (the last column also
-    takes x == edges[-1]); each non-empty column contributes the indices of its y minimum
-    and maximum, so drawing these points in order reproduces every column's extent exactly.
-    The nearest point outside each end is added so that the line reaches the border.
-    At most ``2 · (len(edges) - 1) + 2`` indices; cost O(columns · F · log_F N).
+    Columns are in x order and each pair is put in time order, so the result is sorted.
     """
-    n = len(x)
-    if n == 0:
-        return np.empty(0, dtype=np.int64)
-    bounds = np.searchsorted(x, edges, side="left")
-    bounds[-1] = np.searchsorted(x, edges[-1], side="right")
-    starts, stops = bounds[:-1], bounds[1:]
-    lo, hi = pyramid.extrema(y, starts, stops)
     keep = lo >= 0
     picked = np.stack((np.minimum(lo, hi), np.maximum(lo, hi)), axis=1)[keep].ravel()
-    ends = []
-    if bounds[0] > 0:
-        ends.append(bounds[0] - 1)
-    if bounds[-1] < n:
-        ends.append(bounds[-1])
-    if ends:
-        picked = np.concatenate((picked, np.asarray(ends, dtype=np.int64)))
-        picked.sort()
-    # columns are in order and each pair is sorted, so picked is sorted; drop min==max duplicates
     if len(picked) > 1:
         picked = picked[np.concatenate(([True], picked[1:] != picked[:-1]))]
     return picked
+
+
+class WindowColumns:
+    """Exact min/max per pixel column of a fixed x-window, kept up to date as points arrive.
+
+    Column c holds the points with ``edges[c] <= x < edges[c+1]`` (the last column also
+    takes x == edges[-1]). Building costs O(columns · F · log_F N); after that, new points
+    (x non-decreasing) only change the columns from the one holding the first new point on,
+    so a zoomed or panned view that data streams into costs O(new columns) per frame.
+    """
+
+    def __init__(self, edges: np.ndarray) -> None:
+        self.edges = np.asarray(edges, dtype=np.float64)
+        self._bounds = np.zeros(len(self.edges), dtype=np.int64)
+        self._lo = np.full(len(self.edges) - 1, -1, dtype=np.int64)
+        self._hi = self._lo.copy()
+        self._n = 0
+
+    def update(self, x: np.ndarray, y: np.ndarray, pyramid: MinMaxPyramid) -> bool:
+        """Take in the points appended since the last call; whether any column changed."""
+        n = len(x)
+        if n == self._n:
+            return False
+        old = self._n
+        first = 0 if old == 0 else max(int(np.searchsorted(self.edges, x[old], side="left")) - 1, 0)
+        self._n = n
+        columns = len(self.edges) - 1
+        if first >= columns:  # all new points lie past the window: only the right neighbour may appear
+            return old > 0 and self._bounds[-1] == old
+        bounds = np.searchsorted(x, self.edges[first:], side="left")
+        bounds[-1] = np.searchsorted(x, self.edges[-1], side="right")
+        self._bounds[first:] = bounds
+        self._lo[first:], self._hi[first:] = pyramid.extrema(y, bounds[:-1], bounds[1:])
+        return True
+
+    def indices(self) -> np.ndarray:
+        """Sorted raw indices to draw: each column's min and max, and the nearest point outside
+        each end of the window (so the line reaches its borders). At most 2 · columns + 2."""
+        picked = paired(self._lo, self._hi)
+        before = [self._bounds[0] - 1] if self._bounds[0] > 0 else []
+        after = [self._bounds[-1]] if self._bounds[-1] < self._n else []
+        return np.concatenate((np.array(before, dtype=np.int64), picked, np.array(after, dtype=np.int64)))
+
+
+def window_indices(x: np.ndarray, y: np.ndarray, pyramid: MinMaxPyramid, edges: np.ndarray) -> np.ndarray:
+    """Sorted raw indices to draw a monotonic-x curve in the columns bounded by ``edges``.
+
+    See :class:`WindowColumns` (this builds one from scratch).
+    """
+    if len(x) == 0:
+        return np.empty(0, dtype=np.int64)
+    window = WindowColumns(edges)
+    window.update(x, y, pyramid)
+    return window.indices()
 
 
 def index_decimate(n: int, buckets: int, pyramids: list[tuple[np.ndarray, MinMaxPyramid]]) -> np.ndarray:
@@ -386,9 +420,4 @@ class ColumnEnvelope:
 
     def indices(self) -> np.ndarray:
         """Sorted raw indices of every column's min and max (empty columns skipped)."""
-        lo, hi = self._lo_i.view(), self._hi_i.view()
-        keep = lo >= 0
-        picked = np.stack((np.minimum(lo, hi), np.maximum(lo, hi)), axis=1)[keep].ravel()
-        if len(picked) > 1:
-            picked = picked[np.concatenate(([True], picked[1:] != picked[:-1]))]
-        return picked
+        return paired(self._lo_i.view(), self._hi_i.view())

@@ -18,6 +18,7 @@ from gui.decimate import (
     ColumnEnvelope,
     GrowableArray,
     MinMaxPyramid,
+    WindowColumns,
     index_decimate,
     window_indices,
 )
@@ -134,6 +135,31 @@ def test_window_columns_hold_the_raw_min_and_max(seed: int) -> None:
         if len(after):
             assert after[0] in idx
         assert len(idx) == 0 or (x[idx] >= x0).sum() + (x[idx] > x1).sum() >= len(idx) - 1
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_window_columns_updated_as_data_streams_in_equal_a_fresh_build(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5_000, 60_000))
+    x, y = monotonic_x(rng, n), values(rng, n)
+    x0, x1 = np.sort(rng.uniform(x[0], x[-1], 2))
+    edges = np.linspace(x0, x1, int(rng.integers(5, 500)) + 1)
+    window, pyramid = WindowColumns(edges), MinMaxPyramid()
+    i = int(rng.integers(1, n // 4))
+    pyramid.update(y[:i])
+    assert window.update(x[:i], y[:i], pyramid) is True
+    while True:
+        fresh = window_indices(x[:i], y[:i], pyramid, edges)
+        assert np.array_equal(window.indices(), fresh), f"after {i} points"
+        assert window.update(x[:i], y[:i], pyramid) is False, "nothing new, nothing changed"
+        if i == n:
+            break
+        before = window.indices()
+        i = min(n, i + int(rng.choice([1, 40, 2000])))
+        pyramid.update(y[:i])
+        changed = window.update(x[:i], y[:i], pyramid)
+        if not changed:
+            assert np.array_equal(window.indices(), before), "reported unchanged, but it changed"
 
 
 @pytest.mark.parametrize("seed", SEEDS)
