@@ -3,24 +3,27 @@
 An offscreen window (QT_QPA_PLATFORM=offscreen unless set) holds 8 PlotWidgets, one per
 channel, each with one ``LiveCurve`` preloaded with N points (a noisy relaxation with
 single-sample spikes, sampled at 1 kHz). One *frame* is what the GUI's timer does: append a
-batch of points (40, i.e. 1 kHz at 25 Hz) to every curve, ``refresh()`` every curve, then
-repaint the window synchronously and process events. x auto-ranges, so the window is the
-whole curve and every frame re-decimates it (the worst case: a zoomed view only recomputes
-when data enters it).
+batch of points (40, i.e. 1 kHz drained at 25 Hz) to every curve, ``refresh()`` every curve,
+then repaint the window and process events.
 
-Reported per N: ``fps`` (frames per second), ``update_ms`` (append + refresh of all 8
-curves, the part that depends on N) and ``frame_ms``. Times are the process's CPU time (Qt
-paints offscreen in this process): the machine is shared, and wall-clock time measures the
-neighbours' load as much as this code; wall-clock fps is reported beside it. The baseline is plain pyqtgraph:
-``setData`` of the whole curve on every frame with ``autoDownsample``, ``clipToView`` and
-``downsampleMethod='peak'`` -- its cost grows with N, which is why the decimator exists.
+Two ways to range x, both measured: ``FollowX`` (the range steps ahead of the data by 10 % of
+its span, so the axes stay still between steps and each curve updates only the newest pixel
+columns) -- the headline ``fps`` -- and pyqtgraph's x auto-range (``autorange``: the range,
+both axes and the whole-curve envelope move every frame). The baseline is plain pyqtgraph:
+``setData`` of the whole curve every frame with ``autoDownsample``, ``clipToView`` and
+``downsampleMethod='peak'``: its cost grows with N, which is why the decimator exists.
+
+Per N: ``fps`` (frames per second), ``update_ms`` (append + refresh of the 8 curves, the part
+that depends on N) and ``frame_ms``. Times are this process's CPU time (Qt paints offscreen
+in this process): the machine is shared, and wall-clock time measures the neighbours' load as
+much as this code; wall-clock fps is reported beside it (``fps_wall_by_points``).
 
     python bench/gui_fps.py [--json] [--sizes 1e5,1e6,1e7] [--seconds 3] [--no-baseline]
 
 The issue's target: ≥ 60 fps at 10⁶ points with 8 channels, and ``update_ms`` flat from 10⁵
 to 10⁷ points. With ``--json``: one object with ``fps`` (10⁶ points, 8 channels),
-``fps_by_points``, ``update_ms`` and ``frame_ms`` keyed by point count, and the same for the
-baseline under ``baseline``.
+``fps_by_points``, ``update_ms``, ``frame_ms`` keyed by point count, and the same under
+``autorange`` and ``baseline``.
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ import numpy as np
 import pyqtgraph as pg
 from qtpy import QtWidgets
 
-from gui.live_plot import LiveCurve
+from gui.live_plot import FollowX, LiveCurve
 
 CHANNELS = 8
 BATCH = 40  # points per channel per frame: 1 kHz sampling drained at 25 Hz
 RATE = 1000.0  # Hz, sample rate of the synthetic signal
+TAIL = 200_000  # points per channel streamed during the measurement (5000 frames)
 
 
 def signal(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,26 +110,33 @@ def run_frames(step: Callable[[], float], window: Window, seconds: float, min_fr
     return Timing(update / frames * 1e3, cpu / frames * 1e3, wall / frames * 1e3)
 
 
-def bench_live(app: QtWidgets.QApplication, n: int, seconds: float) -> Timing:
+def bench_live(app: QtWidgets.QApplication, n: int, seconds: float, follow: bool) -> Timing:
+    """LiveCurves; x either followed in steps (FollowX) or auto-ranged by pyqtgraph every frame."""
     window = Window(app)
-    curves, tails = [], []
+    curves, tails, followers = [], [], []
     for i, widget in enumerate(window.plots):
-        t, y = signal(n + 1_000_000, seed=i)
+        t, y = signal(n + TAIL, seed=i)
         curve = LiveCurve(widget.getPlotItem(), pen=pg.intColor(i), name=f"ch{i + 1}", max_points=None)
         curve.append(t[:n], y[:n])
+        tails.append((t[n:].copy(), y[n:].copy()))
+        del t, y
+        if follow:
+            followers.append(FollowX(widget.getPlotItem()))
         curve.refresh()
         curves.append(curve)
-        tails.append((t[n:], y[n:]))
-        del t, y
     pos = [0]
 
     def step() -> float:
         k = pos[0]
         pos[0] += BATCH
+        if pos[0] > TAIL:
+            raise RuntimeError("more frames than TAIL points allow: raise TAIL")
         start = time.process_time()
         for curve, (t, y) in zip(curves, tails, strict=True):
             curve.append(t[k : k + BATCH], y[k : k + BATCH])
             curve.refresh()
+        for follower in followers:
+            follower.update()
         return time.process_time() - start
 
     result = run_frames(step, window, seconds, min_frames=20)
@@ -140,7 +151,7 @@ def bench_plain(app: QtWidgets.QApplication, n: int, seconds: float) -> Timing:
         item = widget.getPlotItem().plot(
             pen=pg.intColor(i), antialias=False, autoDownsample=True, clipToView=True, downsampleMethod="peak"
         )
-        t, y = signal(n + 100_000, seed=i)
+        t, y = signal(n + TAIL, seed=i)
         items.append(item)
         data.append((t, y))
     pos = [n]
@@ -168,9 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     app = pg.mkQApp()
     live: dict[str, Timing] = {}
+    auto: dict[str, Timing] = {}
     plain: dict[str, Timing] = {}
     for n in sizes:
-        live[str(n)] = bench_live(app, n, args.seconds)
+        live[str(n)] = bench_live(app, n, args.seconds, follow=True)
+        gc.collect()
+        auto[str(n)] = bench_live(app, n, args.seconds, follow=False)
         gc.collect()
         if not args.no_baseline:
             plain[str(n)] = bench_plain(app, n, args.seconds)
@@ -188,12 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, object] = {
         "fps": round(1e3 / live[key].frame_ms, 1) if key in live else None,
         **summary(live),
+        "x_range": "FollowX (steps of 10 % of the span); see autorange for pyqtgraph's auto-range",
         "channels": CHANNELS,
         "batch_per_frame": BATCH,
         "clock": "process CPU time (fps = 1000 / CPU ms per frame); fps_wall_by_points: wall clock",
         "platform": os.environ.get("QT_QPA_PLATFORM"),
         "load_average": os.getloadavg()[0],
     }
+    out["autorange"] = {"method": "LiveCurve, pyqtgraph x auto-range every frame", **summary(auto)}
     if plain:
         out["baseline"] = {"method": "setData(whole curve), autoDownsample+clipToView, peak", **summary(plain)}
     if args.json:
@@ -201,15 +217,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"live view, {CHANNELS} channels, {BATCH} new points per channel per frame ({out['platform']});")
     print("fps from CPU time per frame (the machine is shared), wall-clock fps beside it")
-    head = f"{'points/curve':>12} {'fps':>7} {'wall fps':>8} {'update ms':>9} {'frame ms':>8}"
+    head = f"{'points/curve':>12} {'fps':>7} {'wall fps':>8} {'update ms':>9} {'frame ms':>8}   {'auto fps':>8}"
     print(head + (f"   {'plain fps':>9} {'plain upd ms':>12}" if plain else ""))
     for n in sizes:
         t = live[str(n)]
         line = f"{n:>12.0e} {1e3 / t.frame_ms:>7.1f} {1e3 / t.wall_ms:>8.1f} {t.update_ms:>9.2f} {t.frame_ms:>8.2f}"
+        line += f"   {1e3 / auto[str(n)].frame_ms:>8.1f}"
         if plain:
             p = plain[str(n)]
             line += f"   {1e3 / p.frame_ms:>9.1f} {p.update_ms:>12.1f}"
         print(line)
+    print("fps: x followed in steps (FollowX); auto fps: pyqtgraph x auto-range every frame")
     print(f"load average {out['load_average']:.1f}")
     return 0
 

@@ -50,6 +50,32 @@ COMPACT_LEVEL = 2
 MIN_COLUMNS, MAX_COLUMNS = 64, 4096
 
 
+class _LiveDataItem(pg.PlotDataItem):
+    """A PlotDataItem whose x bounds are the whole curve's, not those of the points drawn.
+
+    Why: a zoomed LiveCurve draws only its window (plus one point past each edge), so the
+    bounds pyqtgraph derives from the drawn points would be the window's: the auto-range
+    button would "auto-range" to the current zoom, and ``FollowX`` would chase the point past
+    the right edge forever. y bounds stay pyqtgraph's (the drawn points hold every column's
+    min and max, so they are exact for the window).
+    """
+
+    def __init__(self, extent: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._extent = extent
+
+    def dataBounds(self, ax: int, frac: float = 1.0, orthoRange: Any = None) -> tuple[Any, Any]:
+        extent = self._extent() if ax == 0 and frac == 1.0 and orthoRange is None else None
+        if extent is None:
+            return super().dataBounds(ax, frac, orthoRange)
+        lo, hi = extent
+        if self.opts["logMode"][0]:
+            if lo <= 0:
+                return super().dataBounds(ax, frac, orthoRange)
+            return math.log10(lo), math.log10(hi)
+        return lo, hi
+
+
 class LiveCurve:
     """One growing curve on a ``pyqtgraph.PlotItem``, drawn decimated to the visible pixels."""
 
@@ -68,7 +94,8 @@ class LiveCurve:
         self.n_dropped = 0
         qpen = pg.mkPen(pen) if pen is not None else pg.mkPen()
         qpen.setCosmetic(True)
-        self.item = pg.PlotDataItem(
+        self.item = _LiveDataItem(
+            self.x_extent,
             pen=qpen,
             name=name,
             antialias=False,
@@ -112,6 +139,19 @@ class LiveCurve:
         """Bytes allocated for this curve's raw points and pyramids."""
         pyr = self._pyr_y.nbytes + (self._pyr_x.nbytes if self._pyr_x is not None else 0)
         return self._x.nbytes + self._y.nbytes + pyr
+
+    def x_extent(self) -> tuple[float, float] | None:
+        """(min x, max x) of every point held, or None when empty: O(log N)."""
+        n = len(self._x)
+        if n == 0:
+            return None
+        x = self._x.view()
+        if self._monotonic:
+            return float(x[0]), float(x[-1])
+        self._sync()
+        assert self._pyr_x is not None
+        lo, hi = self._pyr_x.extrema(x, np.array([0]), np.array([n]))
+        return float(x[lo[0]]), float(x[hi[0]])
 
     def append(self, x: np.ndarray, y: np.ndarray) -> None:
         """Add points; amortised O(len(x)). The pyramid catches up at the next refresh."""
@@ -278,3 +318,62 @@ class LiveCurve:
         # paintEvent, and the range change it makes there schedules a second paint of the
         # whole plot in the same frame (measured: 2 paints per frame, ~half of a frame's cost).
         self._vb.prepareForPaint()
+
+
+class FollowX:
+    """Keep a live plot's x-range ahead of its data in steps, instead of auto-ranging every frame.
+
+    Why: with pyqtgraph's x auto-range each frame moves the range a little, so both axes are
+    re-ticked and the plot is laid out again every frame -- with 8 channels that is about half
+    of a frame's cost (bench/gui_fps.py). Here, when the data reaches the right end, the range
+    grows to the data's span plus ``headroom`` of it (10 % by default): the axes change a few
+    times a minute, and each ``LiveCurve`` then updates only the columns new points land in.
+
+    Call :meth:`update` once per frame, after the plot's curves were refreshed. A pan or zoom
+    with the mouse stops following; the plot's auto-range button ("A") or :meth:`follow`
+    resumes. Only x is managed: y keeps whatever auto-range the plot has.
+    """
+
+    def __init__(self, plot_item: pg.PlotItem, headroom: float = 0.1) -> None:
+        if not 0.0 < headroom <= 10.0:
+            raise ValueError(f"headroom: must be in (0, 10], got {headroom}")
+        self.headroom = headroom
+        self.following = True
+        self._vb = plot_item.getViewBox()
+        self._vb.enableAutoRange(x=False)
+        self._vb.sigRangeChangedManually.connect(self._manual)
+        self._vb.sigStateChanged.connect(self._state)
+
+    def follow(self) -> None:
+        """Follow the data again (after a manual pan or zoom)."""
+        self.following = True
+        self.update(force=True)
+
+    def _manual(self, mask: object) -> None:
+        if isinstance(mask, (list, tuple)) and not mask[0]:
+            return  # a y-only change
+        self.following = False
+
+    def _state(self, *_: object) -> None:
+        if self._vb.autoRangeEnabled()[0] is not False:  # the "A" button: hand x back to us
+            self._vb.enableAutoRange(x=False)
+            self.follow()
+
+    def update(self, force: bool = False) -> None:
+        """Step the x-range if the data left it (or ``force``); otherwise leave the axes alone."""
+        if not self.following:
+            return
+        lo, hi = self._vb.childrenBounds()[0] or (None, None)
+        if lo is None or hi is None:
+            return
+        x0, x1 = self._vb.viewRange()[0]
+        span = hi - lo
+        # pyqtgraph pads item bounds by the pen's pixel width, which moves with the scale: a
+        # few pixels of tolerance at the left keep that from stepping the range every frame
+        tolerance = 4 * (x1 - x0) / max(self._vb.width(), 1.0)
+        inside = x0 - tolerance <= lo and hi <= x1
+        if not force and inside and (x1 - x0) <= span * (1 + self.headroom) * 2 + tolerance:
+            return  # inside, and not grossly too wide (a cleared curve shrinks it)
+        if span <= 0:
+            span = abs(hi) * 1e-3 or 1.0
+        self._vb.setXRange(lo, lo + span * (1 + self.headroom), padding=0)

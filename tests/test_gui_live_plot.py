@@ -8,6 +8,7 @@ compacts old data without losing its spikes. No timing (bench/gui_fps.py measure
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 
@@ -17,7 +18,7 @@ import numpy as np
 import pyqtgraph as pg
 import pytest
 
-from gui.live_plot import LiveCurve
+from gui.live_plot import FollowX, LiveCurve
 
 SEEDS = np.random.default_rng(411).integers(0, 2**31, 5)
 
@@ -253,3 +254,52 @@ def test_log_x_window_uses_logarithmic_columns(plot) -> None:
     assert len(shown_x) <= 2 * curve.columns() + 2
     x0, x1 = curve.window()
     columns_exact(x, y, shown_x, shown_y, np.logspace(math.log10(x0), math.log10(x1), curve.columns() + 1))
+
+
+def test_auto_range_button_shows_the_whole_curve_after_a_zoom(plot) -> None:
+    rng = np.random.default_rng(3)
+    x, y, _ = signal(rng, 200_000)
+    curve = LiveCurve(plot)
+    curve.append(x, y)
+    settle(curve)
+    vb = plot.getViewBox()
+    vb.setXRange(50.0, 60.0, padding=0)
+    settle(curve)
+    assert curve.item.xData.max() < 61, "only the window is drawn"
+    assert curve.item.dataBounds(0) == (x[0], x[-1]), "but the item reports the whole curve"
+    plot.autoBtnClicked()
+    settle(curve)
+    x0, x1 = vb.viewRange()[0]
+    assert x0 <= x[0] and x1 >= x[-1]
+
+
+def test_follow_x_steps_the_range_ahead_of_the_data(plot) -> None:
+    rng = np.random.default_rng(4)
+    x, y, _ = signal(rng, 100_000)
+    curve = LiveCurve(plot)
+    follower = FollowX(plot, headroom=0.1)
+    vb = plot.getViewBox()
+    ranges = []
+    app = pg.mkQApp()
+    for k in range(0, 100_000, 40):  # 2500 frames of 40 points
+        curve.append(x[k : k + 40], y[k : k + 40])
+        curve.refresh()
+        follower.update()
+        app.processEvents()
+        x0, x1 = vb.viewRange()[0]
+        assert x0 <= x[0] + 1e-9 and x[k + 39] <= x1, f"frame {k // 40}: data outside the range"
+        ranges.append((x0, x1))
+    steps = sum(1 for a, b in itertools.pairwise(ranges) if a != b)
+    # growing from 40 points to 100 s by ≥ 10 % a step: about log(2500)/log(1.1) ≈ 82 steps
+    assert steps <= 100, f"{steps} range changes in 2500 frames"
+    assert ranges[-1][1] - ranges[-1][0] <= 1.25 * (x[-1] - x[0])
+    # a pan with the mouse stops following; the auto-range button resumes it
+    vb.sigRangeChangedManually.emit([True, False])
+    assert not follower.following
+    curve.append(x[-1:] + np.arange(1, 5000) * 1e-3, y[:4999])
+    curve.refresh()
+    follower.update()
+    assert vb.viewRange()[0][1] < curve.x_extent()[1], "not following"
+    plot.autoBtnClicked()
+    assert follower.following and vb.autoRangeEnabled()[0] is False
+    assert vb.viewRange()[0][1] >= curve.x_extent()[1]
