@@ -3,24 +3,29 @@
 A ``LiveCurve`` keeps the raw points (x, y as float64, grown in chunks) and a min/max
 pyramid over them (:mod:`gui.decimate`). ``refresh()`` -- called by the GUI's ~25 Hz timer
 after it drained the event bus -- draws the visible x-window as one min and one max point per
-pixel column, computed in O(pixels · log N), so a frame costs the same at 10⁵ and 10⁷ points
-and a single-sample spike (nucleation dip, short) is never averaged or strided away.
+pixel column (exact: the raw min and max of the points in that column), so a single-sample
+spike (nucleation dip, short) is never averaged or strided away. Both views below are
+incremental, so a frame costs the same at 10⁵ and 10⁷ points.
 
 Two kinds of curves:
 
-* x non-decreasing (E–t, I–t, anything against time): the window follows the view. With x
-  auto-range on it is the whole curve; when the user zooms or pans, the ViewBox's
-  ``sigXRangeChanged`` marks the curve dirty and the next ``refresh()`` re-decimates the new
-  window (fewer points in the window than 2 per pixel: they are all drawn).
+* x non-decreasing (E–t, I–t, anything against time): the window follows the view. With a
+  fixed x-range (zoomed, panned, or stepped by :class:`FollowX`) the window's pixel columns
+  are built once in O(pixels · log N) and then only the columns new points land in are
+  recomputed; the ViewBox's ``sigXRangeChanged`` marks the curve dirty so the next
+  ``refresh()`` re-decimates a new window. With pyqtgraph's x auto-range the window is the
+  whole curve, cut into a grid anchored at its first x (1–2 columns per pixel, see
+  :class:`gui.decimate.ColumnEnvelope`), updated in O(new points).
 * x that goes back (Nyquist, I–E, Bode against a falling frequency): detected on the first
   append that steps back, for good. The curve is cut into one index bucket per pixel and each
   keeps the points of its x and y extremes (≤ 4 per bucket); short curves (a Nyquist sweep has
   a few hundred points) are drawn whole. Zoom does not refine such a curve beyond that.
 
-Memory bound (per curve, N points held): raw x+y 16 B/point, up to ×1.5 while a chunk is
-partly filled; the pyramid 32 B per bucket of 8, 16 B/point × 0.29; with non-monotonic x a
-second pyramid for x. Worst case ≈ 29 B/point, ≈ 21 B/point typical. ``max_points`` caps N
-(default 2²², ≈ 120 MB worst case): when exceeded, the older half of the points not yet
+Memory bound (per curve, N points held): raw x+y 16 B/point; the pyramid 32 B per bucket of
+8 points and of each coarser level, N/7 buckets: 4.6 B/point; so ≈ 21 B/point, up to ≈ 31
+B/point while arrays grown ×1.5 are partly filled; a non-monotonic curve adds a pyramid for
+x (+4.6 B/point). ``max_points`` caps N
+(default 2²²: ≈ 88 MB, at most ≈ 130 MB): when exceeded, the older half of the points not yet
 compacted is replaced by the min and max of every block of 512 points -- old spikes stay, old
 detail goes -- and the pyramid is rebuilt (amortised O(1) per point: the next compaction needs
 about N/2 more points). See ``_compact`` for when compacted data is compacted again.

@@ -75,14 +75,17 @@ def test_extrema_of_any_range_equal_brute_force(seed: int) -> None:
     starts, stops = np.minimum(a, b), np.maximum(a, b)
     starts[:20] = stops[:20]  # some empty ranges
     starts[20:30], stops[20:30] = 0, n  # the whole array
-    lo, hi = pyramid.extrema(y, starts, stops)
-    for s, t, i_lo, i_hi in zip(starts, stops, lo, hi, strict=True):
-        if s == t:
-            assert i_lo == i_hi == -1
-            continue
-        assert s <= i_lo < t and s <= i_hi < t
-        assert y[i_lo] == y[s:t].min()
-        assert y[i_hi] == y[s:t].max()
+    lo, hi = pyramid.extrema(y, starts, stops)  # vectorised
+    few = [pyramid.extrema(y, starts[i : i + 3], stops[i : i + 3]) for i in range(0, 400, 3)]  # scalar loop
+    lo_few, hi_few = np.concatenate([f[0] for f in few]), np.concatenate([f[1] for f in few])
+    for s, t, *found in zip(starts, stops, lo, hi, lo_few, hi_few, strict=True):
+        for i_lo, i_hi in (found[:2], found[2:]):
+            if s == t:
+                assert i_lo == i_hi == -1
+                continue
+            assert s <= i_lo < t and s <= i_hi < t
+            assert y[i_lo] == y[s:t].min()
+            assert y[i_hi] == y[s:t].max()
 
 
 @pytest.mark.parametrize("seed", SEEDS[:4])

@@ -220,7 +220,7 @@ def test_memory_cap_compacts_old_data_and_keeps_its_spikes(plot, seed: int) -> N
     assert set(x[spikes]) <= set(held_x), "every spike survives compaction"
     assert set(x[spikes]) <= set(shown_x), "and is drawn"
     assert held_x[-1] == x[-1] and held_x[0] == x[0]
-    assert curve.nbytes <= 29 * cap * 1.5
+    assert curve.nbytes <= 31 * cap
     with pytest.raises(ValueError, match="max_points"):
         LiveCurve(plot, max_points=10)
 
