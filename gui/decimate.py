@@ -2,26 +2,26 @@
 
 Why not pyqtgraph's own ``autoDownsample``: it re-reads the whole curve on every update, so one
 update costs O(N) (≈ 10 fps at 10⁷ points on the reference machine), and its ``peak`` method
-works on fixed strides that do not follow the pixels. Here the cost of one view is
-O(pixels · F · log_F N), flat from 10⁵ to 10⁷ points, and the envelope is *exact*: for every
+works on fixed strides that do not follow the pixels. Here the envelope is *exact*: for every
 pixel column of the visible window, the points handed to the plot contain the raw data's
 minimum and maximum in that column, so a single-sample spike (a nucleation dip, a short) is
-visible at every zoom.
+visible at every zoom; and a streaming frame costs O(new points), not O(N).
 
 Pieces (numpy only, no Qt, so they are tested and benchmarked on their own):
 
 * :class:`GrowableArray` -- raw storage grown geometrically (×1.5): appending m points costs
   amortised O(m), never an O(N) copy per append, and the slack is at most half the data.
-* :class:`MinMaxPyramid` -- level k holds, for every complete bucket of ``F**k`` consecutive
-  raw points, the *indices* of its minimum and maximum (two int64 per bucket, the values are
-  read back from the raw array). Built incrementally as points arrive; with F = 8 the levels
-  together hold N/(F-1) ≈ 0.14 N buckets, i.e. 1/7 of the raw x+y float64 memory.
+* :class:`MinMaxPyramid` -- level k holds, for every complete bucket of ``F**(k+1)``
+  consecutive raw points, the value and raw index of its minimum and maximum (32 B per
+  bucket; with F = 8, N/7 buckets: 0.29× the raw x+y float64 memory). Built incrementally.
 * :meth:`MinMaxPyramid.extrema` -- exact argmin/argmax of many index ranges at once, walking
   the pyramid like a segment tree: at each level only the ≤ F-1 unaligned elements at each
-  end of a range are read, the aligned middle is left to the next level.
-* :func:`window_indices` -- the raw indices to draw for a monotonic-x curve in a window of
-  ``pixels`` columns: the min and max of each column (in time order) plus the nearest point
-  outside each edge, so lines run to the border.
+  end of a range are read, the aligned middle is left to the next level. O(F · log_F N) a range.
+* :class:`WindowColumns` -- a fixed x-window (zoomed or panned view) cut into pixel columns:
+  each column's min and max, plus the nearest point outside each edge so lines run to the
+  border; streaming data only recomputes the columns it lands in.
+* :class:`ColumnEnvelope` -- the whole curve while x auto-ranges: a grid anchored at the
+  first x whose column width doubles as the curve grows (exact merges), O(new points) a frame.
 * :func:`index_decimate` -- for curves whose x is not monotonic (Nyquist, I–E): the curve is
   cut into equal index buckets and each keeps the points holding its x and y extremes.
 """

@@ -303,3 +303,22 @@ def test_follow_x_steps_the_range_ahead_of_the_data(plot) -> None:
     plot.autoBtnClicked()
     assert follower.following and vb.autoRangeEnabled()[0] is False
     assert vb.viewRange()[0][1] >= curve.x_extent()[1]
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3])
+def test_streaming_into_a_zoomed_view_draws_what_a_fresh_curve_draws(plot, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x, y, _ = signal(rng, 150_000)
+    x0 = float(rng.uniform(10, 100))
+    plot.getViewBox().setXRange(x0, x0 + float(rng.uniform(5, 40)), padding=0)
+    streamed = LiveCurve(plot)
+    stream(streamed, x, y, rng, refresh_every=1)
+    fresh = LiveCurve(plot)
+    fresh.append(x, y)
+    for _ in range(3):  # a refresh can widen the y axis labels, and so narrow the other's columns
+        settle(streamed)
+        settle(fresh)
+    assert streamed.columns() == fresh.columns()
+    assert np.array_equal(streamed.item.xData, fresh.item.xData)
+    assert np.array_equal(streamed.item.yData, fresh.item.yData)
+    assert len(fresh.item.xData) > fresh.columns()  # the window held enough points to decimate
