@@ -40,6 +40,7 @@ pyqtgraph's own downsampling and clip-to-view off (they would cost O(N) again).
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any
 
 import numpy as np
@@ -67,10 +68,14 @@ class _LiveDataItem(pg.PlotDataItem):
 
     def __init__(self, extent: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._extent = extent
+        # weakly: the Python wrapper of a Qt item can outlive its plot, and must not keep the
+        # curve's arrays (hundreds of MB) alive with it
+        self._extent = weakref.WeakMethod(extent)
 
     def dataBounds(self, ax: int, frac: float = 1.0, orthoRange: Any = None) -> tuple[Any, Any]:
-        extent = self._extent() if ax == 0 and frac == 1.0 and orthoRange is None else None
+        extent_of = self._extent()
+        wanted = extent_of is not None and ax == 0 and frac == 1.0 and orthoRange is None
+        extent = extent_of() if wanted else None
         if extent is None:
             return super().dataBounds(ax, frac, orthoRange)
         lo, hi = extent

@@ -8,15 +8,18 @@ compacts old data without losing its spikes. No timing (bench/gui_fps.py measure
 
 from __future__ import annotations
 
+import gc
 import itertools
 import math
 import os
+import weakref
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 import pyqtgraph as pg
 import pytest
+from qtpy import QtCore
 
 from gui.live_plot import FollowX, LiveCurve
 
@@ -327,3 +330,22 @@ def test_streaming_into_a_zoomed_view_draws_what_a_fresh_curve_draws(plot, seed:
     assert np.array_equal(streamed.item.xData, fresh.item.xData)
     assert np.array_equal(streamed.item.yData, fresh.item.yData)
     assert len(fresh.item.xData) > fresh.columns()  # the window held enough points to decimate
+
+
+def test_closing_a_plot_frees_its_curves_memory() -> None:
+    app = pg.mkQApp()
+    widget = pg.PlotWidget()
+    widget.show()
+    curve = LiveCurve(widget.getPlotItem())
+    follower = FollowX(widget.getPlotItem())
+    curve.append(np.arange(100_000.0), np.zeros(100_000))
+    curve.refresh()
+    follower.update()
+    refs = weakref.ref(curve), weakref.ref(follower)
+    del curve, follower
+    widget.close()
+    widget.deleteLater()
+    app.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
+    app.processEvents()
+    gc.collect()
+    assert all(ref() is None for ref in refs), "a curve outlived its plot (its Qt item kept it)"
