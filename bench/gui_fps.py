@@ -23,7 +23,7 @@ much as this code; wall-clock fps is reported beside it (``fps_wall_by_points``)
 The issue's target: ≥ 60 fps at 10⁶ points with 8 channels, and ``update_ms`` flat from 10⁵
 to 10⁷ points. With ``--json``: one object with ``fps`` (10⁶ points, 8 channels),
 ``fps_by_points``, ``update_ms``, ``frame_ms`` keyed by point count, and the same under
-``autorange`` and ``baseline``.
+``autorange`` and ``baseline``. ``--channels 1`` gives the one-curve figures.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from qtpy import QtWidgets
 
 from gui.live_plot import FollowX, LiveCurve
 
-CHANNELS = 8
+CHANNELS = 8  # default; --channels changes it
 BATCH = 40  # points per channel per frame: 1 kHz sampling drained at 25 Hz
 RATE = 1000.0  # Hz, sample rate of the synthetic signal
 TAIL = 200_000  # points per channel streamed during the measurement (5000 frames)
@@ -73,14 +73,16 @@ class Timing:
 
 
 class Window:
-    """A grid of CHANNELS plot widgets in one offscreen top-level window."""
+    """A grid of ``channels`` plot widgets in one offscreen top-level window."""
+
+    channels = CHANNELS
 
     def __init__(self, app: QtWidgets.QApplication) -> None:
         self.app = app
         self.top = QtWidgets.QWidget()
         grid = QtWidgets.QGridLayout(self.top)
         self.plots = []
-        for i in range(CHANNELS):
+        for i in range(self.channels):
             widget = pg.PlotWidget(title=f"ch{i + 1}")
             grid.addWidget(widget, i // 2, i % 2)
             self.plots.append(widget)
@@ -178,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1e5,1e6,1e7", help="points per curve, comma-separated")
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per size")
     parser.add_argument("--no-baseline", action="store_true", help="skip plain pyqtgraph")
+    parser.add_argument("--channels", type=int, default=CHANNELS, help="plots streaming at once (default 8)")
     args = parser.parse_args(argv)
+    if not 1 <= args.channels <= 16:
+        parser.error(f"--channels: must be 1..16, got {args.channels}")
+    Window.channels = args.channels
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     app = pg.mkQApp()
     live: dict[str, Timing] = {}
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "fps": round(1e3 / live[key].frame_ms, 1) if key in live else None,
         **summary(live),
         "x_range": "FollowX (steps of 10 % of the span); see autorange for pyqtgraph's auto-range",
-        "channels": CHANNELS,
+        "channels": args.channels,
         "batch_per_frame": BATCH,
         "clock": "process CPU time (fps = 1000 / CPU ms per frame); fps_wall_by_points: wall clock",
         "platform": os.environ.get("QT_QPA_PLATFORM"),
@@ -220,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(out))
         return 0
-    print(f"live view, {CHANNELS} channels, {BATCH} new points per channel per frame ({out['platform']});")
+    print(f"live view, {args.channels} channels, {BATCH} new points per channel per frame ({out['platform']});")
     print("fps from CPU time per frame (the machine is shared), wall-clock fps beside it")
     head = f"{'points/curve':>12} {'fps':>7} {'wall fps':>8} {'update ms':>9} {'frame ms':>8} {'MB/curve':>8}"
     head += f"   {'auto fps':>8}"
