@@ -46,12 +46,12 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 
-from gui.decimate import FACTOR, ColumnEnvelope, GrowableArray, MinMaxPyramid, WindowColumns, index_decimate
+from gui.decimate import ColumnEnvelope, GrowableArray, MinMaxPyramid, WindowColumns, index_decimate
 
 #: Default cap on the points one curve holds before its older half is compacted.
 DEFAULT_MAX_POINTS = 1 << 22
-#: Compaction keeps the min and max of each block of this many raw points (pyramid level 2).
-COMPACT_LEVEL = 2
+#: Compaction keeps the min and max of each block of this many raw points.
+COMPACT_BLOCK = 512
 #: Bounds on the pixel columns used (a hidden widget reports a width of 0 or a huge one).
 MIN_COLUMNS, MAX_COLUMNS = 64, 4096
 
@@ -97,7 +97,7 @@ class LiveCurve:
         *,
         max_points: int | None = DEFAULT_MAX_POINTS,
     ) -> None:
-        least = 16 * FACTOR ** (COMPACT_LEVEL + 1)  # a compaction must free whole blocks
+        least = 16 * COMPACT_BLOCK  # a compaction must free whole blocks
         if max_points is not None and max_points < least:
             raise ValueError(f"max_points: must be ≥ {least} or None, got {max_points}")
         self.max_points = max_points
@@ -209,27 +209,25 @@ class LiveCurve:
             self._pyr_x.update(self._x.view())
 
     def _compact(self) -> None:
-        """Shrink the held points to about half the cap, keeping every block's min and max.
+        """Shrink the held points to about 3/4 of the cap, keeping every block's min and max.
 
         Points ``[0, _compacted)`` are already compacted. The older half of the rest is replaced
         by the min and max (of y, and of x for a non-monotonic curve) of each block of
-        F**(COMPACT_LEVEL+1) = 512 points, so every spike survives. Only when the compacted part
-        itself outgrows half the cap (after ≈ 64 × cap points) is everything old compacted
-        again, coarser. The pyramid is rebuilt: O(cap), once per cap/2 new points.
+        COMPACT_BLOCK = 512 points, so every spike survives. Only when the compacted part itself
+        outgrows half the cap (after ≥ 64 × cap points) is everything old compacted again,
+        coarser. Costs O(cap) with the pyramid rebuild, once per ≥ cap/4 new points.
         """
-        self._sync()
-        block = FACTOR ** (COMPACT_LEVEL + 1)
-        n = len(self._x)
         assert self.max_points is not None
+        n = len(self._x)
         done = self._compacted if self._compacted <= self.max_points // 2 else 0
-        start = -(-done // block) * block  # blocks are aligned on the pyramid's buckets
-        stop = (start + (n - start) // 2) // block * block
-        keep = [np.arange(max(start, 1), dtype=np.int64)]  # the first point stays: the curve's start
-        for pyramid in (self._pyr_y, self._pyr_x):
-            if pyramid is not None:
-                keep.append(pyramid.bucket_extrema(COMPACT_LEVEL, start // block, stop // block))
-        kept = np.unique(np.concatenate(keep))
+        stop = done + (n - done) // 2 // COMPACT_BLOCK * COMPACT_BLOCK
         x, y = self._x.view(), self._y.view()
+        base = np.arange(done, stop, COMPACT_BLOCK)
+        keep = [np.arange(max(done, 1), dtype=np.int64)]  # the first point stays: the curve's start
+        for values in (y,) if self._monotonic else (y, x):
+            blocks = values[done:stop].reshape(-1, COMPACT_BLOCK)
+            keep += [base + blocks.argmin(axis=1), base + blocks.argmax(axis=1)]
+        kept = np.unique(np.concatenate(keep))
         new_x = np.concatenate((x[kept], x[stop:]))
         new_y = np.concatenate((y[kept], y[stop:]))
         self._x, self._y = GrowableArray(capacity=len(new_x) * 3 // 2), GrowableArray(capacity=len(new_x) * 3 // 2)
