@@ -312,10 +312,16 @@ class WindowColumns:
         columns = len(self.edges) - 1
         if first >= columns:  # all new points lie past the window: only the right neighbour may appear
             return old > 0 and self._bounds[-1] == old
-        bounds = np.searchsorted(x, self.edges[first:], side="left")
-        bounds[-1] = np.searchsorted(x, self.edges[-1], side="right")
-        self._bounds[first:] = bounds
-        self._lo[first:], self._hi[first:] = pyramid.extrema(y, bounds[:-1], bounds[1:])
+        # columns [first, upto) can hold points; those past the newest point stay empty
+        upto = max(min(int(np.searchsorted(self.edges, x[-1], side="right")), columns), first)
+        bounds = np.searchsorted(x, self.edges[first : upto + 1], side="left")
+        if upto == columns:
+            bounds[-1] = np.searchsorted(x, self.edges[-1], side="right")
+        self._bounds[first : upto + 1] = bounds
+        self._bounds[upto + 1 :] = n
+        self._lo[first:upto], self._hi[first:upto] = pyramid.extrema(y, bounds[:-1], bounds[1:])
+        self._lo[upto:] = -1
+        self._hi[upto:] = -1
         return True
 
     def indices(self) -> np.ndarray:
