@@ -119,7 +119,7 @@ class LauncherPanel(QtWidgets.QWidget):
         self.title.setText(f"{protocol.title} (v{protocol.version}, cell {protocol.cell_type})")
         self.title.setToolTip(protocol.description)
         self.geometry_form = ParamForm(tuple(p for p in protocol.params if p.name in GEOMETRY_NAMES))
-        self.form = ParamForm(tuple(p for p in protocol.params if p.name not in GEOMETRY_NAMES))
+        self.form = ParamForm(tuple(p for p in protocol.params if p.name not in GEOMETRY_NAMES and not p.internal))
         self.geometry_slot.addWidget(self.geometry_form)
         self.params_layout.addWidget(self.form)
         for form in (self.form, self.geometry_form):

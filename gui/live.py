@@ -14,7 +14,7 @@ import numpy as np
 import pyqtgraph as pg
 from qtpy import QtCore, QtWidgets
 
-from gui.live_plot import LiveCurve
+from gui.live_plot import FollowX, LiveCurve
 from labctl.events import RunEnded, RunStarted, Samples, SpectrumPoints, StateChanged, StepEnded, StepStarted
 from labctl.steps import Impedance, VoltageSweep
 
@@ -117,6 +117,8 @@ class ChannelLive(QtWidgets.QWidget):
         self.curve_sweep = LiveCurve(self.plot_sweep, _pen("#1565c0"), "I–E")
         self.curves = [self.curve_E, self.curve_I, self.curve_nyquist_line, self.curve_mag, self.curve_phase,
                        self.curve_sweep]  # fmt: skip
+        # time axes step ahead of the data instead of auto-ranging every frame (bench/gui_fps.py)
+        self.followers = [FollowX(self.plot_E), FollowX(self.plot_I)]
         self.step: Any = None
         self.step_t0 = 0.0
         self.step_points = 0
@@ -213,6 +215,8 @@ class ChannelLive(QtWidgets.QWidget):
         """Called by the 25 Hz timer: push decimated curves and the step's progress."""
         for curve in self.curves:
             curve.refresh()
+        for follower in self.followers:
+            follower.update()
         self.progress.setValue(int(1000 * self.fraction()))
 
     def fraction(self) -> float:

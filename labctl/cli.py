@@ -352,7 +352,7 @@ def protocols_command(name: str | None) -> None:
     if proto.description:
         console.print(proto.description)
     table = Table("parameter", "unit", "default", "allowed", "meaning")
-    for p in proto.params:
+    for p in (p for p in proto.params if not p.internal):
         table.add_row(p.name, p.unit, p.describe_default(), p.allowed, p.help)
     console.print(table)
 

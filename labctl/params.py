@@ -74,6 +74,8 @@ class Param:
     #: Shown instead of the default when the default is None, e.g.
     #: "from the simulated cell".
     default_text: str = ""
+    #: Filled in by labctl, never typed (e.g. where r_leads came from): forms leave it out.
+    internal: bool = False
 
     @property
     def allowed(self) -> str:

@@ -47,6 +47,7 @@ PARAMS = (
         "",
         "where r_leads came from (filled in by labctl: parameter, calibration FILE (measured …), none)",
         kind="str",
+        internal=True,
     ),
     Param(
         "circuit",
