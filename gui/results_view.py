@@ -70,7 +70,10 @@ def headline_rows(results: Mapping[str, Any]) -> list[ResultRow]:
             if isinstance(row, Mapping) and isinstance(row.get("sigma_S_cm"), (int, float)):
                 t_c = row.get("T_C")
                 where = f"{round(t_c, 1) + 0.0:.1f} °C" if isinstance(t_c, (int, float)) else "?"  # no "-0.0"
-                rows.append(ResultRow(f"σ ({where})", f"{fmt(row['sigma_S_cm'])} S/cm", "table"))
+                shown_value = f"{fmt(row['sigma_S_cm'])} S/cm"
+                if row.get("valid") is False:  # never a bare number for a point the analysis refused
+                    shown_value = f"invalid: {row.get('reason') or 'not determined'}"
+                rows.append(ResultRow(f"σ ({where})", shown_value, "table"))
         shown.add("sigma_S_cm")
     rows += warning_rows(results)
     for key, value in results.items():
