@@ -9,14 +9,12 @@ separator, so a reply is complete when it parses as one JSON value.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import socket
-import threading
 import time
 from typing import Any
 
+from drivers.kit.tcp import TcpLink, parse_tcp_resource
 from labctl.channel import ConnectionLost, GarbledReply, InstrumentError, InstrumentTimeout
 
 DEFAULT_PORT = 57570
@@ -24,44 +22,18 @@ DEFAULT_PORT = 57570
 
 def parse_resource(resource: str) -> tuple[str, int]:
     """``tcp://host:port`` (or ``host:port``, or ``host`` = port 57570)."""
-    text = resource.split("://", 1)[1] if "://" in resource else resource
-    host, _, port = text.rpartition(":")
-    if not host:
-        return text, DEFAULT_PORT
-    try:
-        return host, int(port)
-    except ValueError:
-        raise ValueError(f"bad Maccor resource {resource!r} (allowed: tcp://HOST:PORT)") from None
+    return parse_tcp_resource(resource, DEFAULT_PORT, "Maccor")
 
 
-class MacNetLink:
+class MacNetLink(TcpLink):
     """One TCP connection to MacNet; thread-safe request/reply."""
 
+    vendor = "Maccor"
+    default_port = DEFAULT_PORT
+
     def __init__(self, resource: str, timeout: float) -> None:
-        self.host, self.port = parse_resource(resource)
-        self.timeout = timeout
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
+        super().__init__(resource, timeout)
         self._ids = itertools.count(1)
-
-    @property
-    def connected(self) -> bool:
-        return self._sock is not None
-
-    def connect(self) -> None:
-        self.close()
-        try:
-            self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        except OSError as exc:
-            raise ConnectionLost(f"Maccor: cannot connect to {self.host}:{self.port}: {exc}") from exc
-
-    def close(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                sock.close()
 
     def call(self, fclass: int, fnum: int, **params: Any) -> dict[str, Any]:
         """Send message (fclass, fnum); its ``result``. A broken exchange closes the

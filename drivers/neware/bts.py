@@ -10,13 +10,11 @@ the peer is the lab's own BTS PC).
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from drivers.kit.tcp import TcpLink, parse_tcp_resource
 from labctl.channel import ConnectionLost, GarbledReply, InstrumentError, InstrumentTimeout
 
 HEADER = '<?xml version="1.0" encoding="UTF-8" ?><bts version="1.0">'
@@ -28,14 +26,7 @@ CHUNK = 1000
 
 def parse_resource(resource: str) -> tuple[str, int]:
     """``tcp://host:port`` (or ``host:port``, or ``host`` = port 502)."""
-    text = resource.split("://", 1)[1] if "://" in resource else resource
-    host, _, port = text.rpartition(":")
-    if not host:
-        return text, 502
-    try:
-        return host, int(port)
-    except ValueError:
-        raise ValueError(f"bad Neware resource {resource!r} (allowed: tcp://HOST:PORT)") from None
+    return parse_tcp_resource(resource, 502, "Neware")
 
 
 @dataclass(frozen=True)
@@ -57,36 +48,11 @@ class Address:
         return f"{self.devid}-{self.subdevid}-{self.chlid}"
 
 
-class BtsLink:
+class BtsLink(TcpLink):
     """One TCP connection to the BTS server; thread-safe request/reply."""
 
-    def __init__(self, resource: str, timeout: float) -> None:
-        self.host, self.port = parse_resource(resource)
-        self.timeout = timeout
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._buffer = b""
-
-    @property
-    def connected(self) -> bool:
-        return self._sock is not None
-
-    def connect(self) -> None:
-        self.close()
-        try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        except OSError as exc:
-            raise ConnectionLost(f"Neware: cannot connect to {self.host}:{self.port}: {exc}") from exc
-        sock.settimeout(self.timeout)
-        self._sock, self._buffer = sock, b""
-
-    def close(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                sock.close()
+    vendor = "Neware"
+    default_port = 502
 
     def command(self, body: str) -> ET.Element:
         """Send ``body``; the reply's ``<bts>`` element. A late or partial reply
