@@ -40,6 +40,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from labctl.config import LabConfig, LabConfigError, _read_text, _Where, parse_leads
 from labctl.params import ParameterError
 from labctl.protocol import Protocol
@@ -218,21 +220,10 @@ def _float(value: Any) -> float | None:
     return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(float(value))
-
-
 def write_file(path: Path, calibrations: Mapping[str, LeadCalibration]) -> None:
     """Write the whole calibration file atomically (temporary file, fsync, rename)."""
-    lines = ["# Lead calibrations, written by 'labctl run leads --save'. One table per channel.", ""]
-    for key in sorted(calibrations):
-        lines.append(f"[leads.{_toml_value(key)}]")
-        lines.extend(f"{name} = {_toml_value(v)}" for name, v in calibrations[key].table().items())
-        lines.append("")
-    text = "\n".join(lines)
-    tomllib.loads(text)  # what we write must read back
+    header = "# Lead calibrations, written by 'labctl run leads --save'. One table per channel.\n\n"
+    text = header + tomli_w.dumps({"leads": {key: calibrations[key].table() for key in sorted(calibrations)}})
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
