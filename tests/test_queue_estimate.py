@@ -337,3 +337,27 @@ def test_the_dry_run_leaves_no_file_behind(tmp_path: Path, monkeypatch: pytest.M
     assert not estimate_job(replace(spec, params={"points_per_decade": "0"})).known
     assert list(scratch.iterdir()) == []
     assert list(Path.cwd().glob("runs/*dry-run*")) == []
+
+
+def test_estimate_command_times_simulated_channels_at_their_speed(tmp_path: Path) -> None:
+    """Durations are cell time; clock times on a simulated channel at --speed N are 1/N of it,
+    on a hardware channel they are the cell time itself."""
+    from click.testing import CliRunner
+
+    from labctl.queue.estimate_cli import estimate_command
+
+    store_path = tmp_path / "q.sqlite3"
+    geometry = {"points_per_decade": "4", "area": "1", "thickness": "100"}
+    with open_store(store_path) as store:
+        sim = store.add(JobSpec("eis", CellInfo("s"), geometry, channel="sim1"))
+        hw = store.add(JobSpec("eis", CellInfo("h"), geometry, channel="ch1"))
+    runner = CliRunner()
+    result = runner.invoke(estimate_command, ["--store", str(store_path), "--json", "--speed", "50"])
+    assert result.exit_code == 0, result.output
+    rows = {row["id"]: row for row in json.loads(result.output)["jobs"]}
+    for job_id in (sim.id, hw.id):
+        assert rows[job_id]["duration_s"] > 0
+    assert rows[sim.id]["end"] - rows[sim.id]["start"] == pytest.approx(rows[sim.id]["duration_s"] / 50)
+    assert rows[hw.id]["end"] - rows[hw.id]["start"] == pytest.approx(rows[hw.id]["duration_s"])
+    refused = runner.invoke(estimate_command, ["--store", str(store_path), "--speed", "fast"])
+    assert refused.exit_code == 2 and "speed" in refused.output and len(refused.output.splitlines()) == 1

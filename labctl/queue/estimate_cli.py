@@ -18,8 +18,10 @@ from pathlib import Path
 import click
 
 from labctl.config import LabConfig, LabConfigError, load_lab
+from labctl.params import ParameterError
 from labctl.queue import QueueError, open_store
 from labctl.queue.estimate import Estimator, Schedule, estimate_queue
+from labctl.queue.jobparams import wall_pace
 
 EXIT_USAGE = 2
 
@@ -92,9 +94,23 @@ def schedule_json(schedule: Schedule, jobs_by_id: dict[int, object]) -> dict[str
 @click.option("--lab", "lab_path", envvar="LABCTL_LAB", type=click.Path(dir_okay=False), help="lab file (TOML)")
 @click.option("--sim", "sim", multiple=True, metavar="NAME=VALUE", help="simulated-cell truth for every job (what if…)")
 @click.option("--json", "as_json", is_flag=True, help="print {jobs: [...], channels: {...}} with epoch times")
-def estimate_command(store_location: str | None, lab_path: str | None, sim: tuple[str, ...], as_json: bool) -> None:
-    """Dry-run every queued job on the simulator: durations, start/end times, channel end times."""
+@click.option(
+    "--speed",
+    default="1",
+    show_default=True,
+    help="the speed simulated channels (sim1…) run at, as given to 'queue run': N × real time",
+)
+def estimate_command(
+    store_location: str | None, lab_path: str | None, sim: tuple[str, ...], as_json: bool, speed: str
+) -> None:
+    """Dry-run every queued job on the simulator: durations (cell time), start/end times and
+    channel end times (wall clock: a simulated channel at --speed N takes 1/N of the cell time)."""
     sim_settings = _sim_settings(sim)
+    try:
+        pace = wall_pace(speed)
+    except ParameterError as exc:
+        _fail(str(exc))
+        return
     lab = None
     if lab_path:
         try:
@@ -109,7 +125,7 @@ def estimate_command(store_location: str | None, lab_path: str | None, sim: tupl
         return
     now = time.time()
     estimator = Estimator(lab=lab, sim_of=(lambda job: sim_settings) if sim_settings else None)
-    schedule = estimate_queue(jobs, now, estimator=estimator, channels=lab_channels(lab))
+    schedule = estimate_queue(jobs, now, estimator=estimator, channels=lab_channels(lab), pace=pace)
     by_id: dict[int, object] = {job.id: job for job in jobs}
     if as_json:
         click.echo(json.dumps(schedule_json(schedule, by_id)))
