@@ -23,6 +23,10 @@ CASES: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     "ccd": ({"max": "1.0"}, {"ccd": "0.35"}),
     "li_cu_ce": ({"n": "4", "q_t": "2", "q_c": "0.5"}, {"ce": "0.97"}),
     "cycling": ({"cycles": "3", "half_cycle": "0.25"}, {}),
+    "leads": ({"points_per_decade": "4"}, {}),
+    "formation": ({"cycles": "2"}, {}),
+    "rate_capability": ({"rates": "0.5,1", "cycles": "1", "return_cycles": "1"}, {}),
+    "long_cycling": ({"cycles": "3"}, {}),
 }
 
 

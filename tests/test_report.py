@@ -35,6 +35,10 @@ EXPECTED_FIGURES = {
     "ccd": ["ccd"],
     "li_cu_ce": ["li_cu_ce", "nucleation"],
     "cycling": ["per_cycle", "voltage_time"],
+    "leads": ["nyquist", "bode"],
+    "formation": ["per_cycle", "voltage_time"],
+    "rate_capability": ["per_cycle", "voltage_time"],
+    "long_cycling": ["per_cycle", "voltage_time"],
 }
 PROTOCOLS = sorted(EXPECTED_FIGURES)
 

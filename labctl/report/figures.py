@@ -518,12 +518,30 @@ def per_cycle_figure(view: RunView) -> ReportFigure:
                 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
             ):
                 series[key] = [float(v) for v in values]  # type: ignore[arg-type]
+    table = view.results.get("table")
+    x_cycles: list[float] | None = None
+    if isinstance(table, Mapping) and isinstance(table.get("cycle"), list) and table["cycle"]:
+        # a full cell's per-cycle table (formation, rate capability, long cycling): the columns a
+        # paper plots against the cycle number
+        x_cycles = [float(c) for c in table["cycle"]]
+        for key in _FULL_CELL_COLUMNS:
+            values = table.get(key)
+            if isinstance(values, list) and len(values) == len(x_cycles):
+                numeric = [float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan
+                           for v in values]  # fmt: skip
+                if any(np.isfinite(numeric)):
+                    series[key] = numeric
     # A plain-mAh series duplicates its per-area (or per-mass) twin.
     for key in [k for k in series if k.endswith("_mAh")]:
         if f"{key}_cm2" in series or f"{key}_g" in series:
             del series[key]
     groups: dict[str, list[str]] = {}
-    for key in sorted(series, key=lambda k: next((n for n, w in enumerate(_CYCLE_ORDER) if w in k.lower()), 99)):
+    def order(key: str) -> tuple[int, int]:
+        if key in _FULL_CELL_COLUMNS:
+            return (0, _FULL_CELL_COLUMNS.index(key))
+        return (1, next((n for n, w in enumerate(_CYCLE_ORDER) if w in key.lower()), 99))
+
+    for key in sorted(series, key=order):
         unit = next((u for suffix, u in _UNITS.items() if key.endswith(suffix)), key)
         groups.setdefault(unit, []).append(key)
     panels = list(groups.items())[:5]
@@ -534,7 +552,8 @@ def per_cycle_figure(view: RunView) -> ReportFigure:
     for ax, (unit, keys) in zip(axes[:, 0], panels, strict=False):
         for key in keys:
             y = np.array(series[key])
-            ax.plot(np.arange(1, len(y) + 1), y, "o-", ms=4, lw=1, label=plain(key))
+            x = np.array(x_cycles) if x_cycles is not None and len(x_cycles) == len(y) else np.arange(1, len(y) + 1)
+            ax.plot(x, y, "o-", ms=4, lw=1, label=plain(key))
         many = f"{_QUANTITY.get(unit, 'value')} / {unit}"
         ax.set_ylabel(plain(_label_with_unit(keys[0]) if len(keys) == 1 else many), fontsize=8)
         ax.ticklabel_format(axis="y", useOffset=False)
@@ -548,8 +567,33 @@ def per_cycle_figure(view: RunView) -> ReportFigure:
     return ReportFigure("per_cycle", f"Per-cycle results: {shown}.", fig)
 
 
-_QUANTITY = {"V": "voltage", "mV": "voltage", "mAh/cm²": "capacity", "mAh/g": "specific capacity", "mAh": "capacity"}
-_UNITS = {"_mAh_cm2": "mAh/cm²", "_mAh_g": "mAh/g", "_mAh": "mAh", "_V": "V", "_mV": "mV", "_Wh": "Wh", "_ohm": "Ω"}
+_QUANTITY = {
+    "Wh/kg": "specific energy",
+    "V": "voltage",
+    "mV": "voltage",
+    "mAh/cm²": "capacity",
+    "mAh/g": "specific capacity",
+    "mAh": "capacity",
+}
+_FULL_CELL_COLUMNS = (
+    "charge_mAh_g",
+    "discharge_mAh_g",
+    "coulombic_efficiency",
+    "retention",
+    "mean_charge_V",
+    "mean_discharge_V",
+    "discharge_energy_Wh_kg",
+)  # in the order a paper shows them (the gap is visible between the mean voltages)
+_UNITS = {
+    "_Wh_kg": "Wh/kg",
+    "_mAh_cm2": "mAh/cm²",
+    "_mAh_g": "mAh/g",
+    "_mAh": "mAh",
+    "_V": "V",
+    "_mV": "mV",
+    "_Wh": "Wh",
+    "_ohm": "Ω",
+}
 
 
 def _label_with_unit(key: str) -> str:
