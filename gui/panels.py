@@ -177,6 +177,10 @@ class ResultsPanel(QtWidgets.QWidget):
         open_button.clicked.connect(lambda: self.open_file())
         reuse_button = QtWidgets.QPushButton("Use its parameters", objectName="reuse_parameters")
         reuse_button.clicked.connect(self._reuse)
+        report_button = QtWidgets.QPushButton("Report figures…", objectName="report_figures_button")
+        report_button.setToolTip("the figures 'labctl report' draws for the selected run")
+        report_button.clicked.connect(self.show_report)
+        self.report_dialog: Any = None
         left = QtWidgets.QVBoxLayout()
         left.addWidget(self.title)
         left.addWidget(self.table, 3)
@@ -185,6 +189,7 @@ class ResultsPanel(QtWidgets.QWidget):
         row = QtWidgets.QHBoxLayout()
         row.addWidget(open_button)
         row.addWidget(reuse_button)
+        row.addWidget(report_button)
         left.addLayout(row)
         layout = QtWidgets.QHBoxLayout(self)
         layout.addLayout(left, 2)
@@ -226,6 +231,16 @@ class ResultsPanel(QtWidgets.QWidget):
         self.runs.clearSelection()
         item.setSelected(True)
         return None
+
+    def show_report(self) -> None:
+        """The report's figures of the selected run, in a window of their own."""
+        from gui.report_view import ReportFiguresDialog
+
+        items = self.runs.selectedItems()
+        if not items:
+            return
+        self.report_dialog = ReportFiguresDialog(str(items[-1].data(QtCore.Qt.ItemDataRole.UserRole)), self)
+        self.report_dialog.show()
 
     def _reuse(self) -> None:
         items = self.runs.selectedItems()

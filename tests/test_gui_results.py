@@ -61,3 +61,35 @@ def test_follower_turns_a_run_file_into_live_events(tmp_path: Path) -> None:
     assert sum(len(e.block) for e in events if isinstance(e, SpectrumPoints)) == n_spectra > 0
     assert follower.poll() == []  # nothing new: nothing repeated
     follower.close()
+
+
+def test_results_tab_shows_the_report_figures_of_a_run(qtbot, tmp_path: Path) -> None:
+    """The same figures as 'labctl report', for the selected run, drawn off the GUI thread."""
+    from gui.panels import ResultsPanel
+    from labctl.report.figures import figures_for
+    from labctl.report.runview import load_run
+    from labctl.runner import prepare_run
+
+    prepared = prepare_run("eis", params={"points_per_decade": "4"}, out_dir=tmp_path, cell_id="R1")
+    prepared.execute()
+    panel = ResultsPanel()
+    qtbot.addWidget(panel)
+    assert panel.open_file(str(prepared.path)) is None
+    panel.show_report()
+    dialog = panel.report_dialog
+    expected = [f.name for f in figures_for(load_run(prepared.path))]
+    qtbot.waitUntil(lambda: len(dialog.images) == len(expected), timeout=60_000)
+    assert [image.objectName() for image in dialog.images] == [f"figure_{name}" for name in expected]
+    assert all(image.pixmap().width() > 300 for image in dialog.images)
+    assert "nyquist" in expected and "'labctl report'" in dialog.status.text()
+
+
+def test_report_figures_of_a_refused_file_say_why(qtbot, tmp_path: Path) -> None:
+    from gui.report_view import ReportFiguresDialog
+
+    bad = tmp_path / "not-a-run.h5"
+    bad.write_bytes(b"junk")
+    dialog = ReportFiguresDialog(str(bad))
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: dialog.status.text().startswith("no report:"), timeout=30_000)
+    assert dialog.images == [] and "\n" not in dialog.status.text()

@@ -115,7 +115,8 @@ def test_eis_nyquist_draws_the_stored_fit_and_the_circuit(figures, runs) -> None
     z_re = np.asarray(fit[0].get_xdata())
     assert z_re.min() == pytest.approx(results["R_total_ohm"], rel=0.05)
     texts = " ".join(t.get_text() for a in figures["eis"][0].figure.axes for t in a.texts)
-    assert f"circuit {results['circuit']}" in texts and "sigma_S_cm" in texts
+    assert f"circuit {results.get('circuit_labelled') or results['circuit']}" in texts and "sigma_S_cm" in texts
+    assert "{" not in texts  # the arcs' labels are written out, not dumped as records
     bode = figures["eis"][1].figure.axes
     assert bode[0].get_ylabel() == "|Z| / Ω" and bode[1].get_ylabel() == "phase / °"
     assert bode[0].get_xscale() == "log"

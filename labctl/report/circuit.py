@@ -71,14 +71,29 @@ def find_fits(node: Any, where: str = "") -> list[tuple[str, Mapping[str, Any]]]
 
 
 def circuit_text(result: Mapping[str, Any]) -> str:
-    """The circuit and any labels recorded with it, for a figure's text box."""
-    lines = [f"circuit {result.get('circuit')}"]
+    """The circuit (with each element's physical label when the fit recorded them) and the
+    arcs' labels, for a figure's text box."""
+    labelled = result.get("circuit_labelled")
+    lines = [f"circuit {labelled if isinstance(labelled, str) and labelled else result.get('circuit')}"]
     for key, value in result.items():
-        if "label" in str(key).lower() and value not in (None, "", [], {}):
-            if isinstance(value, Mapping):
-                lines += [f"{k}: {v}" for k, v in value.items()]
-            elif isinstance(value, list | tuple):
-                lines += [str(v) for v in value]
-            else:
-                lines.append(f"{key}: {value}")
+        if key == "circuit_labelled" or "label" not in str(key).lower() or value in (None, "", [], {}):
+            continue
+        if isinstance(value, Mapping):
+            lines += [_arc_line(k, v) for k, v in value.items()]
+        elif isinstance(value, list | tuple):
+            lines += [str(v) for v in value]
+        else:
+            lines.append(f"{key}: {value}")
     return "\n".join(lines[:10])
+
+
+def _arc_line(arc: Any, info: Any) -> str:
+    """``arc 1: bulk, C_eff 1.73e-10 F, ε_r 19.5`` from a label record (or its text)."""
+    if not isinstance(info, Mapping):
+        return f"{arc}: {info}"
+    parts = [str(info.get("label", "?"))]
+    if isinstance(info.get("C_eff_F"), int | float):
+        parts.append(f"C_eff {info['C_eff_F']:.3g} F")
+    if isinstance(info.get("eps_r"), int | float):
+        parts.append(f"ε_r {info['eps_r']:.3g}")
+    return f"arc {arc}: " + ", ".join(parts)
