@@ -53,14 +53,10 @@ from typing import Any
 from drivers.sim import SimParams
 from drivers.sim.wire.cycler_cell import CyclerCell, Program, Segment
 from drivers.sim.wire.transport import (
-    DROP_LINK,
-    GARBLED,
-    NO_REPLY,
     EmulatorServer,
     LineHandler,
     Session,
     TcpServer,
-    garble,
 )
 from labctl.clock import Clock, ScaledClock
 
@@ -293,25 +289,8 @@ def _split_json(buffer: bytearray) -> list[bytes]:
 class JsonTcpServer(TcpServer):
     """``TcpServer`` for a stream of JSON texts (no line terminator)."""
 
-    def _serve(self, session: Any) -> None:  # a different splitter, same lifecycle
-        handler = self.handler(session)
-        buffer = bytearray()
-        try:
-            while not session.closed.is_set() and not self._stop.is_set():
-                try:
-                    chunk = session.sock.recv(65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                buffer += chunk
-                for text in _split_json(buffer):
-                    handler.on_line(text)
-        except Exception:
-            log.exception("emulator handler failed")
-        finally:
-            handler.on_close()
-            session.close()
+    def _split(self, buffer: bytearray) -> list[bytes]:
+        return _split_json(buffer)
 
 
 class MaccorHandler(LineHandler):
@@ -349,32 +328,10 @@ class MaccorHandler(LineHandler):
         result = reply.get("result") or {}
         reading = chan is not None and (result.get("FClass"), result.get("FNum")) == (4, 7)
         clock_now = self.model.cells[chan].clock.now() if reading else 0.0  # type: ignore[index]
-        sent = self._send(data, garbled=fault == "garbled", scheduled=target is None or chan == target)
+        sent = self.session.send(data, garbled=fault == "garbled", scheduled=target is None or chan == target)
         if sent and reading:
             with self.model.lock:
                 self.model.served.setdefault(chan, []).append({**result, "clock": clock_now})  # type: ignore[arg-type]
-
-    def _send(self, data: bytes, *, garbled: bool = False, scheduled: bool = True) -> bool:
-        """``Session.send`` with the scheduled faults (only ``scheduled`` replies count
-        toward them); True when the reply went out as it was."""
-        session = self.session
-        if session.closed.is_set():
-            return False
-        with session._send_lock:
-            action = session.faults.next_action() if scheduled else None
-            if action == NO_REPLY:
-                return False
-            if action == DROP_LINK:
-                session.close()
-                return False
-            if garbled or action == GARBLED:
-                data = garble(data)
-            try:
-                session._write(data)
-            except OSError:
-                session.close()
-                return False
-            return not (garbled or action == GARBLED)
 
 
 class MaccorServer(EmulatorServer):

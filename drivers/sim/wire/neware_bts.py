@@ -58,14 +58,10 @@ from xml.sax.saxutils import quoteattr
 from drivers.sim import SimParams
 from drivers.sim.wire.cycler_cell import CyclerCell, Program, Record, Segment
 from drivers.sim.wire.transport import (
-    DROP_LINK,
-    GARBLED,
-    NO_REPLY,
     EmulatorServer,
     LineHandler,
     Session,
     TcpServer,
-    garble,
 )
 from labctl.clock import Clock, ScaledClock
 
@@ -385,7 +381,8 @@ class NewareHandler(LineHandler):
         try:
             body = ET.fromstring(text)
         except ET.ParseError:
-            self._send(frame("<cmd>error</cmd><result>false</result><error>XML does not parse</error>"))
+            refusal = frame("<cmd>error</cmd><result>false</result><error>XML does not parse</error>")
+            self.session.send(refusal, frame_end=TERMINATOR)
             return
         reply, keys = self.model.execute(body)
         fault = self.model.take_fault(keys)
@@ -401,28 +398,8 @@ class NewareHandler(LineHandler):
             self.session.close()
             return
         target = self.model.fault_channel
-        self._send(data, garbled=fault == "garbled", scheduled=target is None or target in keys)
-
-    def _send(self, data: bytes, *, garbled: bool = False, scheduled: bool = True) -> None:
-        """``Session.send`` with the scheduled transport faults, garbling the XML but
-        keeping the frame's terminator (as a corrupted reply from a real server would
-        arrive: framed, unparseable)."""
-        session = self.session
-        if session.closed.is_set():
-            return
-        with session._send_lock:
-            action = session.faults.next_action() if scheduled else None
-            if action == NO_REPLY:
-                return
-            if action == DROP_LINK:
-                session.close()
-                return
-            if garbled or action == GARBLED:
-                data = garble(data[: -len(TERMINATOR)]) + TERMINATOR
-            try:
-                session._write(data)
-            except OSError:
-                session.close()
+        scheduled = target is None or target in keys
+        self.session.send(data, garbled=fault == "garbled", scheduled=scheduled, frame_end=TERMINATOR)
 
 
 class NewareServer(EmulatorServer):

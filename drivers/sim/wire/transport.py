@@ -149,23 +149,33 @@ class Session(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    def send(self, data: bytes) -> None:
-        """Send bytes to the client, through the fault injector."""
+    def send(
+        self, data: bytes, *, garbled: bool = False, scheduled: bool = True, frame_end: bytes = b""
+    ) -> bool:
+        """Send bytes to the client, through the fault injector; True when they went out as
+        they were. ``scheduled=False``: the reply does not count toward the scheduled faults
+        (a multi-channel server faulting one channel); ``garbled``: corrupt it anyway (an
+        instrument fault); ``frame_end``: kept intact when garbling, as a corrupted reply from
+        a framing server arrives framed but unparseable."""
         if self.closed.is_set():
-            return
+            return False
         with self._send_lock:
-            action = self.faults.next_action()
+            action = self.faults.next_action() if scheduled else None
             if action == NO_REPLY:
-                return
+                return False
             if action == DROP_LINK:
                 self.close()
-                return
-            if action == GARBLED:
-                data = garble(data)
+                return False
+            corrupt = garbled or action == GARBLED
+            if corrupt:
+                body = data[: len(data) - len(frame_end)] if frame_end and data.endswith(frame_end) else data
+                data = garble(body) + (frame_end if body is not data else b"")
             try:
                 self._write(data)
             except OSError:
                 self.close()
+                return False
+            return not corrupt
 
 
 Handler = Callable[[Session], "LineHandler"]
@@ -266,6 +276,10 @@ class TcpServer:
             self._sessions.append(session)
             threading.Thread(target=self._serve, args=(session,), daemon=True).start()
 
+    def _split(self, buffer: bytearray) -> list[bytes]:
+        """The complete messages at the front of ``buffer`` (removed from it): lines here."""
+        return _split_lines(buffer, self.terminators)
+
     def _serve(self, session: _SocketSession) -> None:
         handler = self.handler(session)
         buffer = bytearray()
@@ -278,7 +292,7 @@ class TcpServer:
                 if not chunk:
                     break
                 buffer += chunk
-                for line in _split_lines(buffer, self.terminators):
+                for line in self._split(buffer):
                     handler.on_line(line)
         except Exception:  # an emulator bug must be visible, and must not kill the server
             log.exception("emulator handler failed")
