@@ -28,19 +28,13 @@ class RenderedFigure:
 
 
 def render_report_figures(path: str) -> list[RenderedFigure]:
-    """The report's figures of the run file ``path`` as PNG images (raises on a refused file)."""
-    import matplotlib.pyplot as plt
-
+    """The report's figures of the run file ``path`` as PNG images (raises on a refused file).
+    The report draws on its own Agg canvases (no pyplot state), so nothing needs closing."""
     from labctl.report.figures import figures_for
     from labctl.report.runview import load_run
     from labctl.report.writers import png_bytes
 
-    figures = figures_for(load_run(Path(path)))
-    try:
-        return [RenderedFigure(f.name, f.caption, png_bytes(f.figure)) for f in figures]
-    finally:
-        for f in figures:
-            plt.close(f.figure)
+    return [RenderedFigure(f.name, f.caption, png_bytes(f.figure)) for f in figures_for(load_run(Path(path)))]
 
 
 class _Done(QtCore.QObject):
