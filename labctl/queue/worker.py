@@ -46,6 +46,7 @@ from labctl.queue import (
 )
 from labctl.queue.identity import WorkerLock, owns, slot_id
 from labctl.queue.jobparams import fits_channel
+from labctl.queue.orphans import await_orphans, job_processes
 
 log = logging.getLogger(__name__)
 
@@ -178,12 +179,18 @@ class Worker:
     # ---- recovery --------------------------------------------------------------------------
 
     def recover_previous(self) -> list[Job]:
-        """Interrupt the jobs this worker (under any of its channel ids) left active."""
-        slots = {
-            job.worker
-            for job in self.store.list_jobs(states=ACTIVE_STATES)
-            if owns(self.settings.worker_id, job.worker)
-        }
+        """Interrupt the jobs this worker (under any of its channel ids) left active.
+
+        Their run files are closed first (waiting while an orphaned job process still ends its
+        run), so that a job the store calls ``interrupted`` always has a finished file, and an
+        orphan whose run completed meanwhile records its result instead of being interrupted."""
+        left = [j for j in self.store.list_jobs(states=ACTIVE_STATES) if owns(self.settings.worker_id, j.worker)]
+        orphans = [pid for job in left for pid in job_processes(job.id, str(job.worker))]
+        await_orphans(orphans, FILE_RECOVERY_S)
+        for job in left:
+            if job.file:
+                close_interrupted_file(Path(job.file))
+        slots = {job.worker for job in left}
         interrupted: list[Job] = []
         for slot in sorted(s for s in slots if s is not None):
             interrupted += self._interrupt(slot, "the worker restarted after it stopped unexpectedly")
