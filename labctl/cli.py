@@ -27,6 +27,7 @@ from labctl.jsonable import to_jsonable
 from labctl.logsetup import configure_logging, debug_enabled
 from labctl.numbers import parse_number
 from labctl.params import ParameterError, parse_assignments
+from labctl.stopkeys import stop_on_signals
 from labctl.watchdog import read_deadline
 
 EXIT_FAILED = 1
@@ -540,10 +541,6 @@ def _port(text: str) -> int:
     return int(port)
 
 
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 @main.command("sim-server")
 @click.option("--model", required=True, help="instrument to emulate (see drivers/registry.py)")
 @click.option("--port", "port_text", default="0", show_default=True, help="TCP port (0 = any free port)")
@@ -635,7 +632,7 @@ def sim_server_command(
         _fail_usage(exc)
         return
     try:  # a Ctrl-C as soon as the resource is printed must still stop cleanly
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        stop_on_signals()
         click.echo(f"{model} emulator at {server.resource} (speed {speed:g}x); Ctrl-C to stop", err=True)
         for plan in plans:
             click.echo(f"fault armed: {plan.describe()}", err=True)

@@ -137,3 +137,8 @@ def run_trial(workdir: Path, mode: str, sig: signal.Signals, delay: float, hang_
     if not safe:
         problems.append("no 'safe' event in the file")
     return TrialResult(mode, sig.name, delay, proc.returncode, printed, file_status, safe, seconds, tuple(problems))
+
+
+def ignore_sigint() -> None:
+    """``preexec_fn`` for a child started as ``cmd &`` in a script starts: SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -235,11 +235,13 @@ def test_list_follow_prints_the_queue_again_when_it_changes(store: str) -> None:
     import threading
 
     from tests.queue_procs import env
+    from tests.signal_trial import ignore_sigint
 
     labctl("queue", "add", "lsv", "--cell-id", "first-cell", "--store", store)
     follower = subprocess.Popen(
         [sys.executable, "-m", "labctl.cli", "queue", "list", "--follow", "--store", store],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
+        preexec_fn=ignore_sigint,  # as started by `cmd &` in a script: Ctrl-C must still stop it
     )  # fmt: skip
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(follower.stdout.readline, "")), daemon=True)

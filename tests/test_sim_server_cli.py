@@ -9,6 +9,8 @@ import sys
 import pytest
 from pymeasure.instruments.keithley import Keithley2450
 
+from tests.signal_trial import ignore_sigint
+
 
 def test_sim_server_serves_pymeasures_own_keithley2450():
     proc = subprocess.Popen(
@@ -29,6 +31,7 @@ def test_sim_server_serves_pymeasures_own_keithley2450():
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ignore_sigint,  # as started by `cmd &` in a script: Ctrl-C must still stop it
     )
     try:
         resource = proc.stdout.readline().strip()

@@ -22,6 +22,7 @@ from rich.table import Table
 from labctl.params import ParameterError, parse_assignments
 from labctl.queue import JobState, JobStore, QueueError, open_store
 from labctl.queue.jobs import CellInfo, JobSpec, OnFailure
+from labctl.stopkeys import stop_on_signals
 
 EXIT_USAGE = 2
 
@@ -195,6 +196,7 @@ def list_command(
         if not follow:
             console.print(render())
             return
+        stop_on_signals()
         if not console.is_terminal:  # a pipe or a log: a new table after each change
             console.print(render())
             with store.watch() as watcher, contextlib.suppress(KeyboardInterrupt):
