@@ -83,6 +83,12 @@ def test_two_channels_complete_a_cycle_and_a_dropped_link_is_reconnected(tmp_pat
             cell = server.cell(int(name) - 1)  # type: ignore[attr-defined]
             assert cell.status == "finish" and not cell.output_on  # reset by the safe state
         assert runs[A].channel.reconnects == 1 and len(runs[A].channel.gaps) == 1
+        (lost, back), messages = runs[A].channel.gaps[0], [s.message for s in runs[A].outcome.steps]
+        with open_run(runs[A].path) as rf:
+            assert [s.message for s in rf.steps] == messages  # the file says it too
+        noted = [m for m in messages if "no readings from" in m]
+        assert len(noted) == 1 and f"from {lost:.1f} to {back:.1f} s (link down" in noted[0], messages
+        assert not any("no readings" in s.message for s in runs[B].outcome.steps)
         assert runs[B].channel.reconnects == 0 and runs[B].channel.gaps == []
     finally:
         server.stop()  # type: ignore[attr-defined]

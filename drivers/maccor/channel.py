@@ -19,16 +19,17 @@ direct-mode test started, on the cycler's clock), placed on the run clock at the
 moment (6, 7) was sent. Consecutive (6, 8) commands are at least 100 ms apart
 (MacNet refuses faster ones); the driver waits that long in cell time.
 
-A dropped link is reconnected (``reconnect_attempts`` × ``reconnect_wait``);
-the channel keeps its set points meanwhile. MacNet's documented messages give
-the present reading only, so readings during the gap are not in the run file
-(the Maccor's own data file has them, at ``data_time``); each gap is logged
-and listed in ``gaps`` with its span. Ends of a run on this channel, each with
-its reason: the channel suspended (a safety limit or alarm; output off) or its
-test ended by someone else -> InstrumentError; no reply -> InstrumentTimeout; a
-reply that does not parse -> GarbledReply; the link lost beyond the
-reconnections -> InstrumentError. Safe state = (6, 5) reset channel (the test
-ends, output off), reconnecting once if needed.
+A dropped link is reconnected (``reconnect_attempts`` × ``reconnect_wait``); the
+channel keeps its set points meanwhile. MacNet's documented messages give the
+present reading only, so readings during the gap are not in the run file (the
+Maccor's own data file has them, at ``data_time``); each gap is logged, listed
+in ``gaps`` and written into the end message of its step in the run file. Ends
+of a run on this channel, each with its reason: the channel suspended (a safety
+limit or alarm; output off) or its test ended by someone else ->
+InstrumentError; no reply -> InstrumentTimeout; a reply that does not parse ->
+GarbledReply; the link lost beyond the reconnections -> InstrumentError. Safe
+state = (6, 5) reset channel (the test ends, output off), reconnecting once if
+needed.
 """
 
 from __future__ import annotations
@@ -233,6 +234,7 @@ class MaccorChannel(Channel):
         sign = 1.0 if not isinstance(step, ConstantCurrent) or step.current >= 0 else -1.0
         period = step.sample_period
         next_t = t_start
+        gaps_before = len(self.gaps)
         while True:
             next_t = next_t + period
             if lim.max_time is not None:
@@ -264,7 +266,16 @@ class MaccorChannel(Channel):
                 reason = hit[1]
                 if isinstance(step, Rest) and reason == EndReason.TIME:
                     reason = EndReason.COMPLETED
-                return StepOutcome(reason, f"{reason.value} (labctl's step logic on the cycler's readings)")
+                message = f"{reason.value} (labctl's step logic on the cycler's readings)"
+                return StepOutcome(reason, message + self._gap_notes(self.gaps[gaps_before:]))
+
+    def _gap_notes(self, gaps: list[tuple[float, float]]) -> str:
+        """The step's dropped-link gaps, for its end message (so the run file says where the
+        curve has no points and why; the charge stays right: ``Capacity`` is the cycler's)."""
+        return "".join(
+            f"; no readings from {a:.1f} to {b:.1f} s (link down; the cycler's own data file has them)"
+            for a, b in gaps
+        )
 
     def _clamped(self, step: Step, block: np.ndarray) -> tuple[int, EndReason] | None:
         """A constant-current step whose voltage set point took over: the channel
