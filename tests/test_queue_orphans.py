@@ -12,12 +12,15 @@ from labctl.queue.orphans import await_orphans, job_processes
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="orphans are found through /proc")
 
 # A stand-in with a job process's command line; it ends when its stdin closes.
-_WAIT_FOR_STDIN = "import sys; sys.stdin.read()"
+_WAIT_FOR_STDIN = "import sys; print('ready', flush=True); sys.stdin.read()"
 
 
 def _fake_job(job_id: int, slot: str) -> subprocess.Popen[bytes]:
+    """Returns once the stand-in runs (between fork and exec /proc shows the parent's command line)."""
     argv = [sys.executable, "-c", _WAIT_FOR_STDIN, "-m", "labctl.queue.job", "--job", str(job_id), "--worker", slot]
-    return subprocess.Popen(argv, stdin=subprocess.PIPE)
+    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+    return process
 
 
 def test_job_processes_are_found_by_job_and_slot() -> None:
