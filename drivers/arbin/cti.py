@@ -234,7 +234,28 @@ def decode(message: bytes) -> tuple[Layout, dict[str, Any]]:
     body = message[HEADER.size : -2]
     if len(body) < layout.struct.size:
         raise ValueError(f"{layout.name}: {len(body)} argument bytes, {layout.struct.size} needed")
-    return layout, _decode_fields(layout.fields, layout.struct.unpack_from(body))
+    fields = _decode_fields(layout.fields, layout.struct.unpack_from(body))
+    tail = _tail(layout.name, fields)
+    if tail is not None and len(body) != layout.struct.size + tail:
+        expect = layout.struct.size + tail
+        raise ValueError(f"{layout.name}: {len(body)} argument bytes, not the {expect} its fields say")
+    return layout, fields
+
+
+#: Bytes per auxiliary value (THIRD_PARTY_AUX_VALUE: float, float) and BMS value (uint, double).
+AUX_SIZE, BMS_SIZE = 8, 12
+
+
+def _tail(name: str, fields: dict[str, Any]) -> int | None:
+    """Bytes after a message's fixed part, from its fields (None: not knowable here)."""
+    if name == "login_feedback":
+        return int(fields["picture_length"])
+    if name == "channel_info_feedback":
+        if fields["count"] != 1 or fields["n_smb"]:
+            return None  # several channels, or SMB values (their size is not documented)
+        aux = sum(int(v) for k, v in fields.items() if k.startswith("n_aux_"))
+        return aux * AUX_SIZE + int(fields["n_bms"]) * BMS_SIZE
+    return 0
 
 
 def total_length(header: bytes, *, feedback: bool) -> int:

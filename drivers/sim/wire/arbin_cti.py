@@ -19,7 +19,7 @@ UTF-16-LE):
   32s I×6`` (result 1 = success, serial number, …, channel count, …);
 * 0xEEAB0003 get channels info ``h h I 32s`` (channel or −1 for all, selection, aux
   options) -> 0xEEBA0003 ``I`` channel count, then per channel ``I h B 400s 144s 100s 64s
-  144s 400s 400s H d d 13f 14H``: index, status (the v1.1 table), comm failure, schedule,
+  144s 400s 400s H d d 12f 14H``: index, status (the v1.1 table), comm failure, schedule,
   test name, exit condition, "[cycle] step: name, type", barcode, CAN/SMB configs, master
   channel, TestTime, StepTime (s), Voltage, Current, Power, ChargeCapacity,
   DischargeCapacity (Ah), ChargeEnergy, DischargeEnergy (Wh), IR, dV/dt, ACR, ACI, phase,
@@ -94,7 +94,7 @@ REQUEST_ARGS = {
 }
 RESULT = struct.Struct("<iB101s")
 LOGIN_FEEDBACK = struct.Struct("<I4s16s256s2048s2048s2048s2048s128s32sIIIIII")
-CHANNEL_BLOCK = struct.Struct("<IhB400s144s100s64s144s400s400sHdd13f14H")
+CHANNEL_BLOCK = struct.Struct("<IhB400s144s100s64s144s400s400sHdd12f14H")
 
 #: MV_UD1..16 meta codes.
 UD_CODES = {52: 1, 53: 2, 54: 3, 55: 4, **{100 + k: k for k in range(5, 17)}}
@@ -228,7 +228,7 @@ class ArbinModel:
             "charge_capacity": charge_ah,
             "discharge_capacity": discharge_ah,
         }
-        floats = (e, i, e * i, charge_ah, discharge_ah, charge_ah * abs(e), discharge_ah * abs(e)) + (0.0,) * 6
+        floats = (e, i, e * i, charge_ah, discharge_ah, charge_ah * abs(e), discharge_ah * abs(e)) + (0.0,) * 5
         block = CHANNEL_BLOCK.pack(
             chan,
             code,
