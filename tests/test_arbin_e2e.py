@@ -127,3 +127,35 @@ def test_a_fault_ends_the_job_on_its_channel_only(tmp_path: Path, kind: str, rea
         check_readings(server, B, runs[B].path)
     finally:
         server.stop()  # type: ignore[attr-defined]
+
+
+def test_formation_through_the_driver_recovers_the_simulated_truth() -> None:
+    """A full-cell formation (2 CC-CV cycles at C/2) through driver + emulator, over draws of
+    the cell's truth (areal capacity, charging CE): the specific capacity is the one the
+    simulator itself measures for that cell within 0.1 % (the step logic on polled float32
+    readings and the capacity baselines cost less), and the first-cycle CE is the true CE
+    within 0.001."""
+    from drivers.sim import SimChannel
+    from labctl.cathode import CathodeSpec
+    from labctl.engine import Engine
+    from labctl.protocol import Cell
+    from labctl.registry import get_protocol
+
+    cell = Cell("full", 1.0, 80.0, cathode=CathodeSpec("nmc", 10.5, 175.0, 3.0, 4.3))
+    formation = get_protocol("formation")
+    values = {"cycles": 2, "c_rate": 0.5}
+    rng = np.random.default_rng(12)
+    for _ in range(3):
+        truth = SimParams(capacity=float(rng.uniform(1.5, 2.5)), ce_full=float(rng.uniform(0.99, 0.999)))
+        sim = Engine(SimChannel(truth, "full", VirtualClock()), sinks=[]).run(formation, values, cell)
+        clock = VirtualClock()
+        server = serve(truth, channels=1, record_period=10, channel_clocks={0: clock})
+        try:
+            opts = {"channel": "1", "max_current": 0.01, "voltage_min": 1.5, "voltage_max": 4.5}
+            got = Engine(create(server.resource, opts, clock), sinks=[]).run(formation, values, cell)
+        finally:
+            server.stop()
+        assert sim.status == got.status == RunState.COMPLETED, got.error
+        what = (truth.capacity, truth.ce_full)
+        assert got.results["capacity_mAh_g"] == pytest.approx(sim.results["capacity_mAh_g"], rel=1e-3), what
+        assert got.results["first_cycle_ce"] == pytest.approx(truth.ce_full, abs=1e-3), what
