@@ -281,6 +281,19 @@ def test_a_bad_checksum_gets_no_feedback(mits) -> None:
     assert client.info(3)["channel"] == 3  # the next good request is the one answered
 
 
+def test_an_unknown_command_gets_no_feedback_and_a_bad_token_closes_the_link(mits) -> None:
+    server, client, _ = mits
+    client.login()
+    client.sock.sendall(request(0xCD140002, w("hello").ljust(2048, b"\x00")))  # a command not served here
+    assert client.info(1)["channel"] == 1
+    client.sock.sendall(b"\x11" + b"\xdd" * 7 + struct.pack("<III", 50, 0xEEAB0003, 0) + bytes(50))
+    client.sock.settimeout(2)
+    assert client.sock.recv(100) == b""  # closed
+    other = Wire(server.port)
+    assert other.login() == 4  # the server itself goes on
+    other.close()
+
+
 def test_scheduled_garbled_reply_and_alarm(mits) -> None:
     server, client, _clock = mits
     install(server, [FaultPlan.parse("garbled@4"), FaultPlan.parse("instrument-error@6")], "arbin")
