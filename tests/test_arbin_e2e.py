@@ -30,9 +30,22 @@ pytestmark = pytest.mark.timeout(120)
 A, B = "1", "2"
 
 
+class InstrumentClock:
+    """The cycler's own clock: driven by the driver's VirtualClock (lockstep) but running
+    0.01 % fast, so a time stamp taken from the host's clock instead of the instrument's
+    test time would drift away from the cycler's by seconds over a cycle."""
+
+    def __init__(self, host: VirtualClock) -> None:
+        self.host = host
+
+    def now(self) -> float:
+        return self.host.now() * 1.0001
+
+
 def start(names: list[str]) -> tuple[object, dict[str, VirtualClock]]:
     clocks = {n: VirtualClock() for n in names}
-    server = serve(SimParams(), channels=4, record_period=30, channel_clocks={int(n) - 1: c for n, c in clocks.items()})
+    own = {int(n) - 1: InstrumentClock(c) for n, c in clocks.items()}
+    server = serve(SimParams(), channels=4, record_period=30, channel_clocks=own)  # type: ignore[arg-type]
     return server, clocks
 
 
