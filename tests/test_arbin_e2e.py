@@ -112,6 +112,24 @@ def test_two_channels_complete_a_cycle_and_a_dropped_link_is_reconnected(tmp_pat
         server.stop()  # type: ignore[attr-defined]
 
 
+def test_a_link_dropped_while_setting_a_step_is_reconnected_and_the_step_still_applied(tmp_path: Path) -> None:
+    """Feedbacks about channel 1: assign, start, MV_UD5..7, the first rest's UD1 and UD4, its
+    baseline and two polls, then the CC charge's UD2, UD3, UD1 (the 13th: dropped), UD4. The
+    driver reconnects, writes UD1 again (a repeated MV changes nothing) and the cycle completes."""
+    server, clocks = start([A])
+    try:
+        server.inject(0, "drop-link", after=12)  # type: ignore[attr-defined]
+        run = run_channels(factory(server), [A], clocks, tmp_path)[A]
+        assert run.outcome.status == RunState.COMPLETED, run.outcome.error
+        assert run.outcome.results["ends"] == ["voltage_above", "current_below", "voltage_below"]
+        assert run.channel.reconnects == 1 and len(run.channel.gaps) == 1
+        messages = [s.message for s in run.outcome.steps]
+        assert "no readings from" in messages[1] and sum("no readings" in m for m in messages) == 1, messages
+        check_readings(server, A, run.path)
+    finally:
+        server.stop()  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     ("kind", "reason"),
     [

@@ -51,8 +51,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Generator, Mapping
-from typing import Any
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -75,6 +75,7 @@ from labctl.limits import LimitWatcher
 from labctl.steps import ConstantCurrent, ConstantVoltage, EndReason, Rest, Step, empty_samples
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 KINDS = frozenset({"Rest", "ConstantCurrent", "ConstantVoltage"})
 #: The control schedule's meta variables (see the module docstring).
@@ -186,7 +187,7 @@ class ArbinChannel(Channel):
         gap = self._last_mv + MIN_MV_GAP - self.clock.now()
         if gap > 0 and not (yield from wait_until(ctx, ctx.run_time() + gap, empty_block())):
             return False
-        self._write_mv(number, value)
+        yield from self._reconnecting(ctx, lambda: self._write_mv(number, value))
         return True
 
     def _write_mv(self, number: int, value: float) -> None:
@@ -258,9 +259,9 @@ class ArbinChannel(Channel):
         return self._run(step, ctx)
 
     def _run(self, step: Step, ctx: StepContext) -> Generator[np.ndarray, None, StepOutcome]:
+        gaps_before = len(self.gaps)
         if not (yield from self._apply(step, ctx)):
             return StepOutcome(EndReason.ABORTED, "interrupted")
-        gaps_before = len(self.gaps)
         base = yield from self._poll(ctx)
         q0 = float(base["charge_capacity"]) - float(base["discharge_capacity"])
         t_start = ctx.run_time()
@@ -320,11 +321,21 @@ class ArbinChannel(Channel):
             raise InstrumentError(f"{self._label}: schedule ended at the cycler ({status_name(code)}), not by labctl")
 
     def _poll(self, ctx: StepContext) -> Generator[np.ndarray, None, dict[str, Any]]:
+        reading = yield from self._reconnecting(ctx, self.status)
+        self._check_status(reading)
+        return reading
+
+    def _reconnecting(self, ctx: StepContext, action: Callable[[], T]) -> Generator[np.ndarray, None, T]:
+        """``action()``, reconnecting after a dropped link (``reconnect_attempts`` ×
+        ``reconnect_wait``, at least ``MIN_MV_GAP``: a set MV that reached the cycler before
+        the link dropped must not make its repetition too early). A retried MV write is
+        harmless: the same value again changes nothing, UD4 included. The time without
+        readings is a gap."""
         attempts = self.options.reconnect_attempts
         lost_at: float | None = None
         for attempt in range(attempts + 1):
             try:
-                reading = self.status()
+                result = action()
                 if lost_at is not None:
                     self.gaps.append((lost_at, ctx.run_time()))
                     log.warning(
@@ -333,14 +344,14 @@ class ArbinChannel(Channel):
                         lost_at,
                         ctx.run_time(),
                     )
-                self._check_status(reading)
-                return reading
+                return result
             except ConnectionLost as exc:
                 if attempt == attempts:
                     raise InstrumentError(f"{self._label}: link lost, {attempts} reconnections failed: {exc}") from exc
                 lost_at = ctx.run_time() if lost_at is None else lost_at
                 log.warning("%s: %s; reconnecting", self._label, exc)
-                if not (yield from wait_until(ctx, ctx.run_time() + self.options.reconnect_wait, empty_block())):
+                wait = max(self.options.reconnect_wait, MIN_MV_GAP)
+                if not (yield from wait_until(ctx, ctx.run_time() + wait, empty_block())):
                     raise InstrumentError("Arbin: interrupted while reconnecting") from exc
                 try:
                     self._reopen()
