@@ -36,8 +36,9 @@ clock, E, I, and Q = (ChargeCapacity − DischargeCapacity − baseline) × 3600
 by the step's limits (``labctl.limits``); a CC step also ends when the channel is found
 holding its clamp voltage (the cell reached the cutoff between two polls).
 
-A dropped link is reconnected (``reconnect_attempts`` × ``reconnect_wait``, logging in
-again); the channel keeps its set points meanwhile. CTI gives the present reading only, so
+A link dropped during a poll or an MV write is reconnected (``reconnect_attempts`` ×
+``reconnect_wait``, logging in again) and the exchange repeated (a repeated MV write changes
+nothing, UD4 included); the channel keeps its set points meanwhile. CTI gives the present reading only, so
 readings during the gap are not in the run file (MITS Pro's own data file has them); each
 gap is logged, listed in ``gaps`` and written into its step's end message. Ends of a run on
 this channel, each with its reason: the channel unsafe (a safety limit or an alarm; output
