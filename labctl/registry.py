@@ -34,6 +34,7 @@ DRIVERS: dict[str, str] = {
     "eurotherm": "drivers.temperature.eurotherm:create",
     "neware": "drivers.neware.channel:create",
     "maccor": "drivers.maccor.channel:create",
+    "arbin": "drivers.arbin.channel:create",
 }
 
 #: Each driver's options class (``drivers.kit.options.DriverOptions``): light modules,
@@ -49,6 +50,7 @@ DRIVER_OPTIONS: dict[str, str] = {
     "eurotherm": "drivers.temperature.eurotherm:EurothermOptions",
     "neware": "drivers.neware.options:NewareOptions",
     "maccor": "drivers.maccor.options:MaccorOptions",
+    "arbin": "drivers.arbin.options:ArbinOptions",
 }
 
 #: What kind of instrument each driver is.
@@ -63,6 +65,7 @@ KINDS: dict[str, str] = {
     "eurotherm": "chamber",
     "neware": "cycler",
     "maccor": "cycler",
+    "arbin": "cycler",
 }
 
 EMULATORS: dict[str, str] = {
@@ -76,6 +79,7 @@ EMULATORS: dict[str, str] = {
     "eurotherm": "drivers.sim.wire.eurotherm:serve",
     "neware": "drivers.sim.wire.neware_bts:serve",
     "maccor": "drivers.sim.wire.maccor_macnet:serve",
+    "arbin": "drivers.sim.wire.arbin_cti:serve",
 }
 
 
