@@ -11,6 +11,8 @@ from labctl.config import LabConfigError, load_lab
 from labctl.params import ParameterError
 from labctl.protocol import Cell
 
+KNOWN_DRIVERS = ", ".join(sorted(registry.DRIVERS))
+
 LAB = """
 [defaults]
 operator = "night shift"
@@ -197,7 +199,7 @@ PSTAT = '[instruments.pstat]\ndriver = "emstat4"\nresource = "/dev/ttyACM0"\n'
         ),
         ("[defaults]\noperator = 5", "defaults.operator: expected a string, got an integer"),
         ("[defaults]\ncell = { id = 17 }", "defaults.cell.id: expected a string, got an integer"),
-        ('[instruments.pstat]\nresource = "x"', "instruments.pstat.driver: missing (known: e4980a, emstat4"),
+        ('[instruments.pstat]\nresource = "x"', f"instruments.pstat.driver: missing (known: {KNOWN_DRIVERS})"),
         ('[instruments.pstat]\ndriver = 5\nresource = "x"', "instruments.pstat.driver: unknown driver 5 (known:"),
         ('[instruments.pstat]\ndriver = "emstat4"', "instruments.pstat.resource: expected the address"),
         (

@@ -50,35 +50,20 @@ output off), reconnecting once if needed.
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable, Generator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Generator, Mapping
+from typing import Any
 
 import numpy as np
 
 from drivers.arbin.cti import LOGIN_OK, MV_UD, STATUS, CtiLink, check_result
 from drivers.arbin.options import ArbinOptions
 from drivers.kit.pacing import empty_block, wait_until
-from labctl.channel import (
-    Capabilities,
-    Channel,
-    ConnectionLost,
-    InstrumentError,
-    InstrumentInfo,
-    StepContext,
-    StepOutcome,
-    StepRun,
-    with_one_reconnect,
-)
-from labctl.clock import Clock, ScaledClock
-from labctl.limits import LimitWatcher
-from labctl.steps import ConstantCurrent, ConstantVoltage, EndReason, Rest, Step, empty_samples
+from drivers.kit.polled_cycler import KINDS, PolledCyclerChannel
+from labctl.channel import InstrumentError, InstrumentInfo, StepContext, with_one_reconnect
+from labctl.clock import Clock
+from labctl.steps import ConstantCurrent, ConstantVoltage, Rest, Step, empty_samples
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-KINDS = frozenset({"Rest", "ConstantCurrent", "ConstantVoltage"})
 #: The control schedule's meta variables (see the module docstring).
 MODE, CURRENT, VOLTAGE, COMMAND, SAFE_V_MAX, SAFE_V_MIN, SAFE_I_MAX = 1, 2, 3, 4, 5, 6, 7
 MODE_REST, MODE_CC, MODE_CV = 0, 1, 2
@@ -88,53 +73,37 @@ MIN_MV_GAP = 0.2
 RUNNING = frozenset({1, 2, 3, 4, 5, 9, 21, 22, 23, 24, 27})
 #: … and of one the cycler stopped for safety.
 UNSAFE = frozenset({8, 14, 29})
-#: A CC step is held at its clamp when |I| < CLAMP_CURRENT × the set current and E is
-#: within CLAMP_TOLERANCE (V) of the clamp.
-CLAMP_CURRENT = 0.995
-CLAMP_TOLERANCE = 5e-3
+
+
+def _net_capacity(reading: dict[str, Any]) -> float:
+    """Charge minus discharge capacity (Ah): cumulative over the schedule on MITS Pro."""
+    return float(reading["charge_capacity"]) - float(reading["discharge_capacity"])
 
 
 def status_name(code: int) -> str:
     return STATUS[code] if 0 <= code < len(STATUS) else f"status {code}"
 
 
-class ArbinChannel(Channel):
+class ArbinChannel(PolledCyclerChannel):
     """One Arbin channel driven through the lab's control schedule."""
 
     name = "arbin"
+    vendor = "Arbin"
+    gap_keeper = "MITS Pro's own data file"
+    #: A set MV that reached the cycler before the link dropped must not make its repetition
+    #: too early (MITS Pro would refuse it).
+    min_reconnect_wait = MIN_MV_GAP
+    options: ArbinOptions
 
     def __init__(self, resource: str, options: ArbinOptions, clock: Clock) -> None:
-        self.resource = resource
-        self.options = options
-        self._clock = ScaledClock(options.clock_speed) if options.clock_speed is not None else clock
+        super().__init__(resource, options, clock)
         self.link = CtiLink(resource, options.timeout)
-        self.capabilities = Capabilities(
-            step_kinds=KINDS,
-            max_current=options.max_current,
-            voltage_range=(options.voltage_min, options.voltage_max),
-        )
         self._login: dict[str, Any] = {}
         self._running = False
-        self._t_test0 = 0.0
         self._last_mv = -math.inf
         self._mv: dict[int, float] = {}
         self._command = 0
-        self._last_voltage: float | None = None
-        self.reconnects = 0
-        #: (from, to) run times without readings, after dropped links.
-        self.gaps: list[tuple[float, float]] = []
-
-    @property
-    def clock(self) -> Clock:
-        return self._clock
-
-    @property
-    def chan(self) -> int:
-        return self.options.chan
-
-    @property
-    def _label(self) -> str:
-        return f"Arbin channel {self.options.channel}"
+        self._q0 = 0.0  # the cycler's net capacity (Ah) when the step started
 
     # --- connection ------------------------------------------------------------------------
     def open(self) -> None:
@@ -149,17 +118,6 @@ class ArbinChannel(Channel):
                 f"Arbin: channel {self.options.channel} is not on this cycler (it has channels 1..{login['channels']})"
             )
         self._login = login
-
-    def close(self) -> None:
-        self.link.close()
-
-    def _reopen(self) -> None:
-        self.link.close()
-        self.open()
-
-    def _ensure_open(self) -> None:
-        if not self.link.connected:
-            self.open()
 
     def identify(self) -> InstrumentInfo:
         self._ensure_open()
@@ -179,7 +137,7 @@ class ArbinChannel(Channel):
         info = self.link.request("channel_info", channel=self.chan, info_type=1, need_type=0)
         if info["count"] < 1 or info["channel"] != self.chan:
             self.link.close()
-            raise InstrumentError(f"{self._label}: channel info about channel index {info['channel']}")
+            raise InstrumentError(f"{self.label}: channel info about channel index {info['channel']}")
         return info
 
     def _set_mv(self, ctx: StepContext, number: int, value: float) -> Generator[np.ndarray, None, bool]:
@@ -196,7 +154,7 @@ class ArbinChannel(Channel):
             "set_mv", channel=self.chan, mv_type=1, meta_code=MV_UD[number], value_type=1, value=value
         )
         self._last_mv = self.clock.now()
-        check_result("set_mv", reply, f"{self._label}: set MV_UD{number} = {value:g}")
+        check_result("set_mv", reply, f"{self.label}: set MV_UD{number} = {value:g}")
         self._mv[number] = float(np.float32(value))
 
     def _set_points(self, step: Step) -> dict[int, float]:
@@ -220,13 +178,13 @@ class ArbinChannel(Channel):
         check_result(
             "assign_schedule",
             self.link.request("assign_schedule", channel=self.chan, schedule=o.schedule),
-            f"{self._label}: assign schedule {o.schedule!r}",
+            f"{self.label}: assign schedule {o.schedule!r}",
         )
         self._t_test0 = ctx.run_time()
         check_result(
             "start_schedule",
             self.link.request("start_schedule", test_name="labctl", count=1, channel=self.chan),
-            f"{self._label}: start schedule {o.schedule!r}",
+            f"{self.label}: start schedule {o.schedule!r}",
         )
         self._running = True
         self._mv, self._command, self._last_mv = {}, 0, -math.inf
@@ -241,7 +199,8 @@ class ArbinChannel(Channel):
         return True
 
     def _apply(self, step: Step, ctx: StepContext) -> Generator[np.ndarray, None, bool]:
-        """The step's set points, then the command number; False if interrupted."""
+        """The step's set points, then the command number, then a reading: the step's charge
+        baseline (the capacity counters run over the whole schedule); False if interrupted."""
         points = self._set_points(step)
         self._ensure_open()
         if not self._running and not (yield from self._start(ctx)):
@@ -253,113 +212,29 @@ class ArbinChannel(Channel):
             if not (yield from self._set_mv(ctx, number, value)):
                 return False
         self._command += 1
-        return (yield from self._set_mv(ctx, COMMAND, float(self._command)))
+        if not (yield from self._set_mv(ctx, COMMAND, float(self._command))):
+            return False
+        self._q0 = _net_capacity((yield from self._poll(ctx)))
+        return True
 
-    # --- steps ------------------------------------------------------------------------------------
-    def run_step(self, step: Step, ctx: StepContext) -> StepRun:
-        return self._run(step, ctx)
-
-    def _run(self, step: Step, ctx: StepContext) -> Generator[np.ndarray, None, StepOutcome]:
-        gaps_before = len(self.gaps)
-        if not (yield from self._apply(step, ctx)):
-            return StepOutcome(EndReason.ABORTED, "interrupted")
-        base = yield from self._poll(ctx)
-        q0 = float(base["charge_capacity"]) - float(base["discharge_capacity"])
-        t_start = ctx.run_time()
-        lim = step.effective_limits()
-        watcher = LimitWatcher(lim, t_start)
-        period = step.sample_period
-        next_t = t_start
-        while True:
-            next_t = next_t + period
-            if lim.max_time is not None:
-                next_t = min(next_t, t_start + lim.max_time)
-            if not (yield from wait_until(ctx, next_t, empty_block())):
-                return StepOutcome(EndReason.ABORTED, "interrupted")
-            reading = yield from self._poll(ctx)
-            block = empty_samples(1)
-            block["t"] = self._t_test0 + float(reading["test_time"])
-            block["E"] = float(reading["voltage"])
-            block["I"] = float(reading["current"])
-            block["Q"] = (float(reading["charge_capacity"]) - float(reading["discharge_capacity"]) - q0) * 3600.0
-            self._last_voltage = float(reading["voltage"])
-            hit = watcher.check(block) or self._clamped(step, block)
-            yield block
-            if hit is not None:
-                reason = hit[1]
-                if isinstance(step, Rest) and reason == EndReason.TIME:
-                    reason = EndReason.COMPLETED
-                message = f"{reason.value} (labctl's step logic on the cycler's readings)"
-                return StepOutcome(reason, message + self._gap_notes(self.gaps[gaps_before:]))
-
-    def _gap_notes(self, gaps: list[tuple[float, float]]) -> str:
-        """The step's dropped-link gaps, for its end message (the run file says where the
-        curve has no points and why; the charge stays right: the capacities are the cycler's)."""
-        return "".join(
-            f"; no readings from {a:.1f} to {b:.1f} s (link down; MITS Pro's own data file has them)" for a, b in gaps
-        )
-
-    def _clamped(self, step: Step, block: np.ndarray) -> tuple[int, EndReason] | None:
-        """A CC step whose clamp took over: the channel holds the cutoff (current below its
-        set point, voltage at the cutoff within ``CLAMP_TOLERANCE``)."""
-        if not isinstance(step, ConstantCurrent) or step.current == 0:
-            return None
-        lim = step.effective_limits()
-        charge = step.current > 0
-        cutoff = lim.voltage_above if charge else lim.voltage_below
-        e, i = float(block["E"][0]), float(block["I"][0])
-        if cutoff is None or abs(i) >= CLAMP_CURRENT * abs(step.current) or abs(e - cutoff) > CLAMP_TOLERANCE:
-            return None
-        return 0, EndReason.VOLTAGE_ABOVE if charge else EndReason.VOLTAGE_BELOW
+    # --- the host loop's vendor part -------------------------------------------------------------
+    def _sample(self, step: Step, reading: dict[str, Any]) -> np.ndarray:
+        """Q from the cycler's cumulative capacity counters, from the step's baseline."""
+        block = empty_samples(1)
+        block["t"] = self._t_test0 + float(reading["test_time"])
+        block["E"] = float(reading["voltage"])
+        block["I"] = float(reading["current"])
+        block["Q"] = (_net_capacity(reading) - self._q0) * 3600.0
+        return block
 
     def _check_status(self, reading: dict[str, Any]) -> None:
         code = int(reading["status"])
         if code in UNSAFE:
             raise InstrumentError(
-                f"{self._label}: stopped by the cycler as {status_name(code)} (safety limit or alarm); output off"
+                f"{self.label}: stopped by the cycler as {status_name(code)} (safety limit or alarm); output off"
             )
         if code not in RUNNING:
-            raise InstrumentError(f"{self._label}: schedule ended at the cycler ({status_name(code)}), not by labctl")
-
-    def _poll(self, ctx: StepContext) -> Generator[np.ndarray, None, dict[str, Any]]:
-        reading = yield from self._reconnecting(ctx, self.status)
-        self._check_status(reading)
-        return reading
-
-    def _reconnecting(self, ctx: StepContext, action: Callable[[], T]) -> Generator[np.ndarray, None, T]:
-        """``action()``, reconnecting after a dropped link (``reconnect_attempts`` ×
-        ``reconnect_wait``, at least ``MIN_MV_GAP``: a set MV that reached the cycler before
-        the link dropped must not make its repetition too early). A retried MV write is
-        harmless: the same value again changes nothing, UD4 included. The time without
-        readings is a gap."""
-        attempts = self.options.reconnect_attempts
-        lost_at: float | None = None
-        for attempt in range(attempts + 1):
-            try:
-                result = action()
-                if lost_at is not None:
-                    self.gaps.append((lost_at, ctx.run_time()))
-                    log.warning(
-                        "%s: no readings from %.1f to %.1f s (link down; MITS Pro's data file has them)",
-                        self._label,
-                        lost_at,
-                        ctx.run_time(),
-                    )
-                return result
-            except ConnectionLost as exc:
-                if attempt == attempts:
-                    raise InstrumentError(f"{self._label}: link lost, {attempts} reconnections failed: {exc}") from exc
-                lost_at = ctx.run_time() if lost_at is None else lost_at
-                log.warning("%s: %s; reconnecting", self._label, exc)
-                wait = max(self.options.reconnect_wait, MIN_MV_GAP)
-                if not (yield from wait_until(ctx, ctx.run_time() + wait, empty_block())):
-                    raise InstrumentError("Arbin: interrupted while reconnecting") from exc
-                try:
-                    self._reopen()
-                    self.reconnects += 1
-                except ConnectionLost as again:
-                    log.warning("%s: reconnection failed: %s", self._label, again)
-        raise AssertionError("unreachable")
+            raise InstrumentError(f"{self.label}: schedule ended at the cycler ({status_name(code)}), not by labctl")
 
     # --- safety ------------------------------------------------------------------------------------
     def hold(self) -> None:
@@ -375,17 +250,17 @@ class ArbinChannel(Channel):
                 self._write_mv(number, value)
             self._command += 1
 
-        with_one_reconnect(rest, self._reopen, instrument=self._label, goal="hold the channel")
+        with_one_reconnect(rest, self._reopen, instrument=self.label, goal="hold the channel")
 
     def safe_state(self) -> None:
         def stop() -> None:
             self._ensure_open()
             reply = self.link.request("stop_schedule", channel=self.chan, stop_all=0)
             if int(reply["result"]) != 0 and int(self.status()["status"]) in RUNNING:
-                check_result("stop_schedule", reply, f"{self._label}: stop schedule")  # still running: not safe
+                check_result("stop_schedule", reply, f"{self.label}: stop schedule")  # still running: not safe
             self._running = False
 
-        with_one_reconnect(stop, self._reopen, instrument=self._label, goal="stop the schedule")
+        with_one_reconnect(stop, self._reopen, instrument=self.label, goal="stop the schedule")
 
 
 def create(resource: str, options: Mapping[str, Any] | None = None, clock: Clock | None = None) -> ArbinChannel:

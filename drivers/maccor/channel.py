@@ -6,7 +6,8 @@ the channel in *direct mode*: message (6, 7) starts a direct-mode test with the
 first step's set points, (6, 8) changes them at each following step, and the
 driver polls (4, 7) "all status and readings of one channel" every sample
 period, ending each step by the step's limits (``labctl.limits``) as a
-host-timed loop does. Set points are mutually limiting on a Maccor, so a
+host-timed loop does (the loop is shared with the Arbin driver:
+``drivers.kit.polled_cycler``). Set points are mutually limiting on a Maccor, so a
 constant-current step is sent with its voltage cutoff as the voltage set point:
 the hardware clamps at the cutoff even if a poll is late, and the driver ends
 the step at the first reading there. A rest is a 0 A current set point (the
@@ -42,68 +43,34 @@ from typing import Any
 import numpy as np
 
 from drivers.kit.pacing import empty_block, wait_until
+from drivers.kit.polled_cycler import KINDS, PolledCyclerChannel
 from drivers.maccor.macnet import MacNetLink
 from drivers.maccor.options import MaccorOptions
-from labctl.channel import (
-    Capabilities,
-    Channel,
-    ConnectionLost,
-    GarbledReply,
-    InstrumentError,
-    InstrumentInfo,
-    StepContext,
-    StepOutcome,
-    StepRun,
-    with_one_reconnect,
-)
-from labctl.clock import Clock, ScaledClock
-from labctl.limits import LimitWatcher
-from labctl.steps import ConstantCurrent, ConstantVoltage, EndReason, Rest, Step, empty_samples
+from labctl.channel import GarbledReply, InstrumentError, InstrumentInfo, StepContext, with_one_reconnect
+from labctl.clock import Clock
+from labctl.steps import ConstantCurrent, ConstantVoltage, Rest, Step, empty_samples
 
 log = logging.getLogger(__name__)
 
-KINDS = frozenset({"Rest", "ConstantCurrent", "ConstantVoltage"})
 #: A set point MacNet ignores ("set outside range to ignore").
 IGNORE = 65536.0
 MIN_COMMAND_GAP = 0.1
 STAT_RUNNING, STAT_SUSPENDED = 1, 2
-#: A CC step is held at its voltage cutoff when |I| < CLAMP_CURRENT × the set current
-#: and E is within CLAMP_TOLERANCE (V) of the cutoff.
-CLAMP_CURRENT = 0.995
-CLAMP_TOLERANCE = 5e-3
 
 
-class MaccorChannel(Channel):
+class MaccorChannel(PolledCyclerChannel):
     """One Maccor channel driven in MacNet direct mode."""
 
     name = "maccor"
+    vendor = "Maccor"
+    options: MaccorOptions
 
     def __init__(self, resource: str, options: MaccorOptions, clock: Clock) -> None:
-        self.resource = resource
-        self.options = options
-        self._clock = ScaledClock(options.clock_speed) if options.clock_speed is not None else clock
+        super().__init__(resource, options, clock)
         self.link = MacNetLink(resource, options.timeout)
-        self.capabilities = Capabilities(
-            step_kinds=KINDS,
-            max_current=options.max_current,
-            voltage_range=(options.voltage_min, options.voltage_max),
-        )
         self._info: dict[str, Any] = {}
         self._direct = False
-        self._t_test0 = 0.0
         self._last_command = -math.inf
-        self._last_voltage: float | None = None
-        self.reconnects = 0
-        #: (from, to) run times without readings, after dropped links.
-        self.gaps: list[tuple[float, float]] = []
-
-    @property
-    def clock(self) -> Clock:
-        return self._clock
-
-    @property
-    def chan(self) -> int:
-        return self.options.chan
 
     # --- connection ------------------------------------------------------------------------
     def open(self) -> None:
@@ -117,17 +84,6 @@ class MaccorChannel(Channel):
                 f"Maccor: channel {self.options.channel} is not on this system (it has channels 1..{channels})"
             )
         self._info = info
-
-    def close(self) -> None:
-        self.link.close()
-
-    def _reopen(self) -> None:
-        self.link.close()
-        self.open()
-
-    def _ensure_open(self) -> None:
-        if not self.link.connected:
-            self.open()
 
     def identify(self) -> InstrumentInfo:
         self._ensure_open()
@@ -173,11 +129,9 @@ class MaccorChannel(Channel):
 
     def _check(self, result: dict[str, Any], what: str) -> None:
         if result.get("Result") != "OK":
-            raise InstrumentError(
-                f"Maccor channel {self.options.channel}: {what} refused (result {result.get('Result')!r})"
-            )
+            raise InstrumentError(f"{self.label}: {what} refused (result {result.get('Result')!r})")
 
-    def _apply(self, step: Step, ctx: StepContext) -> Generator[np.ndarray, None, None]:
+    def _apply(self, step: Step, ctx: StepContext) -> Generator[np.ndarray, None, bool]:
         points = self._set_points(step)
         self._ensure_open()
         if not self._direct:
@@ -215,112 +169,38 @@ class MaccorChannel(Channel):
         else:
             gap = self._last_command + MIN_COMMAND_GAP - ctx.run_time()
             if gap > 0 and not (yield from wait_until(ctx, ctx.run_time() + gap, empty_block())):
-                return
+                return False
             result = self.link.call(
                 6, 8, Chan=self.chan, Power=IGNORE, Resistance=0, CurrentRange=self.options.current_range, **points
             )
             self._check(result, "(6, 8) set direct output")
         self._last_command = ctx.run_time()
+        return True
 
-    # --- steps ------------------------------------------------------------------------------------
-    def run_step(self, step: Step, ctx: StepContext) -> StepRun:
-        return self._run(step, ctx)
+    # --- the host loop's vendor part -------------------------------------------------------------
+    def _check_status(self, reading: dict[str, Any]) -> None:
+        stat = int(reading["Stat"])
+        if stat == STAT_SUSPENDED:
+            raise InstrumentError(
+                f"{self.label}: suspended by the cycler (safety limit or alarm, status {stat}); output off"
+            )
+        if stat != STAT_RUNNING:
+            raise InstrumentError(f"{self.label}: test ended at the cycler (status {stat}), not by labctl")
 
-    def _run(self, step: Step, ctx: StepContext) -> Generator[np.ndarray, None, StepOutcome]:
-        yield from self._apply(step, ctx)
-        t_start = ctx.run_time()
-        lim = step.effective_limits()
-        watcher = LimitWatcher(lim, t_start)
-        sign = 1.0 if not isinstance(step, ConstantCurrent) or step.current >= 0 else -1.0
-        period = step.sample_period
-        next_t = t_start
-        gaps_before = len(self.gaps)
-        while True:
-            next_t = next_t + period
-            if lim.max_time is not None:
-                next_t = min(next_t, t_start + lim.max_time)
-            if not (yield from wait_until(ctx, next_t, empty_block())):
-                return StepOutcome(EndReason.ABORTED, "interrupted")
-            reading = yield from self._poll(ctx)
-            stat = int(reading["Stat"])
-            if stat == STAT_SUSPENDED:
-                raise InstrumentError(
-                    f"Maccor channel {self.options.channel}: suspended by the cycler (safety limit or alarm, "
-                    f"status {stat}); output off"
-                )
-            if stat != STAT_RUNNING:
-                raise InstrumentError(
-                    f"Maccor channel {self.options.channel}: test ended at the cycler (status {stat}), not by labctl"
-                )
-            block = empty_samples(1)
-            current = float(reading["Current"])
-            q_sign = sign if isinstance(step, ConstantCurrent) else (1.0 if current >= 0 else -1.0)
-            block["t"] = self._t_test0 + float(reading["TestTime"])
-            block["E"] = float(reading["Voltage"])
-            block["I"] = current
-            block["Q"] = q_sign * abs(float(reading["Capacity"])) * 3600.0
-            self._last_voltage = float(reading["Voltage"])
-            hit = watcher.check(block) or self._clamped(step, block)
-            yield block
-            if hit is not None:
-                reason = hit[1]
-                if isinstance(step, Rest) and reason == EndReason.TIME:
-                    reason = EndReason.COMPLETED
-                message = f"{reason.value} (labctl's step logic on the cycler's readings)"
-                return StepOutcome(reason, message + self._gap_notes(self.gaps[gaps_before:]))
-
-    def _gap_notes(self, gaps: list[tuple[float, float]]) -> str:
-        """The step's dropped-link gaps, for its end message (so the run file says where the
-        curve has no points and why; the charge stays right: ``Capacity`` is the cycler's)."""
-        return "".join(
-            f"; no readings from {a:.1f} to {b:.1f} s (link down; the cycler's own data file has them)"
-            for a, b in gaps
-        )
-
-    def _clamped(self, step: Step, block: np.ndarray) -> tuple[int, EndReason] | None:
-        """A constant-current step whose voltage set point took over: the channel
-        holds the cutoff (current below its set point, voltage at the cutoff
-        within ``CLAMP_TOLERANCE``), i.e. the cell reached it between readings."""
-        if not isinstance(step, ConstantCurrent) or step.current == 0:
-            return None
-        lim = step.effective_limits()
-        charge = step.current > 0
-        cutoff = lim.voltage_above if charge else lim.voltage_below
-        e, i = float(block["E"][0]), float(block["I"][0])
-        if cutoff is None or abs(i) >= CLAMP_CURRENT * abs(step.current) or abs(e - cutoff) > CLAMP_TOLERANCE:
-            return None
-        return 0, EndReason.VOLTAGE_ABOVE if charge else EndReason.VOLTAGE_BELOW
-
-    def _poll(self, ctx: StepContext) -> Generator[np.ndarray, None, dict[str, Any]]:
-        attempts = self.options.reconnect_attempts
-        lost_at: float | None = None
-        for attempt in range(attempts + 1):
-            try:
-                reading = self.status()
-                if lost_at is not None:
-                    self.gaps.append((lost_at, ctx.run_time()))
-                    log.warning(
-                        "Maccor %s: no readings from %.1f to %.1f s (link down; the cycler's data file has them)",
-                        self.options.channel,
-                        lost_at,
-                        ctx.run_time(),
-                    )
-                return reading
-            except ConnectionLost as exc:
-                if attempt == attempts:
-                    raise InstrumentError(
-                        f"Maccor channel {self.options.channel}: link lost, {attempts} reconnections failed: {exc}"
-                    ) from exc
-                lost_at = ctx.run_time() if lost_at is None else lost_at
-                log.warning("Maccor %s: %s; reconnecting", self.options.channel, exc)
-                if not (yield from wait_until(ctx, ctx.run_time() + self.options.reconnect_wait, empty_block())):
-                    raise InstrumentError("Maccor: interrupted while reconnecting") from exc
-                try:
-                    self._reopen()
-                    self.reconnects += 1
-                except ConnectionLost as again:
-                    log.warning("Maccor %s: reconnection failed: %s", self.options.channel, again)
-        raise AssertionError("unreachable")
+    def _sample(self, step: Step, reading: dict[str, Any]) -> np.ndarray:
+        """``Capacity`` is unsigned per step on a Maccor: its sign is the step's direction
+        (a CC step's set current, otherwise the measured current)."""
+        block = empty_samples(1)
+        current = float(reading["Current"])
+        if isinstance(step, ConstantCurrent):
+            sign = 1.0 if step.current >= 0 else -1.0
+        else:
+            sign = 1.0 if current >= 0 else -1.0
+        block["t"] = self._t_test0 + float(reading["TestTime"])
+        block["E"] = float(reading["Voltage"])
+        block["I"] = current
+        block["Q"] = sign * abs(float(reading["Capacity"])) * 3600.0
+        return block
 
     # --- safety ------------------------------------------------------------------------------------
     def hold(self) -> None:
@@ -346,7 +226,7 @@ class MaccorChannel(Channel):
                 return
             self._check(result, "(6, 8) hold at 0 A")
 
-        with_one_reconnect(rest, self._reopen, instrument=f"Maccor {self.options.channel}", goal="hold the channel")
+        with_one_reconnect(rest, self._reopen, instrument=self.label, goal="hold the channel")
 
     def safe_state(self) -> None:
         def reset() -> None:
@@ -356,7 +236,7 @@ class MaccorChannel(Channel):
                 self._check(result, "(6, 5) reset channel")  # refused while running: not safe
             self._direct = False
 
-        with_one_reconnect(reset, self._reopen, instrument=f"Maccor {self.options.channel}", goal="reset the channel")
+        with_one_reconnect(reset, self._reopen, instrument=self.label, goal="reset the channel")
 
 
 def create(resource: str, options: Mapping[str, Any] | None = None, clock: Clock | None = None) -> MaccorChannel:

@@ -61,12 +61,12 @@ from __future__ import annotations
 import logging
 import struct
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from drivers.sim import SimParams
-from drivers.sim.wire.cycler_cell import CyclerCell, Program, Segment
-from drivers.sim.wire.transport import EmulatorServer, LineHandler, Session, TcpServer
+from drivers.sim.wire.cycler_cell import Program, Segment
+from drivers.sim.wire.cycler_server import CyclerServer, channel_cells
+from drivers.sim.wire.transport import LineHandler, Session, TcpServer
 from labctl.clock import Clock, ScaledClock
 
 log = logging.getLogger(__name__)
@@ -138,11 +138,7 @@ class ArbinModel:
         self.schedule = schedule
         self.record_period = record_period
         self.lock = threading.RLock()
-        self.cells: list[CyclerCell] = []
-        for chan in range(channels):
-            seeded = SimParams(**{**params.as_dict(), "seed": params.seed + chan})
-            own = (channel_clocks or {}).get(chan, clock)
-            self.cells.append(CyclerCell(seeded, cell_type, own, record_period))
+        self.cells = channel_cells(params, cell_type, clock, channels, record_period, channel_clocks)
         self.assigned: list[str] = [""] * channels
         self.test_names: list[str] = [""] * channels
         self.mv: list[dict[int, float]] = [{} for _ in range(channels)]
@@ -440,54 +436,8 @@ class ArbinHandler(LineHandler):
                 self.model.served.setdefault(chan, []).append({**fields, "clock": clock_now})  # type: ignore[arg-type]
 
 
-class ArbinServer(EmulatorServer):
-    """A running CTI emulator: ``resource`` is ``tcp://127.0.0.1:<port>``."""
-
-    def __init__(self, model: ArbinModel, tcp: TcpServer) -> None:
-        self.model = model
-        self.server = tcp
-        self.faults = tcp.faults
-        self.faults.cell_time = model.clock.now
-        self.port = tcp.port
-        self.resource = f"tcp://127.0.0.1:{tcp.port}"
-
-    def cell(self, chan: int) -> CyclerCell:
-        """The emulated channel ``chan`` (wire index, from 0)."""
-        return self.model.cells[chan]
-
-    def inject(self, chan: int, kind: str, after: int = 0) -> None:
-        """A fault on channel ``chan`` (wire index), on the feedback about it after ``after``
-        more such feedbacks: ``no-reply``/``garbled``/``drop-link`` act on that feedback;
-        ``alarm`` makes the channel Unsafe (at once when ``after`` is 0)."""
-        with self.model.lock:
-            if kind == "instrument-error":
-                kind = "alarm"
-            if kind == "alarm" and after == 0:
-                self.model.cells[chan].raise_alarm("alarm")
-                return
-            if kind not in ("no-reply", "garbled", "drop-link", "alarm"):
-                raise ValueError(f"unknown fault {kind!r} (allowed: no-reply, garbled, drop-link, alarm)")
-            self.model.pending.setdefault(chan, []).extend([""] * after + [kind])
-
-    def instrument_faults(self) -> dict[str, Callable[[], bool]]:
-        """``--fault instrument-error``: an alarm makes the fault channel (option
-        ``fault_channel``), or else the first running channel, Unsafe."""
-
-        def alarm() -> bool:
-            with self.model.lock:
-                target = self.model.fault_channel
-                if target is not None:
-                    return self.model.cells[target].raise_alarm("alarm")
-                return any(cell.raise_alarm("alarm") for cell in self.model.cells)
-
-        return {"instrument-error": alarm}
-
-    def drop(self) -> None:
-        self.server.drop_all()
-
-    def stop(self) -> None:
-        self.server.stop()
-
+class ArbinServer(CyclerServer[int]):
+    """A running CTI emulator; channels by wire index (from 0); an alarm makes one Unsafe."""
 
 def serve(
     params: SimParams,

@@ -46,14 +46,13 @@ import dataclasses
 import json
 import logging
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from drivers.sim import SimParams
-from drivers.sim.wire.cycler_cell import CyclerCell, Program, Segment
+from drivers.sim.wire.cycler_cell import Program, Segment
+from drivers.sim.wire.cycler_server import CyclerServer, channel_cells
 from drivers.sim.wire.transport import (
-    EmulatorServer,
     LineHandler,
     Session,
     TcpServer,
@@ -89,11 +88,7 @@ class MaccorModel:
         self.fault_channel = fault_channel
         self.max_current = max_current
         self.lock = threading.RLock()
-        self.cells: list[CyclerCell] = []
-        for chan in range(channels):
-            seeded = SimParams(**{**params.as_dict(), "seed": params.seed + chan})
-            own = (channel_clocks or {}).get(chan, clock)
-            self.cells.append(CyclerCell(seeded, cell_type, own, 1.0))
+        self.cells = channel_cells(params, cell_type, clock, channels, 1.0, channel_clocks)
         self.direct: list[bool] = [False] * channels
         self.last_command: list[float] = [-1e9] * channels
         self.safety: list[dict[str, float]] = [{} for _ in range(channels)]
@@ -334,54 +329,8 @@ class MaccorHandler(LineHandler):
                 self.model.served.setdefault(chan, []).append({**result, "clock": clock_now})  # type: ignore[arg-type]
 
 
-class MaccorServer(EmulatorServer):
-    """A running MacNet emulator: ``resource`` is ``tcp://127.0.0.1:<port>``."""
-
-    def __init__(self, model: MaccorModel, tcp: TcpServer) -> None:
-        self.model = model
-        self.server = tcp
-        self.faults = tcp.faults
-        self.faults.cell_time = model.clock.now
-        self.port = tcp.port
-        self.resource = f"tcp://127.0.0.1:{tcp.port}"
-
-    def cell(self, chan: int) -> CyclerCell:
-        """The emulated channel ``chan`` (wire numbering, from 0)."""
-        return self.model.cells[chan]
-
-    def inject(self, chan: int, kind: str, after: int = 0) -> None:
-        """A fault on channel ``chan`` (wire numbering), on the reply about it after
-        ``after`` more such replies: ``no-reply``/``garbled``/``drop-link`` act on that
-        reply; ``alarm`` suspends the channel (at once when ``after`` is 0)."""
-        with self.model.lock:
-            if kind == "instrument-error":
-                kind = "alarm"
-            if kind == "alarm" and after == 0:
-                self.model.cells[chan].raise_alarm("alarm")
-                return
-            if kind not in ("no-reply", "garbled", "drop-link", "alarm"):
-                raise ValueError(f"unknown fault {kind!r} (allowed: no-reply, garbled, drop-link, alarm)")
-            self.model.pending.setdefault(chan, []).extend([""] * after + [kind])
-
-    def instrument_faults(self) -> dict[str, Callable[[], bool]]:
-        """``--fault instrument-error``: an alarm suspends the fault channel (option
-        ``fault_channel``), or else the first running channel."""
-
-        def alarm() -> bool:
-            with self.model.lock:
-                target = self.model.fault_channel
-                if target is not None:
-                    return self.model.cells[target].raise_alarm("alarm")
-                return any(cell.raise_alarm("alarm") for cell in self.model.cells)
-
-        return {"instrument-error": alarm}
-
-    def drop(self) -> None:
-        self.server.drop_all()
-
-    def stop(self) -> None:
-        self.server.stop()
-
+class MaccorServer(CyclerServer[int]):
+    """A running MacNet emulator; channels by wire number (from 0); an alarm suspends one."""
 
 def _channel_number(number: int | None, channels: int) -> int | None:
     if number is None:

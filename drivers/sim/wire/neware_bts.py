@@ -57,8 +57,8 @@ from xml.sax.saxutils import quoteattr
 
 from drivers.sim import SimParams
 from drivers.sim.wire.cycler_cell import CyclerCell, Program, Record, Segment
+from drivers.sim.wire.cycler_server import CyclerServer
 from drivers.sim.wire.transport import (
-    EmulatorServer,
     LineHandler,
     Session,
     TcpServer,
@@ -402,57 +402,15 @@ class NewareHandler(LineHandler):
         self.session.send(data, garbled=fault == "garbled", scheduled=scheduled, frame_end=TERMINATOR)
 
 
-class NewareServer(EmulatorServer):
-    """A running BTS server emulator: ``resource`` is ``tcp://127.0.0.1:<port>``."""
+class NewareServer(CyclerServer[tuple[int, int, int]]):
+    """A running BTS server emulator; channels by address ``"devid-subdevid-chlid"``; an
+    alarm stops one in ``protect``."""
 
-    def __init__(self, model: NewareModel, tcp: TcpServer) -> None:
-        self.model = model
-        self.server = tcp
-        self.faults = tcp.faults
-        self.faults.cell_time = model.clock.now
-        self.port = tcp.port
-        self.resource = f"tcp://127.0.0.1:{tcp.port}"
+    alarm_text = "over-voltage protection"
 
-    def cell(self, address: str) -> CyclerCell:
-        """The emulated channel at ``"devid-subdevid-chlid"``."""
-        d, u, c = (int(x) for x in address.split("-"))
-        return self.model.cells[(d, u, c)]
-
-    def inject(self, address: str, kind: str, after: int = 0) -> None:
-        """A fault on one channel, on the reply about it after ``after`` more such replies:
-        ``no-reply``/``garbled``/``drop-link`` act on that reply; ``alarm`` (or
-        ``instrument-error``) stops the channel in ``protect`` (at once when ``after`` is 0)."""
-        d, u, c = (int(x) for x in address.split("-"))
-        if kind == "instrument-error":
-            kind = "alarm"
-        if kind == "alarm" and after == 0:
-            with self.model.lock:
-                self.model.cells[(d, u, c)].raise_alarm()
-            return
-        if kind not in ("no-reply", "garbled", "drop-link", "alarm"):
-            raise ValueError(f"unknown fault {kind!r} (allowed: no-reply, garbled, drop-link, alarm)")
-        with self.model.lock:
-            self.model.pending.setdefault((d, u, c), []).extend([""] * after + [kind])
-
-    def instrument_faults(self) -> dict[str, Callable[[], bool]]:
-        """``--fault instrument-error``: an alarm on the fault channel (option
-        ``fault_channel``), or else on the first working channel."""
-
-        def alarm() -> bool:
-            with self.model.lock:
-                target = self.model.fault_channel
-                if target is not None:
-                    return self.model.cells[target].raise_alarm()
-                return any(cell.raise_alarm() for cell in self.model.cells.values())
-
-        return {"instrument-error": alarm}
-
-    def drop(self) -> None:
-        self.server.drop_all()
-
-    def stop(self) -> None:
-        self.server.stop()
-
+    def key(self, channel: str) -> tuple[int, int, int]:
+        d, u, c = (int(x) for x in channel.split("-"))
+        return d, u, c
 
 def _address(text: str | None, devid: int, units: int, channels: int) -> tuple[int, int, int] | None:
     if text is None:
