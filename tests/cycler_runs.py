@@ -1,5 +1,5 @@
 """Running protocols on the cycler drivers against their wire emulators (shared by the
-Neware and Maccor end-to-end tests).
+Neware, Maccor and Arbin end-to-end tests).
 
 Each labctl channel runs in its own thread with its own Engine and run file, as the
 queue runs one job per channel. Lockstep: every emulated channel has its own
@@ -116,3 +116,39 @@ def run_channels(
         raise errors[0]
     assert set(out) == set(names), "a channel's run did not finish"
     return out
+
+
+def fault_ends_only_its_channel(
+    server: Any,
+    make_channel: Callable[[str, VirtualClock], Any],
+    clocks: Mapping[str, VirtualClock],
+    tmp_path: Path,
+    *,
+    kind: str,
+    reason: str,
+    after: int,
+    check_other: Callable[[str, Path], Any],
+) -> None:
+    """Channel 1 (wire 0) gets fault ``kind`` after ``after`` replies about it (a dropped link
+    twice more, longer than the drivers' 2 reconnections); its run fails with ``reason`` in
+    the outcome and the file, its output off, while channel 2 completes untouched."""
+    import re
+
+    from labctl.engine import RunState
+    from labctl.storage import open_run
+
+    faulty, other = sorted(clocks)
+    server.inject(0, kind, after=after)
+    if kind == "drop-link":
+        for _ in range(2):
+            server.inject(0, kind)
+    runs = run_channels(make_channel, [faulty, other], clocks, tmp_path)
+    failed = runs[faulty].outcome
+    assert failed.status == RunState.FAILED
+    assert failed.error is not None and re.search(reason, failed.error), failed.error
+    cell = server.cell(0)
+    assert cell.status in ("finish", "protect") and not cell.output_on, "the faulty channel must be off"
+    with open_run(runs[faulty].path) as rf:
+        assert rf.status == "failed" and re.search(reason, rf.error)
+    assert runs[other].outcome.status == RunState.COMPLETED, runs[other].outcome.error
+    check_other(other, runs[other].path)

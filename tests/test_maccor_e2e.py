@@ -11,7 +11,7 @@ reason and the channel off, while the other channel completes untouched.
 
 from __future__ import annotations
 
-import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from drivers.sim.wire.maccor_macnet import serve
 from labctl.clock import VirtualClock
 from labctl.engine import RunState
 from labctl.storage import open_run
-from tests.cycler_runs import BlockCounter, run_channels
+from tests.cycler_runs import BlockCounter, fault_ends_only_its_channel, run_channels
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -106,19 +106,9 @@ def test_two_channels_complete_a_cycle_and_a_dropped_link_is_reconnected(tmp_pat
 def test_a_fault_ends_the_job_on_its_channel_only(tmp_path: Path, kind: str, reason: str) -> None:
     server, clocks = start([A, B])
     try:
-        server.inject(0, kind, after=30)  # type: ignore[attr-defined]
-        if kind == "drop-link":
-            for _ in range(2):  # longer than the driver's 2 reconnections, then the link is back
-                server.inject(0, kind)  # type: ignore[attr-defined]
-        runs = run_channels(factory(server), [A, B], clocks, tmp_path)
-        failed = runs[A].outcome
-        assert failed.status == RunState.FAILED
-        assert failed.error is not None and re.search(reason, failed.error), failed.error
-        cell = server.cell(0)  # type: ignore[attr-defined]
-        assert cell.status in ("finish", "protect") and not cell.output_on, "the faulty channel must be off"
-        with open_run(runs[A].path) as rf:
-            assert rf.status == "failed" and re.search(reason, rf.error)
-        assert runs[B].outcome.status == RunState.COMPLETED, runs[B].outcome.error
-        check_readings(server, B, runs[B].path)
+        check = partial(check_readings, server)
+        fault_ends_only_its_channel(
+            server, factory(server), clocks, tmp_path, kind=kind, reason=reason, after=30, check_other=check
+        )
     finally:
         server.stop()  # type: ignore[attr-defined]
