@@ -13,7 +13,7 @@ thousands of cycles holds one row per cycle, not its StepResults or traces.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from labctl.analysis.cycling import Segment
 from labctl.analysis.fullcell import CycleTable, cycle_row, dq_dv, summarise
 from labctl.cathode import CATHODE_PARAMS, CathodeSpec
 from labctl.params import Param, ParameterError
-from labctl.protocol import GEOMETRY_PARAMS, Cell, GeometryValues
+from labctl.protocol import GEOMETRY_PARAMS, Cell, GeometryValues, Protocol
 from labctl.safety import Demand
 from labctl.steps import ConstantCurrent, ConstantVoltage, EndReason, Limits, SetTemperature, Step, StepResult
 from protocols._steps import rest
@@ -236,3 +236,20 @@ def _segment(result: StepResult) -> Segment | None:
 
 
 STEP_KINDS = frozenset({"ConstantCurrent", "ConstantVoltage", "Rest"})
+
+
+def full_cell_protocol(
+    *,
+    fastest_rate: Callable[[Any], float],
+    temperature: Callable[[Any], float | None] = lambda p: None,
+    **declaration: Any,
+) -> Protocol:
+    """A full-cell protocol: cell type, step kinds, and the preview and safety demands of its
+    fastest C-rate (and chamber temperature), so each protocol declares only what is its own."""
+    return Protocol(
+        cell_type="full",
+        step_kinds=STEP_KINDS,
+        preview=lambda p, cell: preview_for(p, cell, fastest_rate(p), temperature(p)),
+        demands=lambda p, cell: demands_for(p, cell, fastest_rate(p), temperature(p)),
+        **declaration,
+    )

@@ -15,15 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from labctl.params import Param, ParameterError
-from labctl.protocol import Cell, Plan, Protocol
+from labctl.protocol import Cell, Plan
 from protocols._fullcell import (
     COMMON_PARAMS,
-    STEP_KINDS,
     Cycling,
     FullCellValues,
     check_common,
-    demands_for,
-    preview_for,
+    full_cell_protocol,
 )
 
 PARAMS = (
@@ -63,18 +61,15 @@ def analyse(p: FormationValues, run: Cycling) -> dict[str, Any]:
     return out
 
 
-PROTOCOL = Protocol(
+PROTOCOL = full_cell_protocol(
     name="formation",
     version="1.0",
     title="Full-cell formation (slow CC-CV cycles)",
-    cell_type="full",
     params=PARAMS,
     plan=plan,
     check=check,
-    step_kinds=STEP_KINDS,
     description=__doc__ or "",
-    preview=lambda p, cell: preview_for(p, cell, p.c_rate),
     result_keys=("capacity_mAh_g", "first_cycle_ce", "valid"),
-    demands=lambda p, cell: demands_for(p, cell, p.c_rate),
     values_type=FormationValues,
+    fastest_rate=lambda p: p.c_rate,
 )

@@ -16,15 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from labctl.params import Param, ParameterError
-from labctl.protocol import Cell, Plan, Protocol
+from labctl.protocol import Cell, Plan
 from protocols._fullcell import (
     COMMON_PARAMS,
-    STEP_KINDS,
     Cycling,
     FullCellValues,
     check_common,
-    demands_for,
-    preview_for,
+    full_cell_protocol,
 )
 from protocols._steps import reach_temperature, reached
 
@@ -111,18 +109,16 @@ def _max_rate(p: LongCyclingValues) -> float:
     return max(p.c_rate, p.charge_rate or 0.0, p.formation_rate if p.formation_cycles else 0.0)
 
 
-PROTOCOL = Protocol(
+PROTOCOL = full_cell_protocol(
     name="long_cycling",
     version="1.0",
     title="Full-cell long-term CC-CV cycling (retention, fade, CE, cycle at 80 %)",
-    cell_type="full",
     params=PARAMS,
     plan=plan,
     check=check,
-    step_kinds=STEP_KINDS,
     description=__doc__ or "",
-    preview=lambda p, cell: preview_for(p, cell, _max_rate(p), p.temperature),
     result_keys=("capacity_mAh_g", "retention_last", "cycle_below_80", "valid"),
-    demands=lambda p, cell: demands_for(p, cell, _max_rate(p), p.temperature),
     values_type=LongCyclingValues,
+    fastest_rate=_max_rate,
+    temperature=lambda p: p.temperature,
 )

@@ -18,15 +18,13 @@ from typing import Any
 import numpy as np
 
 from labctl.params import Param
-from labctl.protocol import Cell, Plan, Protocol
+from labctl.protocol import Cell, Plan
 from protocols._fullcell import (
     COMMON_PARAMS,
-    STEP_KINDS,
     Cycling,
     FullCellValues,
     check_common,
-    demands_for,
-    preview_for,
+    full_cell_protocol,
 )
 
 PARAMS = (
@@ -106,18 +104,15 @@ def analyse(p: RateValues, run: Cycling, block_of: list[int]) -> dict[str, Any]:
     return out
 
 
-PROTOCOL = Protocol(
+PROTOCOL = full_cell_protocol(
     name="rate_capability",
     version="1.0",
     title="Full-cell rate capability (C-rate blocks, then back to the first rate)",
-    cell_type="full",
     params=PARAMS,
     plan=plan,
     check=check_common,
-    step_kinds=STEP_KINDS,
     description=__doc__ or "",
-    preview=lambda p, cell: preview_for(p, cell, max(max(p.rates), p.charge_rate or 0.0)),
     result_keys=("capacity_mAh_g", "recovery", "valid"),
-    demands=lambda p, cell: demands_for(p, cell, max(max(p.rates), p.charge_rate or 0.0)),
     values_type=RateValues,
+    fastest_rate=lambda p: max(max(p.rates), p.charge_rate or 0.0),
 )
