@@ -12,12 +12,14 @@ process gone within the hang guard.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,3 +144,24 @@ def run_trial(workdir: Path, mode: str, sig: signal.Signals, delay: float, hang_
 def ignore_sigint() -> None:
     """``preexec_fn`` for a child started as ``cmd &`` in a script starts: SIGINT ignored."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def sim_server(*args: str, prefix: str = "tcp://127.0.0.1:") -> Iterator[str]:
+    """``labctl sim-server ARGS`` in a child process: yields the resource it prints (checked to
+    start with ``prefix``); on leaving, Ctrl-C must stop it with exit code 0."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labctl.cli", "sim-server", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        resource = proc.stdout.readline().strip()
+        assert resource.startswith(prefix), proc.stderr.read()
+        yield resource
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+    assert proc.returncode == 0

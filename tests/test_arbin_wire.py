@@ -23,11 +23,8 @@ Protocol Commands" v1.1 and "Arbin CTI Instructions" v4.5, the PDFs in the publi
 from __future__ import annotations
 
 import ast
-import signal
 import socket
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -41,6 +38,7 @@ from drivers.sim.wire.faults import FaultPlan, install
 from labctl.channel import GarbledReply, InstrumentTimeout
 from labctl.cli import main
 from labctl.clock import VirtualClock
+from tests.signal_trial import sim_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -352,19 +350,7 @@ def test_the_emulator_shares_no_code_with_the_driver() -> None:
 
 
 def test_labctl_sim_server_serves_the_cti_emulator() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "labctl.cli", "sim-server", "--model", "arbin", "--option", "channels=24"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        resource = proc.stdout.readline().strip()  # type: ignore[union-attr]
-        assert resource.startswith("tcp://127.0.0.1:"), proc.stderr.read()  # type: ignore[union-attr]
+    with sim_server("--model", "arbin", "--option", "channels=24") as resource:
         client = Wire(int(resource.rsplit(":", 1)[1]))
         assert client.login() == 24
         client.close()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(10)
-    assert proc.returncode == 0

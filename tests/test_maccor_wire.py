@@ -13,10 +13,7 @@ output (refused when sent within 100 ms, or without direct mode), (6, 5) reset,
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
-import sys
 
 import pytest
 
@@ -25,6 +22,7 @@ from drivers.sim import SimParams
 from drivers.sim.wire.faults import FaultPlan, install
 from drivers.sim.wire.maccor_macnet import serve
 from labctl.clock import VirtualClock
+from tests.signal_trial import sim_server
 
 READING_KEYS = {
     "FClass", "FNum", "Chan", "RF1", "RF2", "Stat", "LastRecNum", "Cycle", "Step", "TestTime", "StepTime",
@@ -173,22 +171,10 @@ def test_options_name_the_channel_number() -> None:
 
 
 def test_labctl_sim_server_serves_the_macnet_emulator() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "labctl.cli", "sim-server", "--model", "maccor", "--option", "channels=12"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        resource = proc.stdout.readline().strip()  # type: ignore[union-attr]
-        assert resource.startswith("tcp://127.0.0.1:"), proc.stderr.read()  # type: ignore[union-attr]
+    with sim_server("--model", "maccor", "--option", "channels=12") as resource:
         client = Client(int(resource.rsplit(":", 1)[1]))
         assert client(1, 2)["TestChannels"] == 12
         client.close()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(10)
-    assert proc.returncode == 0
 
 
 def test_scheduled_faults_can_target_one_channel() -> None:

@@ -11,10 +11,7 @@ through our driver: framing ``<?xml …?><bts version="1.0">…</bts>`` + ``\\n\
 
 from __future__ import annotations
 
-import signal
 import socket
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from drivers.sim.wire.faults import FaultPlan, install
 from drivers.sim.wire.neware_bts import serve
 from labctl.clock import VirtualClock
 from labctl.steps import ConstantCurrent, ConstantVoltage, Limits, Rest, VoltageSweep
+from tests.signal_trial import sim_server
 
 HEADER = '<?xml version="1.0" encoding="UTF-8" ?><bts version="1.0">'
 TERM = b"\n\n#\r\n"
@@ -247,22 +245,10 @@ def test_scheduled_faults_of_the_sim_server_grammar(tmp_path: Path) -> None:
 
 
 def test_labctl_sim_server_serves_the_bts_emulator() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "labctl.cli", "sim-server", "--model", "neware", "--option", "channels=16"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        resource = proc.stdout.readline().strip()  # type: ignore[union-attr]
-        assert resource.startswith("tcp://127.0.0.1:"), proc.stderr.read()  # type: ignore[union-attr]
+    with sim_server("--model", "neware", "--option", "channels=16") as resource:
         client = Client(int(resource.rsplit(":", 1)[1]))
         assert len(rows(client("<cmd>getdevinfo</cmd>"), "middle")) == 16
         client.close()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(10)
-    assert proc.returncode == 0
 
 
 def test_a_lab_file_names_cycler_channels_by_their_bts_address(tmp_path: Path) -> None:
